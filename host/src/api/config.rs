@@ -1,0 +1,69 @@
+//! `/api/config`: the effective configuration, and changes to the file.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{ApiError, AppState};
+use crate::config::{ConfigFile, Settings};
+
+/// The configuration file's contents and the settings in effect.
+#[derive(Serialize, ToSchema)]
+pub struct ConfigView {
+    /// Values in effect: file, environment and defaults combined.
+    pub effective: Settings,
+    /// What the configuration file holds.
+    pub file: ConfigFile,
+    /// True after a change: the running server keeps the settings it started
+    /// with; the new file applies from the next start (and to the CLI at once).
+    pub restart_required: bool,
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/config", get(get_config).put(put_config))
+}
+
+/// The effective configuration.
+#[utoipa::path(get, path = "/api/config", tag = "config",
+    responses((status = 200, body = ConfigView)))]
+pub async fn get_config(State(state): State<AppState>) -> Result<Json<ConfigView>, ApiError> {
+    let file = ConfigFile::read(&state.inner.home.config_file)
+        .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    Ok(Json(ConfigView {
+        effective: state.settings(),
+        file,
+        restart_required: false,
+    }))
+}
+
+/// Changes keys of the configuration file; keys not in the body are kept.
+#[utoipa::path(put, path = "/api/config", tag = "config",
+    request_body = ConfigFile,
+    responses((status = 200, body = ConfigView),
+              (status = 400, description = "Invalid key or value", body = super::error::ErrorBody)))]
+pub async fn put_config(
+    State(state): State<AppState>,
+    body: Result<Json<ConfigFile>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<ConfigView>, ApiError> {
+    let Json(patch) = body.map_err(|e| ApiError::bad_request("invalid_config", e.body_text()))?;
+    let _guard = state.inner.config_write.lock().unwrap();
+    let path = &state.inner.home.config_file;
+    let mut file = ConfigFile::read(path).map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    let before = file.clone();
+    file.merge(patch);
+    file.validate()
+        .map_err(|e| ApiError::bad_request("invalid_config", format!("{e:#}")))?;
+    let next = Settings::resolve(&state.inner.home, &file)
+        .map_err(|e| ApiError::bad_request("invalid_config", format!("{e:#}")))?;
+    if file != before {
+        file.write(path)
+            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    }
+    Ok(Json(ConfigView {
+        effective: next,
+        file: file.clone(),
+        restart_required: file != before,
+    }))
+}

@@ -1,0 +1,140 @@
+//! The HTTP API (axum): routes grouped by resource, one state, one error type.
+//!
+//! Everything is under `/api`; the OpenAPI document is at
+//! `/api/openapi.json`. When a token is configured every route but
+//! `/api/health` requires `Authorization: Bearer <token>`, and binding a
+//! non-loopback address without a token is refused.
+
+mod config;
+mod error;
+mod health;
+mod openapi;
+mod plugins;
+pub use plugins::{PluginList, PluginView};
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+
+pub use error::ApiError;
+pub use openapi::ApiDoc;
+
+use crate::config::Settings;
+use crate::home::Home;
+use crate::plugins::PluginHost;
+
+/// Shared state of the server.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    host: Arc<PluginHost>,
+    home: Home,
+    settings: RwLock<Settings>,
+    token: Option<String>,
+    started: Instant,
+    /// Serialises read-modify-write of the config file.
+    config_write: std::sync::Mutex<()>,
+}
+
+impl AppState {
+    pub fn new(
+        host: Arc<PluginHost>,
+        home: Home,
+        settings: Settings,
+        token: Option<String>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                host,
+                home,
+                settings: RwLock::new(settings),
+                token: token.filter(|t| !t.is_empty()),
+                started: Instant::now(),
+                config_write: std::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    pub fn host(&self) -> &Arc<PluginHost> {
+        &self.inner.host
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.inner.settings.read().unwrap().clone()
+    }
+}
+
+/// All routes, with authentication applied.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(health::routes())
+        .merge(plugins::routes())
+        .merge(config::routes())
+        .merge(openapi::routes())
+        .fallback(|| async { ApiError::not_found("no_such_route", "no such API route") });
+    Router::new()
+        .nest("/api", api)
+        .fallback(|| async {
+            ApiError::not_found("no_such_route", "no such route; the API lives under /api")
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Checks the bearer token, when one is configured.
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(expected) = &state.inner.token else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/api/health" {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
+            next.run(req).await
+        }
+        _ => axum::response::IntoResponse::into_response(ApiError::unauthorized()),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Refuses to expose the API beyond this machine without a token.
+pub fn check_bind(addr: &SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
+    if !addr.ip().is_loopback() && token.is_none_or(str::is_empty) {
+        anyhow::bail!(
+            "refusing to listen on {addr} without an API token: anyone who can reach it could \
+             control tuner. Pass --token (or set TUNER_API_TOKEN); clients then send \
+             `Authorization: Bearer <token>`. Or bind 127.0.0.1."
+        );
+    }
+    Ok(())
+}
+
+/// Serves until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

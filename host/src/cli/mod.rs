@@ -1,0 +1,80 @@
+//! The command line (clap). Results go to stdout (`--json` gives a stable,
+//! documented shape); progress and logs go to stderr.
+
+mod plugins;
+mod serve;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::home::Home;
+use crate::plugins::PluginHost;
+
+/// Fine-tune Qwen3 models. Data formats, model sources and training methods
+/// are sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "tuner", version, propagate_version = true)]
+pub struct Cli {
+    /// User plugin folder (default: `plugins` in the tuner home).
+    #[arg(long, global = true, env = "TUNER_PLUGIN_DIR", value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
+
+    /// More log output (-v: debug, -vv: trace). `RUST_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (default http://127.0.0.1:8000).
+    Serve(serve::ServeArgs),
+    /// List, inspect, check, create and build plugins.
+    #[command(subcommand)]
+    Plugins(plugins::PluginsCommand),
+}
+
+/// What every command needs: where files are and the effective settings.
+pub struct Context {
+    pub home: Home,
+    pub settings: Settings,
+}
+
+impl Context {
+    pub fn load(cli: &Cli) -> Result<Self> {
+        let home = Home::from_env()?;
+        let mut settings = Settings::load(&home)?;
+        if let Some(dir) = &cli.plugin_dir {
+            // clap already folded TUNER_PLUGIN_DIR into the flag.
+            settings.plugin_dir = dir.clone();
+            settings
+                .overridden
+                .entry("plugin_dir".into())
+                .or_insert_with(|| "--plugin-dir".into());
+        }
+        Ok(Self { home, settings })
+    }
+
+    /// Starts the plugin runtime with the bundled plugins and the plugin folder.
+    pub fn start_plugins(&self) -> Result<PluginHost> {
+        PluginHost::start(
+            self.settings.plugin_limits(),
+            Some(self.settings.plugin_dir.clone()),
+            Some(self.settings.compile_cache_dir.clone()),
+        )
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<std::process::ExitCode> {
+    let ctx = Context::load(&cli)?;
+    match cli.command {
+        Command::Serve(args) => serve::run(ctx, args),
+        Command::Plugins(cmd) => plugins::run(ctx, cmd),
+    }
+}

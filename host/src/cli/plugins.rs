@@ -1,0 +1,267 @@
+//! `tuner plugins ...`: list, info, check, new, build.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::Context;
+use crate::api::{PluginList, PluginView};
+use crate::plugins::{Kind, PluginHost, PluginMeta, scaffold};
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// List active plugins (bundled and from the plugin folder) and files that failed to load.
+    List(JsonFlag),
+    /// Show one plugin.
+    Info {
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Validate a .wasm file as a plugin without installing it.
+    Check {
+        file: PathBuf,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Create a new plugin crate from a template.
+    New(NewArgs),
+    /// Build a plugin crate into a component (`target/NAME.wasm`), optionally installing it.
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON (stable shape, see docs/cli.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// Plugin (and crate) name: a-z, 0-9, `-`, `_`.
+    pub name: String,
+    /// format, source or method.
+    #[arg(long)]
+    pub kind: Kind,
+    /// Folder to create the crate in.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Path to tuner-sdk (default: the SDK beside this tuner's sources).
+    #[arg(long, env = "TUNER_SDK_PATH")]
+    pub sdk: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The plugin crate (default: current folder).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Copy the component (and plugin.toml as NAME.toml) into the plugin folder.
+    #[arg(long)]
+    pub install: bool,
+    /// Cargo target folder for the wasm build (default: DIR/target).
+    #[arg(long)]
+    pub target_dir: Option<PathBuf>,
+}
+
+impl clap::ValueEnum for Kind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Kind::Format, Kind::Source, Kind::Method]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            Kind::Format => "format",
+            Kind::Source => "source",
+            Kind::Method => "method",
+        }))
+    }
+}
+
+pub fn run(ctx: Context, cmd: PluginsCommand) -> Result<ExitCode> {
+    match cmd {
+        PluginsCommand::List(flag) => {
+            let host = ctx.start_plugins()?;
+            let list = PluginList::of(&host);
+            if flag.json {
+                print_json(&list)?;
+            } else {
+                print_list(&list);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Info { name, json } => {
+            let host = ctx.start_plugins()?;
+            let Some(plugin) = host.get(&name) else {
+                let names: Vec<String> = host.list().iter().map(|p| p.name().to_string()).collect();
+                bail!("no plugin named `{name}` (available: {})", names.join(", "));
+            };
+            let view = PluginView::from(&*plugin);
+            if json.json {
+                print_json(&view)?;
+            } else {
+                print_meta(&view.meta);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Check { file, json } => check(&ctx, &file, json.json),
+        PluginsCommand::New(args) => {
+            let sdk = args.sdk.or_else(scaffold::default_sdk_path).context(
+                "cannot find tuner-sdk: pass --sdk PATH (the `sdk` folder of tuner's sources)",
+            )?;
+            let root = scaffold::create(&args.dir, &args.name, args.kind, &sdk)?;
+            println!("created {} ({} plugin)", root.display(), args.kind);
+            println!("next: tuner plugins build {} --install", root.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginsCommand::Build(args) => build(&ctx, args),
+    }
+}
+
+#[derive(Serialize)]
+struct CheckResult<'a> {
+    ok: bool,
+    file: &'a Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plugin: Option<PluginMeta>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn check(ctx: &Context, file: &Path, json: bool) -> Result<ExitCode> {
+    // Only the runtime is needed, not the user's plugin folder.
+    let host = PluginHost::start(ctx.settings.plugin_limits(), None, None)?;
+    let outcome = host.check_file(file);
+    let result = CheckResult {
+        ok: outcome.is_ok(),
+        file,
+        error: outcome.as_ref().err().map(|e| e.to_string()),
+        plugin: outcome.ok(),
+    };
+    if json {
+        print_json(&result)?;
+    } else if let Some(meta) = &result.plugin {
+        println!("ok: {} is a valid {} plugin", file.display(), meta.kind);
+        print_meta(meta);
+    } else {
+        eprintln!(
+            "error: {}: {}",
+            file.display(),
+            result.error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(if result.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn build(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
+    let krate = tuner_wasm_build::PluginCrate::open(&args.dir)?;
+    let toolchain = tuner_wasm_build::find_toolchain()?;
+    eprintln!("building {} with {toolchain}", krate.package);
+    let target_dir = args
+        .target_dir
+        .clone()
+        .unwrap_or_else(|| args.dir.join("target"));
+    let built = tuner_wasm_build::build(
+        &toolchain,
+        &args.dir.join("Cargo.toml"),
+        std::slice::from_ref(&krate),
+        &target_dir,
+        tuner_wasm_build::Output::Inherit,
+    )?;
+    let plugin = &built[0];
+    let out = args
+        .dir
+        .join("target")
+        .join(format!("{}.wasm", krate.package));
+    std::fs::create_dir_all(out.parent().unwrap())?;
+    tuner_wasm_build::write_atomically(&out, &plugin.component)?;
+    let manifest = krate.manifest();
+    if let Some(m) = &manifest {
+        std::fs::copy(m, out.with_extension("toml"))?;
+    }
+    println!("built {} ({} bytes)", out.display(), plugin.component.len());
+    if args.install {
+        let dir = &ctx.settings.plugin_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Manifest first: a watcher that sees the .wasm then finds its manifest.
+        if let Some(m) = &manifest {
+            let dest = dir.join(format!("{}.toml", krate.package));
+            tuner_wasm_build::write_atomically(&dest, &std::fs::read(m)?)?;
+        }
+        let dest = dir.join(format!("{}.wasm", krate.package));
+        tuner_wasm_build::write_atomically(&dest, &plugin.component)?;
+        println!("installed {}", dest.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn print_list(list: &PluginList) {
+    let width = list
+        .plugins
+        .iter()
+        .map(|p| p.meta.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:width$}  {:6}  {:8}  {:9}  DESCRIPTION",
+        "NAME", "KIND", "VERSION", "ORIGIN"
+    );
+    for p in &list.plugins {
+        let m = &p.meta;
+        let origin = serde_json::to_value(m.origin)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        println!(
+            "{:width$}  {:6}  {:8}  {:9}  {}",
+            m.name,
+            m.kind.to_string(),
+            m.version,
+            origin,
+            m.description
+        );
+    }
+    if let Some(dir) = &list.plugin_dir {
+        println!("\nplugin folder: {dir}");
+    }
+    for f in &list.failures {
+        println!("not loaded: {}: {}", f.file.display(), f.error);
+    }
+}
+
+fn print_meta(m: &PluginMeta) {
+    println!("name:        {}", m.name);
+    println!("kind:        {}", m.kind);
+    println!("version:     {}", m.version);
+    println!("description: {}", m.description);
+    println!(
+        "hosts:       {}",
+        if m.hosts.is_empty() {
+            "(no network)".to_string()
+        } else {
+            m.hosts.join(", ")
+        }
+    );
+    println!("interface:   tuner:plugin@{}", m.wit_version);
+    if let Some(sdk) = &m.sdk_version {
+        println!("sdk:         tuner-sdk (WIT {sdk})");
+    }
+    if let Some(path) = &m.path {
+        println!("file:        {}", path.display());
+    }
+    println!("sha256:      {}", m.sha256);
+    println!("size:        {} bytes", m.size_bytes);
+}

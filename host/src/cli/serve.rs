@@ -1,0 +1,84 @@
+//! `tuner serve`: the HTTP API, with the plugin folder watched for changes.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+
+use super::Context;
+use crate::api::{self, AppState};
+use crate::plugins::watch;
+use crate::store::Store;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to bind (default from config, else 127.0.0.1).
+    #[arg(long)]
+    pub host: Option<IpAddr>,
+    /// Port to bind (default from config, else 8000).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// API token clients must send as `Authorization: Bearer <token>`.
+    /// Required when binding a non-loopback address.
+    #[arg(long, env = "TUNER_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Do not watch the plugin folder for changes.
+    #[arg(long)]
+    pub no_watch: bool,
+}
+
+pub fn run(ctx: Context, args: ServeArgs) -> Result<ExitCode> {
+    let host_ip: IpAddr = match args.host {
+        Some(ip) => ip,
+        None => ctx.settings.server.host.parse().with_context(|| {
+            format!(
+                "server.host `{}` is not an IP address",
+                ctx.settings.server.host
+            )
+        })?,
+    };
+    let addr = SocketAddr::new(host_ip, args.port.unwrap_or(ctx.settings.server.port));
+    api::check_bind(&addr, args.token.as_deref())?;
+
+    Store::open(&ctx.settings.database)?;
+    let plugins = Arc::new(ctx.start_plugins()?);
+    for f in plugins.failures() {
+        tracing::warn!(file = %f.file.display(), "plugin not loaded: {}", f.error);
+    }
+    let _watcher = if args.no_watch {
+        None
+    } else {
+        watch::watch(plugins.clone())?
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let state = AppState::new(
+        plugins.clone(),
+        ctx.home.clone(),
+        ctx.settings.clone(),
+        args.token,
+    );
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr} (is another tuner running? try --port)")
+        })?;
+        let shown = listener.local_addr()?;
+        tracing::info!(
+            plugins = plugins.list().len(),
+            "tuner {} listening on http://{shown}",
+            env!("CARGO_PKG_VERSION")
+        );
+        eprintln!("tuner listening on http://{shown} (Ctrl-C to stop)");
+        api::serve(state, listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("shutting down: finishing requests in flight");
+        })
+        .await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,18 @@
+//! tuner: fine-tune Qwen3 models, with data formats, model sources and
+//! training methods as sandboxed WebAssembly plugins.
+//!
+//! This crate is both the `tuner` binary and its library. The modules:
+//! - [`home`]: where all state lives (`TUNER_HOME`, platform dirs).
+//! - [`config`]: the configuration file and environment overrides.
+//! - [`plugins`]: the wasmtime runtime: discovery, validation, sandbox,
+//!   compile cache, hot reload, host interfaces.
+//! - [`store`]: the SQLite database.
+//! - [`api`]: the HTTP API (axum) and its OpenAPI document.
+//! - [`cli`]: the command line (clap).
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod home;
+pub mod plugins;
+pub mod store;

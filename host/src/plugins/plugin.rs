@@ -1,0 +1,393 @@
+//! A loaded plugin: its metadata, compiled component, and the sandboxed
+//! instance calls run in.
+//!
+//! Calls into one plugin are serialised (one instance, one store). Each call
+//! gets a fresh epoch deadline; if the call traps, runs out of time or hits
+//! its memory cap, the instance is dropped and the next call builds a new
+//! one, so a misbehaving plugin cannot poison later calls.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+use wasmtime::Store;
+use wasmtime::component::Component;
+
+use super::bindings::format::Format;
+use super::bindings::format::exports::tuner::plugin::format_plugin;
+use super::bindings::method::Method;
+use super::bindings::method::exports::tuner::plugin::method_plugin;
+use super::bindings::source::Source;
+use super::bindings::source::exports::tuner::plugin::source_plugin;
+use super::bindings::{PluginInfo, format::tuner::plugin::types::PluginError};
+use super::imports::http::HttpGate;
+use super::limits::ticks;
+use super::runtime::{CompileSource, Runtime};
+use super::state::PluginState;
+use super::{CallError, Kind};
+
+/// Where a plugin was loaded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Compiled into the binary.
+    Bundled,
+    /// The user plugin folder.
+    Directory,
+    /// A file checked with `tuner plugins check`, not installed.
+    File,
+}
+
+/// Where a plugin's name, version and description came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataSource {
+    /// The `NAME.toml` manifest.
+    Manifest,
+    /// The plugin's `info()` export.
+    Info,
+}
+
+/// Everything known about a loaded plugin. Serialised as is by
+/// `tuner plugins list --json` and `GET /api/plugins`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PluginMeta {
+    pub name: String,
+    pub version: String,
+    pub kind: Kind,
+    pub description: String,
+    /// Hosts the plugin may reach through the host's `http` interface.
+    pub hosts: Vec<String>,
+    pub origin: Origin,
+    /// The `.wasm` file, for plugins loaded from disk.
+    #[schema(value_type = Option<String>)]
+    pub path: Option<PathBuf>,
+    /// SHA-256 of the `.wasm` bytes.
+    pub sha256: String,
+    pub size_bytes: u64,
+    /// The `tuner:plugin` version the plugin targets.
+    pub wit_version: String,
+    /// The tuner-sdk WIT version stamped into the plugin, if it used the SDK.
+    pub sdk_version: Option<String>,
+    pub metadata_from: MetadataSource,
+    pub compiled: CompileSource,
+}
+
+/// Call counters, for `plugins info` and the API.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct CallStats {
+    pub calls: u64,
+    pub failures: u64,
+    /// Instances created (the first, plus one after each failure).
+    pub instances: u64,
+}
+
+enum Bindings {
+    Format(Format),
+    Source(Source),
+    Method(Method),
+}
+
+struct Live {
+    store: Store<PluginState>,
+    bindings: Bindings,
+}
+
+/// A loaded, callable plugin.
+pub struct Plugin {
+    pub meta: PluginMeta,
+    component: Component,
+    runtime: Arc<Runtime>,
+    http: Option<HttpGate>,
+    live: Mutex<Option<Live>>,
+    calls: AtomicU64,
+    failures: AtomicU64,
+    instances: AtomicU64,
+}
+
+impl Plugin {
+    /// Wraps a validated component. `http` is the network gate for source
+    /// plugins (built from the declared hosts).
+    pub(crate) fn new(
+        meta: PluginMeta,
+        component: Component,
+        runtime: Arc<Runtime>,
+        http: Option<HttpGate>,
+    ) -> Self {
+        Self {
+            meta,
+            component,
+            runtime,
+            http,
+            live: Mutex::new(None),
+            calls: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            instances: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.meta.kind
+    }
+
+    pub fn stats(&self) -> CallStats {
+        CallStats {
+            calls: self.calls.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            instances: self.instances.load(Ordering::Relaxed),
+        }
+    }
+
+    fn instantiate(&self, deadline: Duration) -> Result<Live, CallError> {
+        let rt = &self.runtime;
+        let state = PluginState::new(
+            Arc::from(self.meta.name.as_str()),
+            &rt.limits,
+            self.http.clone(),
+        );
+        let mut store = Store::new(&rt.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(ticks(deadline));
+        let fail = |e: wasmtime::Error| CallError::Instantiate {
+            plugin: self.meta.name.clone(),
+            message: format!("{e:#}"),
+        };
+        let bindings = match self.meta.kind {
+            Kind::Format => Bindings::Format(
+                Format::instantiate(&mut store, &self.component, &rt.format_linker)
+                    .map_err(fail)?,
+            ),
+            Kind::Source => Bindings::Source(
+                Source::instantiate(&mut store, &self.component, &rt.source_linker)
+                    .map_err(fail)?,
+            ),
+            Kind::Method => Bindings::Method(
+                Method::instantiate(&mut store, &self.component, &rt.method_linker)
+                    .map_err(fail)?,
+            ),
+        };
+        self.instances.fetch_add(1, Ordering::Relaxed);
+        Ok(Live { store, bindings })
+    }
+
+    /// Runs `f` against the live instance (creating it if needed) under a
+    /// deadline. On any failure the instance is discarded.
+    fn call<R>(
+        &self,
+        call: &str,
+        deadline: Duration,
+        f: impl FnOnce(&mut Store<PluginState>, &Bindings) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let _span = tracing::debug_span!("plugin_call", plugin = %self.meta.name, call).entered();
+        let mut guard = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if guard.is_none() {
+            match self.instantiate(deadline) {
+                Ok(live) => *guard = Some(live),
+                Err(err) => {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(err);
+                }
+            }
+        }
+        let live = guard.as_mut().expect("instance created above");
+        live.store.set_epoch_deadline(ticks(deadline));
+        live.store.data_mut().limiter.refused = None;
+        match f(&mut live.store, &live.bindings) {
+            Ok(value) => Ok(value),
+            Err(err) => {
+                let refused = live.store.data().limiter.refused.is_some();
+                // The instance may be in any state after a trap: never reuse it.
+                *guard = None;
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                let err = self.classify(call, deadline, refused, err);
+                tracing::warn!(plugin = %self.meta.name, call, "{err}");
+                Err(err)
+            }
+        }
+    }
+
+    fn classify(
+        &self,
+        call: &str,
+        deadline: Duration,
+        refused: bool,
+        err: wasmtime::Error,
+    ) -> CallError {
+        let plugin = self.meta.name.clone();
+        let call = call.to_string();
+        if refused {
+            return CallError::MemoryLimit {
+                plugin,
+                call,
+                limit_mib: self.runtime.limits.memory_bytes >> 20,
+            };
+        }
+        match err.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => CallError::Timeout {
+                plugin,
+                call,
+                limit: deadline,
+            },
+            Some(trap) => {
+                let mut message = trap.to_string();
+                if *trap == wasmtime::Trap::UnreachableCodeReached {
+                    message.push_str(" (usually a panic inside the plugin)");
+                }
+                CallError::Trap {
+                    plugin,
+                    call,
+                    message,
+                }
+            }
+            None => CallError::Trap {
+                plugin,
+                call,
+                message: format!("{err:#}"),
+            },
+        }
+    }
+
+    fn wrong_kind(&self, call: &str, expected: Kind) -> CallError {
+        CallError::WrongKind {
+            plugin: self.meta.name.clone(),
+            call: call.to_string(),
+            actual: self.meta.kind,
+            expected,
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        self.runtime.limits.call_timeout
+    }
+
+    /// `info()`, under the (shorter) load deadline.
+    pub fn info(&self) -> Result<PluginInfo, CallError> {
+        self.call(
+            "info",
+            self.runtime.limits.load_timeout,
+            |store, b| match b {
+                Bindings::Format(b) => b.tuner_plugin_format_plugin().call_info(store),
+                Bindings::Source(b) => b.tuner_plugin_source_plugin().call_info(store),
+                Bindings::Method(b) => b.tuner_plugin_method_plugin().call_info(store),
+            },
+        )
+    }
+
+    /// Format plugins: confidence that a file is in this format.
+    pub fn detect(&self, file_name: &str, head: &str) -> Result<f32, CallError> {
+        if self.meta.kind != Kind::Format {
+            return Err(self.wrong_kind("detect", Kind::Format));
+        }
+        self.call("detect", self.timeout(), |store, b| match b {
+            Bindings::Format(b) => b
+                .tuner_plugin_format_plugin()
+                .call_detect(store, file_name, head),
+            _ => unreachable!("kind checked above"),
+        })
+    }
+
+    /// Format plugins: the file extensions they read.
+    pub fn extensions(&self) -> Result<Vec<String>, CallError> {
+        if self.meta.kind != Kind::Format {
+            return Err(self.wrong_kind("extensions", Kind::Format));
+        }
+        self.call("extensions", self.timeout(), |store, b| match b {
+            Bindings::Format(b) => b.tuner_plugin_format_plugin().call_extensions(store),
+            _ => unreachable!("kind checked above"),
+        })
+    }
+
+    /// Format plugins: parses `chunks` of text with `options`, returning every
+    /// record outcome, or the fatal error that ended the parse.
+    pub fn parse<'a>(
+        &self,
+        options: &format_plugin::ParseOptions,
+        chunks: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Result<Vec<format_plugin::RecordOutcome>, format_plugin::FatalError>, CallError>
+    {
+        if self.meta.kind != Kind::Format {
+            return Err(self.wrong_kind("parse", Kind::Format));
+        }
+        let mut chunks = chunks.into_iter();
+        let deadline = self.timeout();
+        self.call("parse", deadline, |store, b| {
+            let Bindings::Format(b) = b else {
+                unreachable!("kind checked above")
+            };
+            let guest = b.tuner_plugin_format_plugin().parser();
+            let parser = guest.call_constructor(&mut *store, options)?;
+            let mut out = Vec::new();
+            let mut result = Ok(());
+            for chunk in chunks.by_ref() {
+                // A deadline per call into the plugin: a large file takes many
+                // `feed` calls, each bounded on its own.
+                store.set_epoch_deadline(ticks(deadline));
+                match guest.call_feed(&mut *store, parser, chunk)? {
+                    Ok(records) => out.extend(records),
+                    Err(fatal) => {
+                        result = Err(fatal);
+                        break;
+                    }
+                }
+            }
+            if result.is_ok() {
+                store.set_epoch_deadline(ticks(deadline));
+                match guest.call_finish(&mut *store, parser)? {
+                    Ok(records) => out.extend(records),
+                    Err(fatal) => result = Err(fatal),
+                }
+            }
+            parser.resource_drop(&mut *store)?;
+            Ok(result.map(|()| out))
+        })
+    }
+
+    /// Source plugins: resolves a repository to a file listing.
+    pub fn resolve(
+        &self,
+        request: &source_plugin::ResolveRequest,
+    ) -> Result<Result<source_plugin::Listing, source_plugin::SourceError>, CallError> {
+        if self.meta.kind != Kind::Source {
+            return Err(self.wrong_kind("resolve", Kind::Source));
+        }
+        self.call("resolve", self.timeout(), |store, b| match b {
+            Bindings::Source(b) => b.tuner_plugin_source_plugin().call_resolve(store, request),
+            _ => unreachable!("kind checked above"),
+        })
+    }
+
+    /// Source plugins: the endpoint used when a request names none.
+    pub fn default_endpoint(&self) -> Result<String, CallError> {
+        if self.meta.kind != Kind::Source {
+            return Err(self.wrong_kind("default-endpoint", Kind::Source));
+        }
+        self.call("default-endpoint", self.timeout(), |store, b| match b {
+            Bindings::Source(b) => b.tuner_plugin_source_plugin().call_default_endpoint(store),
+            _ => unreachable!("kind checked above"),
+        })
+    }
+
+    /// Method plugins: turns a JSON job configuration into a training plan.
+    pub fn configure(
+        &self,
+        config_json: &str,
+    ) -> Result<Result<method_plugin::Plan, PluginError>, CallError> {
+        if self.meta.kind != Kind::Method {
+            return Err(self.wrong_kind("configure", Kind::Method));
+        }
+        self.call("configure", self.timeout(), |store, b| match b {
+            Bindings::Method(b) => b
+                .tuner_plugin_method_plugin()
+                .call_configure(store, config_json),
+            _ => unreachable!("kind checked above"),
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! The wasmtime engine shared by all plugins: configuration, the epoch
+//! ticker that enforces deadlines, one linker per world, the on-disk compile
+//! cache, and the HTTP service plugins' requests run on.
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use super::LoadError;
+use super::bindings::{format, method, source};
+use super::imports::http::HttpService;
+use super::limits::{EPOCH_TICK, PluginLimits};
+use super::state::PluginState;
+
+/// Where a plugin's machine code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompileSource {
+    /// Compiled now and written to the cache.
+    Compiled,
+    /// Loaded from the compile cache.
+    Cached,
+    /// Compiled now; no cache configured (or writing it failed).
+    Uncached,
+}
+
+/// Engine, linkers and caches shared by every plugin.
+pub struct Runtime {
+    pub engine: Engine,
+    pub limits: PluginLimits,
+    pub(crate) format_linker: Linker<PluginState>,
+    pub(crate) source_linker: Linker<PluginState>,
+    pub(crate) method_linker: Linker<PluginState>,
+    pub(crate) http: Arc<HttpService>,
+    cache_dir: Option<PathBuf>,
+    engine_hash: String,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Creates the engine. `cache_dir` holds compiled plugins; `None`
+    /// compiles every time.
+    pub fn new(limits: PluginLimits, cache_dir: Option<PathBuf>) -> anyhow::Result<Arc<Self>> {
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(2 << 20)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+
+        let mut format_linker = Linker::new(&engine);
+        format::Format::add_to_linker::<_, HasSelf<_>>(&mut format_linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let mut source_linker = Linker::new(&engine);
+        source::Source::add_to_linker::<_, HasSelf<_>>(&mut source_linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let mut method_linker = Linker::new(&engine);
+        method::Method::add_to_linker::<_, HasSelf<_>>(&mut method_linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_hash = format!("{:016x}", hasher.finish());
+
+        Ok(Arc::new(Self {
+            _ticker: EpochTicker::start(engine.clone()),
+            engine,
+            limits,
+            format_linker,
+            source_linker,
+            method_linker,
+            http: Arc::new(HttpService::new()?),
+            cache_dir,
+            engine_hash,
+        }))
+    }
+
+    /// Compiles a component, or loads it from the compile cache.
+    ///
+    /// Cache entries are named `<sha256 of the wasm>-<engine hash>.cwasm`,
+    /// so a changed plugin or a different wasmtime build never picks up a
+    /// stale entry. Only files this cache wrote are ever deserialised; a
+    /// precompiled file in the plugin folder is never trusted.
+    pub fn compile(
+        &self,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> Result<(Component, CompileSource), LoadError> {
+        let cache_file = self
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{sha256}-{}.cwasm", self.engine_hash)));
+        if let Some(path) = cache_file.as_ref().filter(|p| p.is_file()) {
+            // SAFETY: the file was written by `Component::serialize` below, into
+            // tuner's own cache folder, under a name that binds it to these
+            // exact wasm bytes and this engine's configuration.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(component) => return Ok((component, CompileSource::Cached)),
+                Err(err) => {
+                    tracing::warn!(file = %path.display(), "ignoring unusable compile cache entry: {err}");
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let Some(path) = cache_file else {
+            return Ok((component, CompileSource::Uncached));
+        };
+        let stored = component
+            .serialize()
+            .map_err(|e| e.to_string())
+            .and_then(|code| {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                }
+                tuner_wasm_build::write_atomically(&path, &code).map_err(|e| e.to_string())
+            });
+        match stored {
+            Ok(()) => Ok((component, CompileSource::Compiled)),
+            Err(err) => {
+                tracing::warn!(file = %path.display(), "cannot write compile cache: {err}");
+                Ok((component, CompileSource::Uncached))
+            }
+        }
+    }
+
+    /// Compiles without touching the cache (for `plugins check`).
+    pub fn compile_uncached(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`]; plugin deadlines are
+/// counted in these ticks. Stops when dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("tuner-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

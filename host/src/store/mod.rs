@@ -1,0 +1,97 @@
+//! The SQLite database (`tuner.db` in the home folder).
+//!
+//! Opened once per process, in WAL mode so the API can read while a job
+//! writes. The schema is versioned with `PRAGMA user_version`; each entry of
+//! [`MIGRATIONS`] moves it one version forward inside a transaction, so an
+//! interrupted upgrade leaves the previous version intact. Datasets, jobs,
+//! events and downloads add their tables here as those features land.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rusqlite::Connection;
+
+/// Schema steps, in order. Never edit a released step; append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: bookkeeping of the store itself.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     INSERT INTO meta (key, value) VALUES ('created_by', 'tuner ' || '0.1.0');",
+];
+
+/// An open database.
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = Self { conn };
+        store
+            .migrate()
+            .with_context(|| format!("upgrading the database {}", path.display()))?;
+        Ok(store)
+    }
+
+    /// The schema version in the file.
+    pub fn schema_version(&self) -> Result<usize> {
+        let v: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        Ok(v as usize)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let current = self.schema_version()?;
+        anyhow::ensure!(
+            current <= MIGRATIONS.len(),
+            "the database has schema version {current}, newer than this tuner knows \
+             ({}); upgrade tuner",
+            MIGRATIONS.len()
+        );
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(current) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(step)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_twice_keeps_the_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        assert_eq!(
+            Store::open(&path).unwrap().schema_version().unwrap(),
+            MIGRATIONS.len()
+        );
+        assert_eq!(
+            Store::open(&path).unwrap().schema_version().unwrap(),
+            MIGRATIONS.len()
+        );
+    }
+
+    #[test]
+    fn newer_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = format!("{:#}", Store::open(&path).err().unwrap());
+        assert!(err.contains("upgrade tuner"), "{err}");
+    }
+}

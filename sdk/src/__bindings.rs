@@ -1,0 +1,48 @@
+//! The generated WIT bindings, one module per world. Not public API: use the
+//! re-exports in `format`, `source`, `method` and the crate root.
+//!
+//! The three worlds share `types` and `log`; `with` makes the second and
+//! third generation reuse the first one's modules so there is one `Message`
+//! type, not three.
+
+pub mod format {
+    wit_bindgen::generate!({
+        path: "../wit/0.1.0",
+        world: "tuner:plugin/format@0.1.0",
+        pub_export_macro: true,
+        default_bindings_module: "tuner_sdk::__bindings::format",
+        runtime_path: "tuner_sdk::__bindings::rt",
+        additional_derives: [PartialEq],
+    });
+}
+
+pub mod source {
+    wit_bindgen::generate!({
+        path: "../wit/0.1.0",
+        world: "tuner:plugin/source@0.1.0",
+        pub_export_macro: true,
+        default_bindings_module: "tuner_sdk::__bindings::source",
+        runtime_path: "tuner_sdk::__bindings::rt",
+        additional_derives: [PartialEq],
+        with: {
+            "tuner:plugin/types@0.1.0": crate::__bindings::format::tuner::plugin::types,
+            "tuner:plugin/log@0.1.0": crate::__bindings::format::tuner::plugin::log,
+        },
+    });
+}
+
+pub mod method {
+    wit_bindgen::generate!({
+        path: "../wit/0.1.0",
+        world: "tuner:plugin/method@0.1.0",
+        pub_export_macro: true,
+        default_bindings_module: "tuner_sdk::__bindings::method",
+        runtime_path: "tuner_sdk::__bindings::rt",
+        with: {
+            "tuner:plugin/types@0.1.0": crate::__bindings::format::tuner::plugin::types,
+            "tuner:plugin/log@0.1.0": crate::__bindings::format::tuner::plugin::log,
+        },
+    });
+}
+
+pub use wit_bindgen::rt;

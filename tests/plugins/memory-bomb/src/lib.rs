@@ -1,0 +1,32 @@
+//! Hostile: `detect` allocates until the host refuses more memory.
+use tuner_sdk::format::*;
+
+struct MemoryBomb;
+
+impl FormatPlugin for MemoryBomb {
+    type Parser = NoParser;
+    fn info() -> PluginInfo {
+        tuner_sdk::plugin_info!(Format, "allocates without bound in detect")
+    }
+    fn detect(_file_name: &str, _head: &str) -> f32 {
+        let mut hoard: Vec<Vec<u8>> = Vec::new();
+        loop {
+            hoard.push(std::hint::black_box(vec![7u8; 8 << 20]));
+        }
+    }
+}
+
+struct NoParser;
+impl RecordParser for NoParser {
+    fn new(_: ParseOptions) -> Result<Self, FatalError> {
+        Ok(NoParser)
+    }
+    fn feed(&mut self, _: &str, _: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
+        Ok(())
+    }
+    fn finish(&mut self, _: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
+        Ok(())
+    }
+}
+
+tuner_sdk::export_plugin!(format: MemoryBomb);

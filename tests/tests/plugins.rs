@@ -1,0 +1,245 @@
+//! Loading, caching, hot reload, logging and the bundled plugins.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tuner::api::AppState;
+use tuner::plugins::bindings::format::exports::tuner::plugin::format_plugin::{
+    ParseOptions, RecordOutcome,
+};
+use tuner::plugins::bindings::format::tuner::plugin::types::Sample;
+use tuner::plugins::plugin::Origin;
+use tuner::plugins::runtime::CompileSource;
+use tuner::plugins::{Kind, watch};
+use tuner_tests::{TestHome, TestServer, eventually, install, test_limits};
+
+#[test]
+fn bundled_plugins_of_every_kind_load() {
+    let host = TestHome::new().start(test_limits());
+    let kinds: Vec<(String, Kind, Origin)> = host
+        .list()
+        .iter()
+        .map(|p| (p.meta.name.clone(), p.meta.kind, p.meta.origin))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("huggingface".into(), Kind::Source, Origin::Bundled),
+            ("jsonl".into(), Kind::Format, Origin::Bundled),
+            ("sft".into(), Kind::Method, Origin::Bundled),
+        ]
+    );
+    let jsonl = host.get("jsonl").unwrap();
+    assert_eq!(jsonl.meta.wit_version, "0.1.0");
+    assert_eq!(jsonl.meta.sdk_version.as_deref(), Some("0.1.0"));
+    assert_eq!(
+        host.get("huggingface").unwrap().meta.hosts,
+        vec!["huggingface.co", "*.huggingface.co", "*.hf.co"]
+    );
+}
+
+#[test]
+fn the_second_start_loads_compiled_code_from_the_cache() {
+    let home = TestHome::new();
+    let first = home.start(test_limits());
+    assert!(
+        first
+            .list()
+            .iter()
+            .all(|p| p.meta.compiled == CompileSource::Compiled)
+    );
+    drop(first);
+    let second = home.start(test_limits());
+    assert!(
+        second
+            .list()
+            .iter()
+            .all(|p| p.meta.compiled == CompileSource::Cached)
+    );
+    // And what was cached works.
+    assert_eq!(
+        second
+            .get("jsonl")
+            .unwrap()
+            .detect("a.jsonl", "{\"text\": \"x\"}")
+            .unwrap(),
+        1.0
+    );
+}
+
+#[test]
+fn a_corrupt_cache_entry_is_recompiled() {
+    let home = TestHome::new();
+    drop(home.start(test_limits()));
+    for entry in std::fs::read_dir(&home.home.compile_cache_dir).unwrap() {
+        std::fs::write(entry.unwrap().path(), b"garbage").unwrap();
+    }
+    let host = home.start(test_limits());
+    assert!(
+        host.list()
+            .iter()
+            .all(|p| p.meta.compiled == CompileSource::Compiled)
+    );
+}
+
+#[test]
+fn bundled_jsonl_streams_records_with_line_numbers() {
+    let host = TestHome::new().start(test_limits());
+    let jsonl = host.get("jsonl").unwrap();
+    let options = ParseOptions {
+        file_name: "train.jsonl".into(),
+        layout: None,
+        columns: vec![],
+        settings: vec![],
+    };
+    // The second record is split across chunks; line 3 is broken.
+    let chunks = [
+        "{\"text\": \"你好\"}\n{\"messages\": [{\"role\": \"user\", \"con",
+        "tent\": \"hi\"}]}\n{\"text\": 5}\n",
+    ];
+    let outcomes = jsonl.parse(&options, chunks).unwrap().unwrap();
+    assert_eq!(outcomes.len(), 3);
+    match &outcomes[0] {
+        RecordOutcome::Sample(s) => {
+            assert_eq!(s.location.line, 1);
+            assert!(matches!(&s.sample, Sample::Text(t) if t == "你好"));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &outcomes[1] {
+        RecordOutcome::Sample(s) => assert_eq!((s.location.line, s.layout.as_str()), (2, "openai")),
+        other => panic!("{other:?}"),
+    }
+    match &outcomes[2] {
+        RecordOutcome::Rejected(r) => {
+            assert_eq!((r.location.line, r.field.as_deref()), (3, Some("text")));
+            assert_eq!(r.message, "expected a string");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bundled_sft_plans_and_reports_the_missing_engine() {
+    let host = TestHome::new().start(test_limits());
+    let sft = host.get("sft").unwrap();
+    let plan = sft.configure("{\"learning_rate\": 1e-5}").unwrap().unwrap();
+    assert!(!plan.needs_reference && !plan.needs_generation);
+    let err = sft.configure("[1, 2]").unwrap().unwrap_err();
+    assert_eq!(err.message, "configuration must be a JSON object");
+}
+
+#[test]
+fn calling_the_wrong_kind_is_a_clear_error() {
+    let host = TestHome::new().start(test_limits());
+    let err = host.get("sft").unwrap().detect("a", "b").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin `sft` is a method plugin; `detect` needs a format plugin"
+    );
+}
+
+#[test]
+fn plugin_log_lines_reach_tracing_tagged_with_the_plugin() {
+    let buffer = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || Capture(writer.clone()))
+        .finish();
+    let home = TestHome::new();
+    install(home.plugin_dir(), "probe", "probe");
+    let host = home.start(test_limits());
+    tracing::subscriber::with_default(subscriber, || {
+        host.get("probe")
+            .unwrap()
+            .detect("log", "hello from inside")
+            .unwrap();
+    });
+    let out = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+    assert!(out.contains("WARN"), "{out}");
+    assert!(out.contains("plugin=\"probe\""), "{out}");
+    assert!(out.contains("hello from inside"), "{out}");
+}
+
+struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_folder_plugin_replaces_the_bundled_one_of_the_same_name() {
+    let home = TestHome::new();
+    install(home.plugin_dir(), "probe", "jsonl");
+    let host = home.start(test_limits());
+    let jsonl = host.get("jsonl").unwrap();
+    assert_eq!(jsonl.meta.origin, Origin::Directory);
+    assert_eq!(jsonl.detect("x", "").unwrap(), 0.5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_dropped_in_replaced_and_removed_while_serving_are_picked_up() {
+    let home = TestHome::new();
+    let host = Arc::new(home.start(test_limits()));
+    let _watcher = watch::watch(host.clone())
+        .unwrap()
+        .expect("a plugin folder");
+    let server = TestServer::start(AppState::new(
+        host.clone(),
+        home.home.clone(),
+        home.settings(),
+        None,
+    ))
+    .await;
+    let description = async |server: &TestServer| {
+        let (status, body) = server.get_json("/api/plugins/probe").await;
+        (status == 200).then(|| body["description"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(description(&server).await, None);
+
+    // Dropped in.
+    install(home.plugin_dir(), "probe", "probe");
+    assert!(
+        eventually(Duration::from_secs(15), async || description(&server)
+            .await
+            .as_deref()
+            == Some("measures call costs"))
+        .await,
+        "the new plugin was not picked up"
+    );
+    // A call holding the old plugin is not disturbed by what follows.
+    let in_flight = host.get("probe").unwrap();
+
+    // Replaced by another build.
+    install(home.plugin_dir(), "trap", "probe");
+    assert!(
+        eventually(Duration::from_secs(15), async || description(&server)
+            .await
+            .as_deref()
+            == Some("panics in detect when asked to"))
+        .await,
+        "the replaced plugin was not reloaded"
+    );
+    assert_eq!(
+        in_flight.detect("x", "").unwrap(),
+        0.5,
+        "the old instance still answers"
+    );
+
+    // Removed.
+    std::fs::remove_file(home.plugin_dir().join("probe.wasm")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), async || description(&server)
+            .await
+            .is_none())
+        .await,
+        "the removed plugin is still listed"
+    );
+    assert_eq!(in_flight.detect("x", "").unwrap(), 0.5);
+}

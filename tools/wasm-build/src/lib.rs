@@ -1,0 +1,519 @@
+//! Builds tuner plugin crates into WebAssembly components.
+//!
+//! Used by the host's and the test suite's build scripts (so `cargo build`,
+//! `cargo run` and `cargo test` produce the bundled plugins with no manual
+//! step) and by `tuner plugins build` (for plugin authors).
+//!
+//! Building takes two steps: `cargo build --target wasm32-unknown-unknown`
+//! produces a core module, and [`componentize`] wraps it into a component
+//! using the WIT world that `wit-bindgen` embedded in it.
+//!
+//! A wasm32 standard library is needed for the first step. [`find_toolchain`]
+//! prefers an installed rustup target (a normal developer machine) and falls
+//! back to a rustc that ships the standard library's sources, building `std`
+//! for wasm32 itself (`-Zbuild-std`; Debian's `rustc-web` is such a rustc).
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The target every plugin is compiled for.
+pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
+
+/// What to tell a user who has no way to build wasm32 code.
+pub const INSTALL_HINT: &str = "install a wasm32 target: `rustup target add wasm32-unknown-unknown`, \
+or on Debian/Ubuntu `apt-get install rustc-web cargo-web rust-web-src lld-19` \
+(a rustc with the standard library sources, used with -Zbuild-std)";
+
+/// A way to compile Rust to `wasm32-unknown-unknown`.
+#[derive(Debug, Clone)]
+pub enum Toolchain {
+    /// A rustc with a prebuilt wasm32 standard library (rustup target).
+    Prebuilt {
+        /// The cargo to run.
+        cargo: PathBuf,
+        /// The rustc it should use, when it is not cargo's default.
+        rustc: Option<PathBuf>,
+    },
+    /// A rustc with the standard library sources; `std` is built for wasm32
+    /// with `-Zbuild-std` and linked with `wasm-ld`.
+    BuildStd {
+        cargo: PathBuf,
+        rustc: PathBuf,
+        linker: PathBuf,
+    },
+}
+
+impl fmt::Display for Toolchain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Toolchain::Prebuilt { cargo, .. } => {
+                write!(
+                    f,
+                    "{} with the installed {WASM_TARGET} target",
+                    cargo.display()
+                )
+            }
+            Toolchain::BuildStd { rustc, linker, .. } => write!(
+                f,
+                "{} with -Zbuild-std, linked by {}",
+                rustc.display(),
+                linker.display()
+            ),
+        }
+    }
+}
+
+/// Why plugins could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    /// No usable wasm32 toolchain was found.
+    NoToolchain(String),
+    /// Cargo could not be started or failed.
+    Cargo(String),
+    /// A plugin crate is malformed.
+    Crate(String),
+    /// The core module could not be turned into a component.
+    Componentize(String),
+    /// Reading or writing files failed.
+    Io(String),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::NoToolchain(msg) => write!(f, "cannot build WebAssembly plugins: {msg}"),
+            BuildError::Cargo(msg) => write!(f, "building plugins failed: {msg}"),
+            BuildError::Crate(msg) => write!(f, "bad plugin crate: {msg}"),
+            BuildError::Componentize(msg) => write!(f, "making a component failed: {msg}"),
+            BuildError::Io(msg) => write!(f, "{msg}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+fn io_err(what: impl fmt::Display, err: std::io::Error) -> BuildError {
+    BuildError::Io(format!("{what}: {err}"))
+}
+
+/// Runs `program args` and returns its trimmed stdout, if it succeeded.
+fn probe(program: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new(program)
+        .args(args)
+        .env_remove("RUSTC_BOOTSTRAP")
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn sysroot(rustc: &Path) -> Option<PathBuf> {
+    probe(rustc, &["--print", "sysroot"]).map(PathBuf::from)
+}
+
+fn has_prebuilt_wasm_std(sysroot: &Path) -> bool {
+    let lib = sysroot.join("lib/rustlib").join(WASM_TARGET).join("lib");
+    std::fs::read_dir(lib)
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("libstd-") && name.ends_with(".rlib")
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn has_std_sources(sysroot: &Path) -> bool {
+    sysroot
+        .join("lib/rustlib/src/rust/library/std/Cargo.toml")
+        .is_file()
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Finds `wasm-ld`: `TUNER_WASM_LD`, then `PATH`, then Debian's LLVM folders.
+fn find_wasm_ld() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("TUNER_WASM_LD") {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(p) = find_on_path("wasm-ld") {
+        return Some(p);
+    }
+    (14..=30)
+        .rev()
+        .map(|v| PathBuf::from(format!("/usr/lib/llvm-{v}/bin/wasm-ld")))
+        .find(|p| p.is_file())
+}
+
+/// Finds a way to build wasm32 code on this machine.
+///
+/// Order: the rustc cargo is running with (or `rustc` on `PATH`) when it has
+/// the wasm32 target installed; then `/usr/bin/rustc` (Debian's `rustc-web`)
+/// with a prebuilt target or the std sources and `wasm-ld`. The environment
+/// variables `TUNER_WASM_RUSTC` and `TUNER_WASM_CARGO` point at another pair.
+pub fn find_toolchain() -> Result<Toolchain, BuildError> {
+    let env_path = |k: &str| std::env::var_os(k).map(PathBuf::from);
+
+    // 1. The toolchain in use, if it has the target (rustup's usual setup).
+    let current_rustc = env_path("RUSTC").unwrap_or_else(|| PathBuf::from("rustc"));
+    let current_cargo = env_path("CARGO").unwrap_or_else(|| PathBuf::from("cargo"));
+    if let Some(root) = sysroot(&current_rustc) {
+        if has_prebuilt_wasm_std(&root) {
+            return Ok(Toolchain::Prebuilt {
+                cargo: current_cargo,
+                rustc: None,
+            });
+        }
+    }
+
+    // 2. A second rustc: an explicit one, or Debian's rustc-web.
+    let candidates = [
+        (env_path("TUNER_WASM_RUSTC"), env_path("TUNER_WASM_CARGO")),
+        (
+            Some(PathBuf::from("/usr/bin/rustc")),
+            Some(PathBuf::from("/usr/bin/cargo")),
+        ),
+    ];
+    let mut notes = Vec::new();
+    for (rustc, cargo) in candidates {
+        let (Some(rustc), Some(cargo)) = (rustc, cargo) else {
+            continue;
+        };
+        let Some(root) = sysroot(&rustc) else {
+            continue;
+        };
+        if !cargo.is_file() && find_on_path(&cargo.to_string_lossy()).is_none() {
+            notes.push(format!("{} has no cargo beside it", rustc.display()));
+            continue;
+        }
+        if has_prebuilt_wasm_std(&root) {
+            return Ok(Toolchain::Prebuilt {
+                cargo,
+                rustc: Some(rustc),
+            });
+        }
+        if has_std_sources(&root) {
+            match find_wasm_ld() {
+                Some(linker) => {
+                    return Ok(Toolchain::BuildStd {
+                        cargo,
+                        rustc,
+                        linker,
+                    });
+                }
+                None => notes.push(format!(
+                    "{} has the std sources but no wasm-ld was found (install lld)",
+                    rustc.display()
+                )),
+            }
+        }
+    }
+    let mut msg = format!("no {WASM_TARGET} standard library found; {INSTALL_HINT}");
+    if !notes.is_empty() {
+        msg.push_str(&format!(" (also: {})", notes.join("; ")));
+    }
+    Err(BuildError::NoToolchain(msg))
+}
+
+/// A plugin crate found on disk.
+#[derive(Debug, Clone)]
+pub struct PluginCrate {
+    /// The package name from `Cargo.toml`.
+    pub package: String,
+    /// The crate's folder.
+    pub dir: PathBuf,
+}
+
+impl PluginCrate {
+    /// Reads the package name from `dir/Cargo.toml`.
+    pub fn open(dir: &Path) -> Result<Self, BuildError> {
+        let manifest = dir.join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest)
+            .map_err(|e| io_err(format!("reading {}", manifest.display()), e))?;
+        let doc: toml::Table = text
+            .parse()
+            .map_err(|e| BuildError::Crate(format!("{}: {e}", manifest.display())))?;
+        let package = doc
+            .get("package")
+            .and_then(|p| p.get("name"))
+            .and_then(|n| n.as_str())
+            .ok_or_else(|| {
+                BuildError::Crate(format!("{}: no [package] name", manifest.display()))
+            })?;
+        Ok(Self {
+            package: package.to_string(),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// File name of the core module cargo writes for this crate.
+    fn artifact_name(&self) -> String {
+        format!("{}.wasm", self.package.replace('-', "_"))
+    }
+
+    /// The plugin manifest shipped in the crate (`plugin.toml`), if any.
+    pub fn manifest(&self) -> Option<PathBuf> {
+        let p = self.dir.join("plugin.toml");
+        p.is_file().then_some(p)
+    }
+}
+
+/// Lists the crates in the immediate subfolders of each of `roots`, sorted.
+pub fn discover_crates(roots: &[PathBuf]) -> Result<Vec<PluginCrate>, BuildError> {
+    let mut crates = Vec::new();
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            continue;
+        };
+        let mut dirs: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("Cargo.toml").is_file())
+            .collect();
+        dirs.sort();
+        for dir in dirs {
+            crates.push(PluginCrate::open(&dir)?);
+        }
+    }
+    Ok(crates)
+}
+
+/// A built plugin component.
+#[derive(Debug, Clone)]
+pub struct BuiltPlugin {
+    pub krate: PluginCrate,
+    /// The component's bytes.
+    pub component: Vec<u8>,
+}
+
+/// How cargo output is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Captured, and included in the error on failure (build scripts).
+    Captured,
+    /// Passed through to the terminal (interactive use).
+    Inherit,
+}
+
+/// Builds the crates of the workspace (or single crate) at `manifest_path`
+/// for wasm32 and turns each of `crates` into a component.
+///
+/// `target_dir` is cargo's target folder for the wasm build; keep it separate
+/// from the host's (cargo locks it while building) and share it between
+/// builds so `std` is compiled only once.
+pub fn build(
+    toolchain: &Toolchain,
+    manifest_path: &Path,
+    crates: &[PluginCrate],
+    target_dir: &Path,
+    output: Output,
+) -> Result<Vec<BuiltPlugin>, BuildError> {
+    let mut cmd = cargo_command(toolchain);
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--target")
+        .arg(WASM_TARGET)
+        .arg("--manifest-path")
+        .arg(manifest_path)
+        .arg("--target-dir")
+        .arg(target_dir);
+    for krate in crates {
+        cmd.arg("-p").arg(&krate.package);
+    }
+    if let Toolchain::BuildStd { .. } = toolchain {
+        cmd.arg("-Zbuild-std=std,panic_abort");
+    }
+    run_cargo(cmd, output)?;
+
+    let out_dir = target_dir.join(WASM_TARGET).join("release");
+    crates
+        .iter()
+        .map(|krate| {
+            let path = out_dir.join(krate.artifact_name());
+            let core = std::fs::read(&path).map_err(|e| {
+                io_err(
+                    format!(
+                        "reading {} (is `{}` a cdylib crate?)",
+                        path.display(),
+                        krate.package
+                    ),
+                    e,
+                )
+            })?;
+            let component = componentize(&core)
+                .map_err(|e| BuildError::Componentize(format!("{}: {e}", krate.package)))?;
+            Ok(BuiltPlugin {
+                krate: krate.clone(),
+                component,
+            })
+        })
+        .collect()
+}
+
+/// Prepares a cargo command with a clean environment.
+///
+/// Build scripts run with many `CARGO_*` and `RUSTC*` variables describing
+/// the *outer* build; passed on, they would make the nested wasm build use
+/// the wrong target folder, flags or compiler.
+fn cargo_command(toolchain: &Toolchain) -> Command {
+    let (cargo, rustc) = match toolchain {
+        Toolchain::Prebuilt { cargo, rustc } => (cargo, rustc.clone()),
+        Toolchain::BuildStd { cargo, rustc, .. } => (cargo, Some(rustc.clone())),
+    };
+    let mut cmd = Command::new(cargo);
+    for (key, _) in std::env::vars_os() {
+        let key_str = key.to_string_lossy();
+        let keep = matches!(
+            key_str.as_ref(),
+            "CARGO_HOME" | "CARGO_MAKEFLAGS" | "CARGO_TERM_COLOR"
+        ) || key_str.starts_with("CARGO_NET_")
+            || key_str.starts_with("CARGO_HTTP_")
+            || key_str.starts_with("CARGO_REGISTRIES_");
+        let outer = key_str.starts_with("CARGO_")
+            || key_str.starts_with("__CARGO")
+            || key_str.starts_with("RUSTC")
+            || key_str.starts_with("DEP_")
+            || matches!(
+                key_str.as_ref(),
+                "RUSTFLAGS"
+                    | "RUSTDOCFLAGS"
+                    | "TARGET"
+                    | "HOST"
+                    | "OUT_DIR"
+                    | "PROFILE"
+                    | "OPT_LEVEL"
+                    | "DEBUG"
+                    | "NUM_JOBS"
+            );
+        if outer && !keep {
+            cmd.env_remove(&key);
+        }
+    }
+    if let Some(rustc) = rustc {
+        cmd.env("RUSTC", rustc);
+    }
+    if let Toolchain::BuildStd { linker, .. } = toolchain {
+        cmd.env("RUSTC_BOOTSTRAP", "1").env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER",
+            linker.as_os_str(),
+        );
+    }
+    cmd
+}
+
+fn run_cargo(mut cmd: Command, output: Output) -> Result<(), BuildError> {
+    let shown = format!("{cmd:?}");
+    match output {
+        Output::Inherit => {
+            let status = cmd
+                .status()
+                .map_err(|e| BuildError::Cargo(format!("cannot run {shown}: {e}")))?;
+            if !status.success() {
+                return Err(BuildError::Cargo(format!("{shown} exited with {status}")));
+            }
+        }
+        Output::Captured => {
+            let out = cmd
+                .output()
+                .map_err(|e| BuildError::Cargo(format!("cannot run {shown}: {e}")))?;
+            if !out.status.success() {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let tail: Vec<&str> = stderr.lines().rev().take(60).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(BuildError::Cargo(format!(
+                    "{shown} exited with {}:\n{}",
+                    out.status,
+                    tail.join("\n")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Wraps a core module built with `wit-bindgen` into a component.
+pub fn componentize(core_module: &[u8]) -> Result<Vec<u8>, String> {
+    wit_component::ComponentEncoder::default()
+        .module(core_module)
+        .map_err(|e| format!("{e:#}"))?
+        .validate(true)
+        .encode()
+        .map_err(|e| format!("{e:#}"))
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so a
+/// reader never sees half a file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+    let tmp = path.with_extension(
+        [
+            path.extension().unwrap_or(OsStr::new("")),
+            OsStr::new("tmp"),
+        ]
+        .join(OsStr::new(".")),
+    );
+    std::fs::write(&tmp, bytes).map_err(|e| io_err(format!("writing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(format!("renaming to {}", path.display()), e))
+}
+
+/// The cargo target folder of the build script that is running: `OUT_DIR`
+/// is `<target>/<profile>/build/<pkg>-<hash>/out` (or one deeper with an
+/// explicit `--target`), so walk up to the folder holding `CACHEDIR.TAG`.
+pub fn outer_target_dir(out_dir: &Path) -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    out_dir
+        .ancestors()
+        .find(|p| p.join("CACHEDIR.TAG").is_file())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| out_dir.join("wasm-target"))
+}
+
+/// For build scripts: builds every crate under `roots` (one cargo workspace
+/// at `workspace_manifest`), writes `<out_dir>/<package>.wasm` (and
+/// `<package>.toml` when the crate has a `plugin.toml`), and returns what was
+/// built. Emits `cargo:rerun-if-changed` for the sources involved.
+pub fn build_for_build_script(
+    workspace_manifest: &Path,
+    roots: &[PathBuf],
+    extra_watch: &[PathBuf],
+    out_dir: &Path,
+) -> Result<Vec<BuiltPlugin>, BuildError> {
+    for path in roots.iter().chain(extra_watch) {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    println!("cargo:rerun-if-changed={}", workspace_manifest.display());
+    for var in ["TUNER_WASM_RUSTC", "TUNER_WASM_CARGO", "TUNER_WASM_LD"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    let crates = discover_crates(roots)?;
+    let toolchain = find_toolchain()?;
+    let target_dir = outer_target_dir(out_dir).join("wasm-plugins");
+    let built = build(
+        &toolchain,
+        workspace_manifest,
+        &crates,
+        &target_dir,
+        Output::Captured,
+    )?;
+    std::fs::create_dir_all(out_dir).map_err(|e| io_err(out_dir.display(), e))?;
+    for plugin in &built {
+        let wasm = out_dir.join(format!("{}.wasm", plugin.krate.package));
+        write_atomically(&wasm, &plugin.component)?;
+        if let Some(manifest) = plugin.krate.manifest() {
+            let dest = out_dir.join(format!("{}.toml", plugin.krate.package));
+            std::fs::copy(&manifest, &dest).map_err(|e| io_err(dest.display(), e))?;
+        }
+    }
+    Ok(built)
+}
