@@ -64,7 +64,7 @@ pub struct PluginLimitsFile {
     /// Time a plugin's `info()` may take while loading, in seconds (default 5).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load_timeout_secs: Option<f64>,
-    /// Time one HTTP request from a plugin may take, in seconds (default 30).
+    /// Time one HTTP request from a plugin may take, in seconds (default 20).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_timeout_secs: Option<f64>,
     /// Largest HTTP response body a plugin may receive, in MiB (default 32).
@@ -150,7 +150,18 @@ impl ConfigFile {
                 "source_order: must name at least one source"
             );
         }
+        if let Some(host) = &self.server.host {
+            host.parse::<std::net::IpAddr>().map_err(|_| {
+                anyhow::anyhow!("server.host: `{host}` is not an IP address (e.g. 127.0.0.1)")
+            })?;
+        }
         let p = &self.plugins;
+        if let Some(m) = p.http_max_body_mib {
+            anyhow::ensure!(
+                (1..=4096).contains(&m),
+                "plugins.http_max_body_mib: {m} is outside 1..=4096"
+            );
+        }
         if let Some(m) = p.memory_limit_mib {
             anyhow::ensure!(
                 (16..=65536).contains(&m),

@@ -34,6 +34,18 @@ extern crate self as tuner_sdk;
 pub const WIT_VERSION: &str = "0.1.0";
 
 #[doc(hidden)]
+pub const __WIT_VERSION_BYTES: [u8; WIT_VERSION.len()] = {
+    let mut out = [0u8; WIT_VERSION.len()];
+    let src = WIT_VERSION.as_bytes();
+    let mut i = 0;
+    while i < src.len() {
+        out[i] = src[i];
+        i += 1;
+    }
+    out
+};
+
+#[doc(hidden)]
 pub mod __bindings;
 
 pub mod format;
@@ -150,7 +162,7 @@ macro_rules! __sdk_version_section {
         #[cfg(target_arch = "wasm32")]
         #[unsafe(link_section = "tuner-sdk-version")]
         #[used]
-        static __TUNER_SDK_VERSION: [u8; 5] = *b"0.1.0";
+        static __TUNER_SDK_VERSION: [u8; $crate::WIT_VERSION.len()] = $crate::__WIT_VERSION_BYTES;
     };
 }
 

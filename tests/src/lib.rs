@@ -12,6 +12,7 @@ use tuner::api::AppState;
 use tuner::config::{ConfigFile, Settings};
 use tuner::home::Home;
 use tuner::plugins::{PluginHost, PluginLimits};
+use tuner::store::Store;
 
 /// Path of a test plugin component (`tests/plugins/<name>`).
 pub fn test_plugin(name: &str) -> PathBuf {
@@ -75,6 +76,12 @@ impl TestHome {
             Some(self.home.compile_cache_dir.clone()),
         )
         .unwrap()
+    }
+
+    /// API state over `host`, with this home's database and settings.
+    pub fn app_state(&self, host: Arc<PluginHost>, token: Option<String>) -> AppState {
+        let store = Arc::new(Store::open(&self.home.database).unwrap());
+        AppState::new(host, store, self.home.clone(), self.settings(), token)
     }
 
     pub fn settings(&self) -> Settings {

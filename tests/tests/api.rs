@@ -2,18 +2,12 @@
 
 use std::sync::Arc;
 
-use tuner::api::{AppState, check_bind};
+use tuner::api::check_bind;
 use tuner_tests::{TestHome, TestServer, test_limits};
 
 async fn server(home: &TestHome, token: Option<&str>) -> TestServer {
     let host = Arc::new(home.start(test_limits()));
-    TestServer::start(AppState::new(
-        host,
-        home.home.clone(),
-        home.settings(),
-        token.map(String::from),
-    ))
-    .await
+    TestServer::start(home.app_state(host, token.map(String::from))).await
 }
 
 #[tokio::test]

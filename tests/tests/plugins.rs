@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tuner::api::AppState;
 use tuner::plugins::bindings::format::exports::tuner::plugin::format_plugin::{
     ParseOptions, RecordOutcome,
 };
@@ -190,13 +189,7 @@ async fn plugins_dropped_in_replaced_and_removed_while_serving_are_picked_up() {
     let _watcher = watch::watch(host.clone())
         .unwrap()
         .expect("a plugin folder");
-    let server = TestServer::start(AppState::new(
-        host.clone(),
-        home.home.clone(),
-        home.settings(),
-        None,
-    ))
-    .await;
+    let server = TestServer::start(home.app_state(host.clone(), None)).await;
     let description = async |server: &TestServer| {
         let (status, body) = server.get_json("/api/plugins/probe").await;
         (status == 200).then(|| body["description"].as_str().unwrap_or("").to_string())
@@ -242,4 +235,18 @@ async fn plugins_dropped_in_replaced_and_removed_while_serving_are_picked_up() {
         "the removed plugin is still listed"
     );
     assert_eq!(in_flight.detect("x", "").unwrap(), 0.5);
+}
+
+#[test]
+fn a_broken_replacement_keeps_the_last_good_version_active() {
+    let home = TestHome::new();
+    install(home.plugin_dir(), "probe", "probe");
+    let host = home.start(test_limits());
+    std::fs::write(home.plugin_dir().join("probe.wasm"), b"truncated").unwrap();
+    let report = host.reload();
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].error, "not a WebAssembly file");
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert_eq!(host.get("probe").unwrap().detect("x", "").unwrap(), 0.5);
+    assert_eq!(host.failures().len(), 1, "the failure stays visible");
 }

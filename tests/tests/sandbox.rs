@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tuner::api::AppState;
 use tuner::plugins::bindings::source::exports::tuner::plugin::source_plugin::{
     RepoKind, ResolveRequest, SourceError,
 };
@@ -16,13 +15,7 @@ async fn endless_loop_is_stopped_at_the_deadline_while_the_api_keeps_answering()
     let home = TestHome::new();
     install(home.plugin_dir(), "endless-loop", "endless-loop");
     let host = Arc::new(home.start(test_limits()));
-    let server = TestServer::start(AppState::new(
-        host.clone(),
-        home.home.clone(),
-        home.settings(),
-        None,
-    ))
-    .await;
+    let server = TestServer::start(home.app_state(host.clone(), None)).await;
 
     let plugin = host.get("endless-loop").expect("loaded");
     let started = Instant::now();

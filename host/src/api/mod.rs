@@ -27,6 +27,7 @@ pub use openapi::ApiDoc;
 use crate::config::Settings;
 use crate::home::Home;
 use crate::plugins::PluginHost;
+use crate::store::Store;
 
 /// Shared state of the server.
 #[derive(Clone)]
@@ -36,6 +37,7 @@ pub struct AppState {
 
 struct Inner {
     host: Arc<PluginHost>,
+    store: Arc<Store>,
     home: Home,
     settings: RwLock<Settings>,
     token: Option<String>,
@@ -47,6 +49,7 @@ struct Inner {
 impl AppState {
     pub fn new(
         host: Arc<PluginHost>,
+        store: Arc<Store>,
         home: Home,
         settings: Settings,
         token: Option<String>,
@@ -54,6 +57,7 @@ impl AppState {
         Self {
             inner: Arc::new(Inner {
                 host,
+                store,
                 home,
                 settings: RwLock::new(settings),
                 token: token.filter(|t| !t.is_empty()),
@@ -65,6 +69,16 @@ impl AppState {
 
     pub fn host(&self) -> &Arc<PluginHost> {
         &self.inner.host
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    /// The home folder.
+    pub fn home(&self) -> &Home {
+        &self.inner.home
     }
 
     pub fn settings(&self) -> Settings {
@@ -79,7 +93,14 @@ pub fn router(state: AppState) -> Router {
         .merge(plugins::routes())
         .merge(config::routes())
         .merge(openapi::routes())
-        .fallback(|| async { ApiError::not_found("no_such_route", "no such API route") });
+        .fallback(|| async { ApiError::not_found("no_such_route", "no such API route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that HTTP method",
+            )
+        });
     Router::new()
         .nest("/api", api)
         .fallback(|| async {
@@ -102,7 +123,10 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
     match presented {
         Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
             next.run(req).await

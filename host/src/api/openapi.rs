@@ -18,6 +18,7 @@ use super::AppState;
         super::config::put_config,
         openapi_json,
     ),
+    modifiers(&BearerToken),
     tags(
         (name = "health", description = "Liveness"),
         (name = "plugins", description = "Format, source and method plugins"),
@@ -25,6 +26,28 @@ use super::AppState;
     )
 )]
 pub struct ApiDoc;
+
+/// Documents the optional bearer token (required when the server is bound
+/// beyond loopback; `/api/health` never needs it).
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // Optional: an empty requirement means "no token" is acceptable too.
+        openapi.security = Some(vec![
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+            SecurityRequirement::default(),
+        ]);
+    }
+}
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/openapi.json", get(openapi_json))

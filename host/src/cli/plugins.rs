@@ -133,7 +133,11 @@ struct CheckResult<'a> {
 
 fn check(ctx: &Context, file: &Path, json: bool) -> Result<ExitCode> {
     // Only the runtime is needed, not the user's plugin folder.
-    let host = PluginHost::start(ctx.settings.plugin_limits(), None, None)?;
+    let host = PluginHost::start(
+        ctx.settings.plugin_limits(),
+        None,
+        Some(ctx.settings.compile_cache_dir.clone()),
+    )?;
     let outcome = host.check_file(file);
     let result = CheckResult {
         ok: outcome.is_ok(),
@@ -162,6 +166,8 @@ fn check(ctx: &Context, file: &Path, json: bool) -> Result<ExitCode> {
 
 fn build(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
     let krate = tuner_wasm_build::PluginCrate::open(&args.dir)?;
+    crate::plugins::manifest::check_name(&krate.package)
+        .map_err(|e| anyhow::anyhow!("package name in Cargo.toml: {e}"))?;
     let toolchain = tuner_wasm_build::find_toolchain()?;
     eprintln!("building {} with {toolchain}", krate.package);
     let target_dir = args
@@ -191,9 +197,12 @@ fn build(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
         let dir = &ctx.settings.plugin_dir;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         // Manifest first: a watcher that sees the .wasm then finds its manifest.
-        if let Some(m) = &manifest {
-            let dest = dir.join(format!("{}.toml", krate.package));
-            tuner_wasm_build::write_atomically(&dest, &std::fs::read(m)?)?;
+        let dest = dir.join(format!("{}.toml", krate.package));
+        match &manifest {
+            Some(m) => tuner_wasm_build::write_atomically(&dest, &std::fs::read(m)?)?,
+            // An old manifest would still override the new plugin's info().
+            None if dest.exists() => std::fs::remove_file(&dest)?,
+            None => {}
         }
         let dest = dir.join(format!("{}.wasm", krate.package));
         tuner_wasm_build::write_atomically(&dest, &plugin.component)?;

@@ -42,7 +42,7 @@ pub fn run(ctx: Context, args: ServeArgs) -> Result<ExitCode> {
     let addr = SocketAddr::new(host_ip, args.port.unwrap_or(ctx.settings.server.port));
     api::check_bind(&addr, args.token.as_deref())?;
 
-    Store::open(&ctx.settings.database)?;
+    let store = Arc::new(Store::open(&ctx.settings.database)?);
     let plugins = Arc::new(ctx.start_plugins()?);
     for f in plugins.failures() {
         tracing::warn!(file = %f.file.display(), "plugin not loaded: {}", f.error);
@@ -59,6 +59,7 @@ pub fn run(ctx: Context, args: ServeArgs) -> Result<ExitCode> {
         .context("starting the async runtime")?;
     let state = AppState::new(
         plugins.clone(),
+        store,
         ctx.home.clone(),
         ctx.settings.clone(),
         args.token,

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 /// How much a plugin may use. Every field has a documented default; the
-/// `[plugins]` section of `config.toml` changes them.
+/// `[plugins]` section of `config.toml` changes memory, time and body-size
+/// limits (redirects, resources and table size are fixed).
 #[derive(Debug, Clone)]
 pub struct PluginLimits {
     /// Linear memory per plugin instance. Default 512 MiB. Growing past it
@@ -15,7 +16,9 @@ pub struct PluginLimits {
     /// Time `info()` may take while a plugin loads. Default 5 s, so a hostile
     /// plugin cannot hold up start-up for long.
     pub load_timeout: Duration,
-    /// Time one HTTP request made for a plugin may take. Default 30 s.
+    /// Time one HTTP request made for a plugin may take. Default 20 s: below
+    /// the call deadline, which keeps running while the host waits, so the
+    /// plugin gets a `timeout` error it can handle instead of being stopped.
     pub http_timeout: Duration,
     /// Largest HTTP response body handed to a plugin. Default 32 MiB.
     pub http_max_body: u64,
@@ -36,7 +39,7 @@ impl Default for PluginLimits {
             memory_bytes: 512 << 20,
             call_timeout: Duration::from_secs(30),
             load_timeout: Duration::from_secs(5),
-            http_timeout: Duration::from_secs(30),
+            http_timeout: Duration::from_secs(20),
             http_max_body: 32 << 20,
             http_max_redirects: 10,
             allow_private_hosts: false,

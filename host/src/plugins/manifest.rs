@@ -49,13 +49,15 @@ pub fn check_name(name: &str) -> Result<(), String> {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && !name.starts_with(['-', '_']);
+        && !name.starts_with(['-', '_'])
+        // `/api/plugins/reload` is a route of its own.
+        && name != "reload";
     if ok {
         Ok(())
     } else {
         Err(format!(
             "name `{name}` is not valid: use 1-64 characters of a-z, 0-9, `-` and `_`, \
-             starting with a letter or digit"
+             starting with a letter or digit (`reload` is reserved)"
         ))
     }
 }

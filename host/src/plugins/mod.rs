@@ -141,12 +141,14 @@ pub enum LoadError {
 pub enum CallError {
     #[error(
         "plugin `{plugin}` ran past its time limit of {limit:?} in `{call}` and was stopped \
-         (raise plugins.call_timeout_secs if it needs longer)"
+         (raise plugins.{setting} if it needs longer)"
     )]
     Timeout {
         plugin: String,
         call: String,
         limit: Duration,
+        /// The configuration key that sets this limit.
+        setting: &'static str,
     },
     #[error(
         "plugin `{plugin}` exceeded its memory limit of {limit_mib} MiB in `{call}` and was \

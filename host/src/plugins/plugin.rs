@@ -232,6 +232,11 @@ impl Plugin {
         }
         match err.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => CallError::Timeout {
+                setting: if call == "info" {
+                    "load_timeout_secs"
+                } else {
+                    "call_timeout_secs"
+                },
                 plugin,
                 call,
                 limit: deadline,

@@ -151,7 +151,8 @@ impl PluginHost {
 
     /// Rescans the plugin folder: loads new and changed `.wasm` files (a
     /// changed `.toml` counts as a change), drops removed ones. Unchanged
-    /// plugins are kept as they are, instance and all.
+    /// plugins are kept as they are, instance and all; a changed file that
+    /// fails to load leaves the previous version active.
     pub fn reload(&self) -> ReloadReport {
         let _one_at_a_time = self
             .reloading
@@ -192,10 +193,17 @@ impl PluginHost {
                     }
                     next.insert(name, entry);
                 }
-                Err(err) => report.failed.push(LoadFailure {
-                    file: path.clone(),
-                    error: err.to_string(),
-                }),
+                Err(err) => {
+                    // A broken replacement must not take a working plugin away:
+                    // keep the last good version and report the failure.
+                    if let Some(entry) = current.get(&name) {
+                        next.insert(name, entry.clone());
+                    }
+                    report.failed.push(LoadFailure {
+                        file: path.clone(),
+                        error: err.to_string(),
+                    });
+                }
             }
         }
         report.removed = current

@@ -27,11 +27,13 @@ pub fn create(dir: &Path, name: &str, kind: Kind, sdk: &Path) -> Result<PathBuf>
             root.display()
         );
     }
-    std::fs::create_dir_all(root.join("src"))
-        .with_context(|| format!("creating {}", root.display()))?;
     let sdk = sdk
         .canonicalize()
+        .ok()
+        .filter(|p| p.join("Cargo.toml").is_file())
         .with_context(|| format!("tuner-sdk not found at {}", sdk.display()))?;
+    std::fs::create_dir_all(root.join("src"))
+        .with_context(|| format!("creating {}", root.display()))?;
     let sdk_str = sdk.display().to_string().replace('\\', "/");
     let files = [
         ("Cargo.toml", cargo_toml(name, &sdk_str)),

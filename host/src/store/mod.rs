@@ -7,6 +7,7 @@
 //! events and downloads add their tables here as those features land.
 
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context, Result};
 use rusqlite::Connection;
@@ -18,9 +19,10 @@ const MIGRATIONS: &[&str] = &[
      INSERT INTO meta (key, value) VALUES ('created_by', 'tuner ' || '0.1.0');",
 ];
 
-/// An open database.
+/// An open database, shareable between threads (`Arc<Store>`); access is
+/// serialised through one connection.
 pub struct Store {
-    conn: Connection,
+    conn: Mutex<Connection>,
 }
 
 impl Store {
@@ -29,41 +31,51 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut conn =
+            Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mut store = Self { conn };
-        store
-            .migrate()
-            .with_context(|| format!("upgrading the database {}", path.display()))?;
-        Ok(store)
+        migrate(&mut conn).with_context(|| format!("upgrading the database {}", path.display()))?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Runs `f` with the connection (one caller at a time). Use a
+    /// transaction inside `f` for multi-statement changes.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> R {
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut conn)
     }
 
     /// The schema version in the file.
     pub fn schema_version(&self) -> Result<usize> {
-        let v: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        Ok(v as usize)
+        self.with(|conn| schema_version(conn))
     }
+}
 
-    fn migrate(&mut self) -> Result<()> {
-        let current = self.schema_version()?;
-        anyhow::ensure!(
-            current <= MIGRATIONS.len(),
-            "the database has schema version {current}, newer than this tuner knows \
-             ({}); upgrade tuner",
-            MIGRATIONS.len()
-        );
-        for (i, step) in MIGRATIONS.iter().enumerate().skip(current) {
-            let tx = self.conn.transaction()?;
-            tx.execute_batch(step)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
-        Ok(())
+fn schema_version(conn: &Connection) -> Result<usize> {
+    let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    Ok(v as usize)
+}
+
+/// Applies the steps of [`MIGRATIONS`] the file has not seen yet.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let current = schema_version(conn)?;
+    anyhow::ensure!(
+        current <= MIGRATIONS.len(),
+        "the database has schema version {current}, newer than this tuner knows \
+         ({}); upgrade tuner",
+        MIGRATIONS.len()
+    );
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -207,6 +207,8 @@ impl HttpGate {
         let client = reqwest::Client::builder()
             .redirect(policy)
             .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            // A proxy would resolve names itself, around the private-address check.
+            .no_proxy()
             .user_agent(concat!("tuner/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("building the HTTP client: {e}"))?;
@@ -225,6 +227,12 @@ impl HttpGate {
     pub fn send(&self, request: Request) -> Result<Response, HttpError> {
         let url = reqwest::Url::parse(&request.url)
             .map_err(|e| HttpError::InvalidUrl(format!("{}: {e}", request.url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(HttpError::InvalidUrl(format!(
+                "{url}: scheme `{}` is not supported (http and https only)",
+                url.scheme()
+            )));
+        }
         check_url(&url, &self.allowed, self.allow_private).map_err(|why| {
             tracing::warn!(target: "tuner::plugin", plugin = &*self.plugin, url = %url, "request refused: {why}");
             HttpError::Denied(why)
