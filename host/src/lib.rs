@@ -4,6 +4,7 @@
 //! This crate is both the `tuner` binary and its library. The modules:
 //! - [`home`]: where all state lives (`TUNER_HOME`, platform dirs).
 //! - [`config`]: the configuration file and environment overrides.
+//! - [`model`]: chat template, tokenizer, loss mask and token statistics.
 //! - [`plugins`]: the wasmtime runtime: discovery, validation, sandbox,
 //!   compile cache, hot reload, host interfaces.
 //! - [`store`]: the SQLite database.
@@ -14,5 +15,6 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod home;
+pub mod model;
 pub mod plugins;
 pub mod store;
