@@ -620,3 +620,76 @@ fn samples_round_trip_through_json_with_a_kind_tag() {
     );
     assert_eq!(serde_json::from_str::<Sample>(&json).unwrap(), sample);
 }
+
+#[test]
+fn every_step_of_a_multi_step_tool_call_trains_its_reasoning() {
+    let case = read_json("expected_renders.json")
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "reasoning_multi_step_tool")
+        .unwrap()
+        .clone();
+    let sample = Sample::Chat {
+        messages: messages_of(&case),
+        tools: tools_of(&case),
+    };
+    let runs = trained_token_runs(&sample, &RenderOptions::default());
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(
+        runs[0].starts_with("<think>\nI need both cities.\n</think>\n\n<tool_call>"),
+        "{}",
+        runs[0]
+    );
+    assert!(runs[0].ends_with("</tool_call><|im_end|>"), "{}", runs[0]);
+    assert_eq!(
+        runs[1],
+        "<think>\n19 > 14.\n</think>\n\nRome is warmer.<|im_end|>"
+    );
+}
+
+#[test]
+fn parallel_stats_equal_sequential_stats() {
+    let mut samples = Vec::new();
+    for i in 0..25 {
+        samples.push(chat(vec![
+            Message::new("user", format!("question {i}")),
+            Message::new("assistant", "答".repeat(i + 1)),
+        ]));
+        samples.push(Sample::Text {
+            text: "word ".repeat(i),
+        });
+        if i % 7 == 0 {
+            // Renders, but its trained tool turn is never written by this
+            // template: a per-sample failure.
+            samples.push(Sample::Chat {
+                messages: vec![Message {
+                    role: "tool".into(),
+                    content: "x".into(),
+                    loss_weight: Some(1.0),
+                }],
+                tools: None,
+            });
+        }
+    }
+    let template = ChatTemplate::new(
+        "{% for m in messages %}{% if m.role != 'tool' %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}",
+        SpecialTokens { eos: Some("<|im_end|>".into()), ..Default::default() },
+    )
+    .unwrap();
+    let options = RenderOptions::default();
+    let sequential =
+        tuner::model::token_stats(&template, &qwen3().tokenizer, &samples, &options, 20);
+    let parallel =
+        tuner::model::token_stats_parallel(&template, &qwen3().tokenizer, &samples, &options, 20);
+    assert_eq!(sequential, parallel);
+    assert_eq!(sequential.failed, 4);
+    assert_eq!(
+        sequential
+            .errors
+            .iter()
+            .map(|e| e.index)
+            .collect::<Vec<_>>(),
+        vec![2, 17, 32, 47]
+    );
+}

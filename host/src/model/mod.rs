@@ -31,7 +31,9 @@ pub use preview::{RenderPreview, render_preview};
 pub use render::{RenderedSample, render_sample};
 pub use sample::{Message, Sample, SampleKind};
 pub use spans::{RenderedConversation, TrainedSpan};
-pub use stats::{SampleTokens, TokenStats, TokenStatsBuilder, sample_tokens, token_stats};
+pub use stats::{
+    SampleTokens, TokenStats, TokenStatsBuilder, sample_tokens, token_stats, token_stats_parallel,
+};
 pub use template::{ChatTemplate, RenderOptions, SpecialTokens, TemplateError};
 pub use tokenizer::{Tokenizer, TokenizerError};
 
@@ -92,6 +94,22 @@ impl ModelFiles {
         max_seq_len: usize,
     ) -> TokenStats {
         token_stats(
+            &self.template,
+            &self.tokenizer,
+            samples,
+            options,
+            max_seq_len,
+        )
+    }
+
+    /// Statistics of samples held in memory, measured on all cores.
+    pub fn stats_parallel(
+        &self,
+        samples: &[Sample],
+        options: &RenderOptions,
+        max_seq_len: usize,
+    ) -> TokenStats {
+        token_stats_parallel(
             &self.template,
             &self.tokenizer,
             samples,

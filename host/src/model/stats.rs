@@ -260,6 +260,31 @@ impl TokenStatsBuilder {
         }
     }
 
+    /// Adds the samples another builder measured; its sample indices are
+    /// kept as they were.
+    pub fn merge(&mut self, other: TokenStatsBuilder) {
+        self.next_index = self.next_index.max(other.next_index);
+        self.failed += other.failed;
+        for error in other.errors {
+            if self.errors.len() < MAX_REPORTED_ERRORS {
+                self.errors.push(error);
+            }
+        }
+        self.errors.sort_by_key(|e| e.index);
+        self.turns += other.turns;
+        self.messages += other.messages;
+        self.prompt.extend(other.prompt);
+        self.response.extend(other.response);
+        self.total.extend(other.total);
+        self.over += other.over;
+        for (role, n) in other.roles {
+            *self.roles.entry(role).or_default() += n;
+        }
+        for (kind, n) in other.kinds {
+            *self.kinds.entry(kind).or_default() += n;
+        }
+    }
+
     /// The statistics so far.
     pub fn finish(mut self) -> TokenStats {
         TokenStats {
@@ -279,7 +304,48 @@ impl TokenStatsBuilder {
     }
 }
 
-/// Statistics of a whole sample set.
+/// Statistics of a sample set held in memory, measured on all cores
+/// (rendering and tokenizing dominate; each thread takes a contiguous chunk,
+/// so error indices stay those of `samples`).
+pub fn token_stats_parallel(
+    template: &ChatTemplate,
+    tokenizer: &Tokenizer,
+    samples: &[Sample],
+    options: &RenderOptions,
+    max_seq_len: usize,
+) -> TokenStats {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(samples.len().max(1));
+    let chunk = samples.len().div_ceil(threads).max(1);
+    let builders: Vec<TokenStatsBuilder> = std::thread::scope(|scope| {
+        let handles: Vec<_> = samples
+            .chunks(chunk)
+            .enumerate()
+            .map(|(i, part)| {
+                scope.spawn(move || {
+                    let mut builder = TokenStatsBuilder::new(max_seq_len);
+                    builder.next_index = i * chunk;
+                    for sample in part {
+                        builder.add(template, tokenizer, sample, options);
+                    }
+                    builder
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("stats worker panicked"))
+            .collect()
+    });
+    let mut all = TokenStatsBuilder::new(max_seq_len);
+    for builder in builders {
+        all.merge(builder);
+    }
+    all.finish()
+}
+
+/// Statistics of a whole sample set, one sample at a time.
 pub fn token_stats<'a>(
     template: &ChatTemplate,
     tokenizer: &Tokenizer,
