@@ -693,3 +693,29 @@ fn parallel_stats_equal_sequential_stats() {
         vec![2, 17, 32, 47]
     );
 }
+
+#[test]
+fn other_template_styles_render_like_jinja2() {
+    let cases = read_json("expected_compat.json");
+    for case in cases.as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let special = SpecialTokens {
+            bos: Some("<bos>".into()),
+            eos: Some("<|im_end|>".into()),
+            ..Default::default()
+        };
+        let template = ChatTemplate::new(case["template"].as_str().unwrap(), special).unwrap();
+        let extra = case["extra_json"]
+            .as_str()
+            .map(|text| ChatTemplate::parse_tools(text).unwrap());
+        let rendered = template
+            .render_with_variables(
+                &messages_of(case),
+                None,
+                &options_of(case),
+                extra.map(|v| ("extra", v)),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(rendered, case["rendered"].as_str().unwrap(), "case {name}");
+    }
+}

@@ -3,7 +3,7 @@
 //!
 //! A training sample becomes tokens in three steps, each in its own module:
 //! 1. [`template`]: the model's Jinja `chat_template` renders the messages,
-//!    the way transformers does ([`pyjson`] supplies Python's `tojson`).
+//!    the way transformers does ([`python`] supplies Python's `tojson` and printing).
 //! 2. [`spans`] / [`render`]: the byte ranges of the rendered text that are
 //!    trained (assistant answers and their end-of-turn token, weighted by
 //!    `loss_weight`), found for any template by probe renders.
@@ -16,7 +16,7 @@
 
 pub mod encode;
 pub mod preview;
-pub mod pyjson;
+pub mod python;
 pub mod render;
 pub mod sample;
 pub mod spans;

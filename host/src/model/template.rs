@@ -7,7 +7,8 @@
 //! up like transformers' Jinja2 environment: `trim_blocks` and
 //! `lstrip_blocks`, Python string methods (`.strip()`, `.startswith()`,
 //! `.split()`, … via `minijinja-contrib`'s pycompat), a `raise_exception`
-//! function, `tojson` as `json.dumps(ensure_ascii=False)`, the loop controls
+//! function, `tojson` as `json.dumps(ensure_ascii=False)`, values printed as
+//! Python prints them (`None`, `True`, `['a']`), the loop controls
 //! extension, and the special tokens (`bos_token`, `eos_token`, …) as
 //! variables. Renders are checked against Jinja2's in tests/tests/template.rs.
 
@@ -19,7 +20,7 @@ use minijinja::value::Value;
 use minijinja::{Environment, Error as JinjaError, ErrorKind as JinjaErrorKind};
 use serde::Deserialize;
 
-use super::pyjson;
+use super::python;
 use super::sample::Message;
 
 /// The name the template is registered under in its environment; it shows
@@ -288,9 +289,23 @@ impl ChatTemplate {
         tools: Option<&str>,
         options: &RenderOptions,
     ) -> Result<String, TemplateError> {
+        self.render_with_variables(messages, tools, options, [])
+    }
+
+    /// [`Self::render`] with extra template variables (keyword arguments of
+    /// `apply_chat_template`, such as a template's own `date_string`); they
+    /// cannot replace the standard ones.
+    pub fn render_with_variables(
+        &self,
+        messages: &[Message],
+        tools: Option<&str>,
+        options: &RenderOptions,
+        variables: impl IntoIterator<Item = (&'static str, Value)>,
+    ) -> Result<String, TemplateError> {
         let tools = tools.map(Self::parse_tools).transpose()?;
         let values: Vec<Value> = messages.iter().map(message_value).collect();
-        self.render_values(&values, tools.as_ref(), options)
+        let extra: Vec<(&'static str, Value)> = variables.into_iter().collect();
+        self.render_full(&values, tools.as_ref(), options, &extra)
     }
 
     /// Renders already converted messages; the loss-mask code calls this many
@@ -300,6 +315,16 @@ impl ChatTemplate {
         messages: &[Value],
         tools: Option<&Value>,
         options: &RenderOptions,
+    ) -> Result<String, TemplateError> {
+        self.render_full(messages, tools, options, &[])
+    }
+
+    fn render_full(
+        &self,
+        messages: &[Value],
+        tools: Option<&Value>,
+        options: &RenderOptions,
+        extra: &[(&'static str, Value)],
     ) -> Result<String, TemplateError> {
         let name = if tools.is_some() && self.has_tool_template {
             TOOL_TEMPLATE_NAME
@@ -330,11 +355,12 @@ impl ChatTemplate {
         if let Some(thinking) = options.enable_thinking {
             context.push(("enable_thinking", Value::from(thinking)));
         }
-        let context = Value::from_object(
-            context
-                .into_iter()
-                .collect::<std::collections::BTreeMap<&'static str, Value>>(),
-        );
+        let mut context: std::collections::BTreeMap<&'static str, Value> =
+            context.into_iter().collect();
+        for (name, value) in extra {
+            context.entry(name).or_insert_with(|| value.clone());
+        }
+        let context = Value::from_object(context);
         template.render(context).map_err(|e| {
             if is_raised(&e) {
                 TemplateError::Raised(e.detail().unwrap_or_default().to_owned())
@@ -358,7 +384,8 @@ fn environment() -> Result<Environment<'static>, TemplateError> {
         .map_err(|e| TemplateError::Syntax(describe(&e)))?;
     env.set_syntax(syntax);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_filter("tojson", pyjson::tojson_filter);
+    env.add_filter("tojson", python::tojson_filter);
+    env.set_formatter(python::formatter);
     env.add_function(
         "raise_exception",
         |message: String| -> Result<Value, JinjaError> {
