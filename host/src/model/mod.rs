@@ -3,7 +3,7 @@
 //!
 //! A training sample becomes tokens in three steps, each in its own module:
 //! 1. [`template`]: the model's Jinja `chat_template` renders the messages,
-//!    the way transformers does ([`python`] supplies Python's `tojson` and printing).
+//!    the way transformers does ([`python`] supplies Python's `tojson`).
 //! 2. [`spans`] / [`render`]: the byte ranges of the rendered text that are
 //!    trained (assistant answers and their end-of-turn token, weighted by
 //!    `loss_weight`), found for any template by probe renders.

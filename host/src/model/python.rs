@@ -1,18 +1,17 @@
-//! Python's text forms for template values, so a chat template renders the
-//! same characters under MiniJinja as under Jinja2 in transformers.
+//! Python's `json.dumps` for template values: the `tojson` filter of chat
+//! templates.
 //!
-//! - [`tojson_filter`]: transformers replaces Jinja's HTML-safe `tojson` with
-//!   `json.dumps(x, ensure_ascii=False, indent=None, separators=None,
-//!   sort_keys=False)`, and models are trained on exactly that text (tool
-//!   definitions in the system prompt, tool-call arguments). MiniJinja's own
-//!   `tojson` escapes `<`, `>`, `&` and `'` and uses compact separators,
-//!   which would put different tokens in front of the model.
-//! - [`formatter`]: `{{ value }}` prints `None`, `True`, `False` and lists
-//!   and dicts in Python's `repr` form (`['a', None]`), where MiniJinja would
-//!   print `none`, `true` and `["a", none]`.
+//! Hugging Face transformers replaces Jinja's HTML-safe `tojson` with
+//! `json.dumps(x, ensure_ascii=False, indent=None, separators=None,
+//! sort_keys=False)`, and models are trained on exactly that text (tool
+//! definitions in the system prompt, tool-call arguments). MiniJinja's own
+//! `tojson` escapes `<`, `>`, `&` and `'` and uses compact separators, which
+//! would put different tokens in front of the model than it saw in training.
+//! (Plain `{{ value }}` output needs nothing: MiniJinja 3 already prints
+//! `None`, `True` and lists/dicts in Python's `repr` form.)
 
 use minijinja::value::{Kwargs, ValueKind};
-use minijinja::{Error, ErrorKind, Output, State, Value};
+use minijinja::{Error, ErrorKind, Value};
 
 /// How to lay out the JSON, mirroring `json.dumps` keyword arguments.
 struct Layout {
@@ -167,104 +166,6 @@ fn write_value(
     Ok(())
 }
 
-/// The output formatter: Python's `str()` of the value, as Jinja2 prints
-/// it.
-pub fn formatter(out: &mut Output, state: &mut State, value: &Value) -> Result<(), Error> {
-    match value.kind() {
-        ValueKind::String | ValueKind::Undefined => minijinja::escape_formatter(out, state, value),
-        _ => {
-            let mut text = String::new();
-            write_repr(&mut text, value)?;
-            out.write_str(&text).map_err(Error::from)
-        }
-    }
-}
-
-/// Python's `repr()` of a value (strings quoted), as it appears inside a
-/// printed list or dict.
-fn write_repr(out: &mut String, value: &Value) -> Result<(), Error> {
-    match value.kind() {
-        ValueKind::Undefined | ValueKind::None => out.push_str("None"),
-        ValueKind::Bool => out.push_str(if value.is_true() { "True" } else { "False" }),
-        ValueKind::Number => {
-            if value.is_integer() {
-                out.push_str(&value.to_string());
-            } else {
-                let x = f64::try_from(value.clone())?;
-                match python_float(x).as_str() {
-                    "NaN" => out.push_str("nan"),
-                    "Infinity" => out.push_str("inf"),
-                    "-Infinity" => out.push_str("-inf"),
-                    s => out.push_str(s),
-                }
-            }
-        }
-        ValueKind::String => write_str_repr(out, value.as_str().unwrap_or_default()),
-        ValueKind::Map => {
-            out.push('{');
-            for (i, key) in value.try_iter()?.enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_repr(out, &key)?;
-                out.push_str(": ");
-                write_repr(out, &value.get_item(&key)?)?;
-            }
-            out.push('}');
-        }
-        ValueKind::Seq | ValueKind::Iterable => {
-            let (open, close) = if value.is_tuple() {
-                ('(', ')')
-            } else {
-                ('[', ']')
-            };
-            out.push(open);
-            let items: Vec<Value> = value.try_iter()?.collect();
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_repr(out, item)?;
-            }
-            if value.is_tuple() && items.len() == 1 {
-                out.push(',');
-            }
-            out.push(close);
-        }
-        _ => out.push_str(&value.to_string()),
-    }
-    Ok(())
-}
-
-/// Python's `repr(str)`: single quotes unless the text has a single quote and
-/// no double quote; backslash escapes for quotes, backslashes and control
-/// characters; other characters as they are.
-fn write_str_repr(out: &mut String, s: &str) {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-}
-
 fn newline_indent(out: &mut String, layout: &Layout, depth: usize) {
     if let Some(indent) = &layout.indent {
         out.push('\n');
@@ -351,15 +252,6 @@ mod tests {
         let mut ascii = String::new();
         write_string(&mut ascii, "é🙂", true);
         assert_eq!(ascii, "\"\\u00e9\\ud83d\\ude42\"");
-    }
-
-    #[test]
-    fn repr_matches_python() {
-        let value: Value =
-            serde_json::from_str(r#"[null, true, 1, 2.0, "it's", "a\nb", {"k": "v"}]"#).unwrap();
-        let mut out = String::new();
-        write_repr(&mut out, &value).unwrap();
-        assert_eq!(out, r#"[None, True, 1, 2.0, "it's", 'a\nb', {'k': 'v'}]"#);
     }
 
     #[test]

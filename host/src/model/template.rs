@@ -7,8 +7,7 @@
 //! up like transformers' Jinja2 environment: `trim_blocks` and
 //! `lstrip_blocks`, Python string methods (`.strip()`, `.startswith()`,
 //! `.split()`, … via `minijinja-contrib`'s pycompat), a `raise_exception`
-//! function, `tojson` as `json.dumps(ensure_ascii=False)`, values printed as
-//! Python prints them (`None`, `True`, `['a']`), the loop controls
+//! function, `tojson` as `json.dumps(ensure_ascii=False)`, the loop controls
 //! extension, and the special tokens (`bos_token`, `eos_token`, …) as
 //! variables. Renders are checked against Jinja2's in tests/tests/template.rs.
 
@@ -385,7 +384,6 @@ fn environment() -> Result<Environment<'static>, TemplateError> {
     env.set_syntax(syntax);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_filter("tojson", python::tojson_filter);
-    env.set_formatter(python::formatter);
     env.add_function(
         "raise_exception",
         |message: String| -> Result<Value, JinjaError> {
