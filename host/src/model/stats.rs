@@ -375,3 +375,36 @@ mod tests {
         assert_eq!((one.p50, one.p95), (7, 7));
     }
 }
+
+#[cfg(test)]
+mod schema_tests {
+    use utoipa::PartialSchema;
+
+    /// The types the CLI `--json` and the HTTP API return must produce an
+    /// OpenAPI schema that names their fields.
+    #[test]
+    fn stats_preview_and_sample_schemas_list_their_fields() {
+        let stats = serde_json::to_string(&super::TokenStats::schema()).unwrap();
+        for field in [
+            "over_max_seq_len",
+            "response_tokens",
+            "kinds",
+            "roles",
+            "errors",
+        ] {
+            assert!(
+                stats.contains(field),
+                "TokenStats schema lacks {field}: {stats}"
+            );
+        }
+        let preview = serde_json::to_string(&crate::model::RenderPreview::schema()).unwrap();
+        assert!(preview.contains("sequences"), "{preview}");
+        let sample = serde_json::to_string(&crate::model::Sample::schema()).unwrap();
+        for field in ["kind", "messages", "chosen", "answer"] {
+            assert!(
+                sample.contains(field),
+                "Sample schema lacks {field}: {sample}"
+            );
+        }
+    }
+}
