@@ -22,7 +22,10 @@ async fn lists_and_shows_plugins() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["huggingface", "jsonl", "sft"]);
+    assert_eq!(
+        names,
+        ["huggingface", "jsonl", "mirror", "modelscope", "sft"]
+    );
     let (status, body) = s.get_json("/api/plugins/jsonl").await;
     assert_eq!(status, 200);
     assert_eq!(body["kind"], "format");

@@ -25,6 +25,8 @@ fn bundled_plugins_of_every_kind_load() {
         vec![
             ("huggingface".into(), Kind::Source, Origin::Bundled),
             ("jsonl".into(), Kind::Format, Origin::Bundled),
+            ("mirror".into(), Kind::Source, Origin::Bundled),
+            ("modelscope".into(), Kind::Source, Origin::Bundled),
             ("sft".into(), Kind::Method, Origin::Bundled),
         ]
     );

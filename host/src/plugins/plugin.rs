@@ -137,6 +137,12 @@ impl Plugin {
         self.meta.kind
     }
 
+    /// The network gate of a source plugin: the host grants user-configured
+    /// endpoints through it and builds its transfer client from it.
+    pub fn network(&self) -> Option<&HttpGate> {
+        self.http.as_ref()
+    }
+
     pub fn stats(&self) -> CallStats {
         CallStats {
             calls: self.calls.load(Ordering::Relaxed),

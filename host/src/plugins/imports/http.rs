@@ -5,10 +5,20 @@
 //! private-range addresses are refused unless the configuration allows them
 //! (the check sits in the DNS resolver, so redirects and DNS tricks are
 //! covered too). Bodies are capped and requests time out on the host side.
+//!
+//! Endpoints the *user* chose: a source plugin's declared hosts cover its
+//! public hub, but `HF_ENDPOINT`, `MODELSCOPE_DOMAIN` or a mirror endpoint in
+//! `config.toml` may name any host. The rule: the host (never the plugin)
+//! grants the host of the endpoint configured for that source to that
+//! plugin, with [`HttpGate::grant_endpoint`], because the user picked it.
+//! Nothing a plugin returns or asks for widens its set. The same gate also
+//! builds the client the host downloads files with
+//! ([`HttpGate::transfer_client`]), so file URLs and their redirects
+//! obey the same hosts.
 
 use std::error::Error as StdError;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, RwLock, mpsc};
 use std::time::Duration;
 
 use reqwest::redirect;
@@ -59,6 +69,36 @@ impl HostPatterns {
     pub fn as_slice(&self) -> &[String] {
         &self.0
     }
+
+    fn push(&mut self, host: String) {
+        if !self.0.contains(&host) {
+            self.0.push(host);
+        }
+    }
+}
+
+/// The hosts a gate lets through: the plugin's declared patterns plus the
+/// hosts of endpoints the user configured for it.
+#[derive(Debug, Default)]
+struct Allowed {
+    declared: HostPatterns,
+    granted: RwLock<HostPatterns>,
+}
+
+impl Allowed {
+    fn allows(&self, host: &str) -> bool {
+        self.declared.allows(host) || self.granted.read().unwrap().allows(host)
+    }
+
+    fn describe(&self) -> String {
+        let mut all = self.declared.as_slice().to_vec();
+        all.extend(self.granted.read().unwrap().as_slice().iter().cloned());
+        if all.is_empty() {
+            "none".to_string()
+        } else {
+            all.join(", ")
+        }
+    }
 }
 
 /// Loopback, private-range, link-local, CGNAT, unspecified and broadcast
@@ -101,7 +141,7 @@ impl std::fmt::Display for Refused {
 impl StdError for Refused {}
 
 /// Resolves names, dropping private addresses unless they are allowed.
-struct GuardedResolver {
+pub(crate) struct GuardedResolver {
     allow_private: bool,
 }
 
@@ -176,8 +216,9 @@ impl Drop for HttpService {
 #[derive(Clone)]
 pub struct HttpGate {
     plugin: Arc<str>,
-    allowed: HostPatterns,
+    allowed: Arc<Allowed>,
     allow_private: bool,
+    max_redirects: usize,
     timeout: Duration,
     max_body: u64,
     client: reqwest::Client,
@@ -192,23 +233,13 @@ impl HttpGate {
         limits: &PluginLimits,
         service: Arc<HttpService>,
     ) -> Result<Self, String> {
+        let allowed = Arc::new(Allowed {
+            declared: allowed,
+            granted: RwLock::default(),
+        });
         let allow_private = limits.allow_private_hosts;
         let max_redirects = limits.http_max_redirects;
-        let redirect_hosts = allowed.clone();
-        let policy = redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() >= max_redirects {
-                return attempt.error(Refused(format!("more than {max_redirects} redirects")));
-            }
-            match check_url(attempt.url(), &redirect_hosts, allow_private) {
-                Ok(()) => attempt.follow(),
-                Err(why) => attempt.error(Refused(format!("redirect refused: {why}"))),
-            }
-        });
-        let client = reqwest::Client::builder()
-            .redirect(policy)
-            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
-            // A proxy would resolve names itself, around the private-address check.
-            .no_proxy()
+        let client = guarded_client(allowed.clone(), allow_private, max_redirects)
             .user_agent(concat!("tuner/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("building the HTTP client: {e}"))?;
@@ -216,11 +247,52 @@ impl HttpGate {
             plugin,
             allowed,
             allow_private,
+            max_redirects,
             timeout: limits.http_timeout,
             max_body: limits.http_max_body,
             client,
             service,
         })
+    }
+
+    /// Lets the plugin reach the host of `endpoint`, an endpoint the user
+    /// configured for this source (environment or config file). Only host
+    /// code calls this; returns the host name granted.
+    pub fn grant_endpoint(&self, endpoint: &str) -> Result<String, String> {
+        let url = reqwest::Url::parse(endpoint)
+            .map_err(|e| format!("endpoint `{endpoint}` is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "endpoint `{endpoint}`: only http and https are supported"
+            ));
+        }
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            None => return Err(format!("endpoint `{endpoint}` has no host")),
+        };
+        let trimmed = host.trim_end_matches('.').to_string();
+        if !self.allowed.declared.allows(&trimmed) {
+            tracing::debug!(target: "tuner::plugin", plugin = &*self.plugin, host = %trimmed, "user-configured endpoint granted");
+        }
+        self.allowed.granted.write().unwrap().push(trimmed.clone());
+        Ok(trimmed)
+    }
+
+    /// Whether `url` may be fetched for this plugin: scheme, declared or
+    /// granted host, and (for IP literals) the private-address rule.
+    pub fn check(&self, url: &str) -> Result<(), String> {
+        let url = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+        check_url(&url, &self.allowed, self.allow_private)
+    }
+
+    /// A client builder for the host's own file transfers on this plugin's
+    /// behalf: same host rule on every redirect, same private-address rule
+    /// in DNS, no body cap and no overall timeout (the caller sets
+    /// connect and read timeouts).
+    pub fn transfer_client(&self) -> reqwest::ClientBuilder {
+        guarded_client(self.allowed.clone(), self.allow_private, self.max_redirects)
     }
 
     /// Checks and sends one request, blocking until it completes or times out.
@@ -274,12 +346,44 @@ impl HttpGate {
     }
 }
 
-/// Scheme, declared host and (for IP literals) private-address checks.
-fn check_url(
-    url: &reqwest::Url,
-    allowed: &HostPatterns,
+/// A reqwest client builder that checks every redirect against `allowed`
+/// and resolves names through the private-address guard.
+fn guarded_client(
+    allowed: Arc<Allowed>,
     allow_private: bool,
-) -> Result<(), String> {
+    max_redirects: usize,
+) -> reqwest::ClientBuilder {
+    let policy = redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= max_redirects {
+            return attempt.error(Refused(format!("more than {max_redirects} redirects")));
+        }
+        match check_url(attempt.url(), &allowed, allow_private) {
+            Ok(()) => attempt.follow(),
+            Err(why) => attempt.error(Refused(format!("redirect refused: {why}"))),
+        }
+    });
+    reqwest::Client::builder()
+        .redirect(policy)
+        .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+        // A proxy would resolve names itself, around the private-address check.
+        .no_proxy()
+}
+
+/// Whether a reqwest error was one of our own refusals (undeclared host on
+/// a redirect, private address), with its message.
+pub fn refusal(err: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn StdError + 'static)> = err.source();
+    while let Some(e) = source {
+        if let Some(refused) = e.downcast_ref::<Refused>() {
+            return Some(refused.0.clone());
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// Scheme, declared host and (for IP literals) private-address checks.
+fn check_url(url: &reqwest::Url, allowed: &Allowed, allow_private: bool) -> Result<(), String> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
             "scheme `{}` is not allowed (http and https only)",
@@ -293,13 +397,9 @@ fn check_url(
         None => return Err(format!("{url} has no host")),
     };
     if !allowed.allows(&host) {
-        let declared = if allowed.as_slice().is_empty() {
-            "none".to_string()
-        } else {
-            allowed.as_slice().join(", ")
-        };
         return Err(format!(
-            "host `{host}` is not declared by the plugin (declared: {declared})"
+            "host `{host}` is not declared by the plugin (declared: {})",
+            allowed.describe()
         ));
     }
     let literal: Option<IpAddr> = match url.host() {
@@ -352,12 +452,8 @@ async fn fetch(builder: reqwest::RequestBuilder, max_body: u64) -> Result<Respon
 
 /// Maps a reqwest error to the WIT error, surfacing our own refusals.
 fn classify(err: reqwest::Error) -> HttpError {
-    let mut source: Option<&(dyn StdError + 'static)> = err.source();
-    while let Some(e) = source {
-        if let Some(refused) = e.downcast_ref::<Refused>() {
-            return HttpError::Denied(refused.0.clone());
-        }
-        source = e.source();
+    if let Some(why) = refusal(&err) {
+        return HttpError::Denied(why);
     }
     if err.is_timeout() {
         return HttpError::Timeout(err.to_string());
@@ -396,6 +492,28 @@ mod tests {
         assert!(!p.allows("hf.co"));
         assert!(!p.allows("evilhf.co"));
         assert!(!p.allows("huggingface.co.evil.com"));
+    }
+
+    #[test]
+    fn granted_endpoint_is_allowed_and_nothing_else() {
+        let service = Arc::new(HttpService::new().unwrap());
+        let gate = HttpGate::new(
+            Arc::from("t"),
+            HostPatterns::new(&["huggingface.co".into()]).unwrap(),
+            &PluginLimits::default(),
+            service,
+        )
+        .unwrap();
+        assert!(gate.check("https://hf-mirror.com/api/x").is_err());
+        assert_eq!(
+            gate.grant_endpoint("https://HF-Mirror.com/").unwrap(),
+            "hf-mirror.com"
+        );
+        assert!(gate.check("https://hf-mirror.com/api/x").is_ok());
+        assert!(gate.check("https://huggingface.co/x").is_ok());
+        let err = gate.check("https://evil.example/x").unwrap_err();
+        assert!(err.contains("not declared"), "{err}");
+        assert!(gate.grant_endpoint("ftp://x.com").is_err());
     }
 
     #[test]
