@@ -43,6 +43,11 @@ pub struct ConfigFile {
     /// The model used when a command names none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub default_model: Option<String>,
+    /// Hub endpoint per source plugin, e.g. `mirror = "https://hf-mirror.com"`
+    /// (overridden by `HF_ENDPOINT`, `MODELSCOPE_DOMAIN`, `TUNER_MIRROR_ENDPOINT`).
+    /// The host of a configured endpoint is granted to that plugin.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoints: BTreeMap<String, String>,
     /// Sandbox limits for plugins.
     #[serde(skip_serializing_if = "PluginLimitsFile::is_empty")]
     pub plugins: PluginLimitsFile,
@@ -133,6 +138,7 @@ impl ConfigFile {
         take!(plugin_dir);
         take!(allow_private_hosts);
         take!(default_model);
+        self.endpoints.extend(patch.endpoints);
         take!(plugins.memory_limit_mib);
         take!(plugins.call_timeout_secs);
         take!(plugins.load_timeout_secs);
@@ -206,6 +212,10 @@ pub struct Settings {
     pub compile_cache_dir: PathBuf,
     pub allow_private_hosts: bool,
     pub default_model: String,
+    /// Hub endpoints chosen by the user, per source plugin (file, then
+    /// `HF_ENDPOINT` → huggingface, `MODELSCOPE_DOMAIN` → modelscope,
+    /// `TUNER_MIRROR_ENDPOINT` → mirror). Sources not listed use their default.
+    pub endpoints: BTreeMap<String, String>,
     pub plugins: EffectiveLimits,
     pub server: EffectiveServer,
     /// Keys whose value comes from the environment or the command line,
@@ -312,6 +322,25 @@ impl Settings {
             None => file.allow_private_hosts.unwrap_or(false),
         };
 
+        let mut endpoints = file.endpoints.clone();
+        for (source, var) in [
+            ("huggingface", "HF_ENDPOINT"),
+            ("modelscope", "MODELSCOPE_DOMAIN"),
+            ("mirror", "TUNER_MIRROR_ENDPOINT"),
+        ] {
+            if let Some(v) = env_nonempty(var) {
+                let v = v.trim().trim_end_matches('/');
+                // MODELSCOPE_DOMAIN is a bare host name in the modelscope SDK.
+                let url = if v.contains("://") {
+                    v.to_string()
+                } else {
+                    format!("https://{v}")
+                };
+                endpoints.insert(source.to_string(), url);
+                from_env(&format!("endpoints.{source}"), var);
+            }
+        }
+
         let defaults = PluginLimits::default();
         let p = &file.plugins;
         let plugins = EffectiveLimits {
@@ -345,6 +374,7 @@ impl Settings {
                 .default_model
                 .clone()
                 .unwrap_or_else(|| DEFAULT_MODEL.to_string()),
+            endpoints,
             plugins,
             server: EffectiveServer {
                 host: file

@@ -1,7 +1,9 @@
 //! The command line (clap). Results go to stdout (`--json` gives a stable,
 //! documented shape); progress and logs go to stderr.
 
+mod cache;
 mod plugins;
+mod pull;
 mod serve;
 
 use std::path::PathBuf;
@@ -37,6 +39,11 @@ pub enum Command {
     /// List, inspect, check, create and build plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// Download a model or dataset into the cache (ModelScope, then Hugging Face).
+    Pull(pull::PullArgs),
+    /// List, remove, verify, import and export cached models and datasets.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
 }
 
 /// What every command needs: where files are and the effective settings.
@@ -76,5 +83,7 @@ pub fn run(cli: Cli) -> Result<std::process::ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(ctx, args),
         Command::Plugins(cmd) => plugins::run(ctx, cmd),
+        Command::Pull(args) => pull::run(ctx, args),
+        Command::Cache(cmd) => cache::run(ctx, cmd),
     }
 }

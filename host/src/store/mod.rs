@@ -17,6 +17,16 @@ const MIGRATIONS: &[&str] = &[
     // 1: bookkeeping of the store itself.
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
      INSERT INTO meta (key, value) VALUES ('created_by', 'tuner ' || '0.1.0');",
+    // 2: hub downloads: which snapshot came from which source, and its files.
+    "CREATE TABLE hub_snapshots (
+        kind TEXT NOT NULL, repo TEXT NOT NULL, commit_id TEXT NOT NULL,
+        source TEXT NOT NULL, revision TEXT NOT NULL, file_count INTEGER NOT NULL,
+        complete INTEGER NOT NULL, verified INTEGER NOT NULL, updated_at TEXT NOT NULL,
+        PRIMARY KEY (kind, repo, commit_id));
+     CREATE TABLE hub_files (
+        kind TEXT NOT NULL, repo TEXT NOT NULL, commit_id TEXT NOT NULL, path TEXT NOT NULL,
+        size INTEGER NOT NULL, sha256 TEXT NOT NULL, verified INTEGER NOT NULL,
+        PRIMARY KEY (kind, repo, commit_id, path));",
 ];
 
 /// An open database, shareable between threads (`Arc<Store>`); access is

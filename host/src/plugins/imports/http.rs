@@ -407,13 +407,14 @@ fn check_url(url: &reqwest::Url, allowed: &Allowed, allow_private: bool) -> Resu
         Some(url::Host::Ipv6(ip)) => Some(ip.into()),
         _ => None,
     };
-    if let Some(ip) = literal {
-        if !allow_private && is_private_address(ip) {
-            return Err(format!(
-                "`{ip}` is a private address; set allow_private_hosts = true \
-                 (or TUNER_ALLOW_PRIVATE_HOSTS=1) to allow it"
-            ));
-        }
+    if let Some(ip) = literal
+        && !allow_private
+        && is_private_address(ip)
+    {
+        return Err(format!(
+            "`{ip}` is a private address; set allow_private_hosts = true \
+             (or TUNER_ALLOW_PRIVATE_HOSTS=1) to allow it"
+        ));
     }
     Ok(())
 }

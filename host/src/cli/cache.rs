@@ -1,0 +1,241 @@
+//! `tuner cache ...`: list, rm, clear, verify, import, export.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand};
+
+use super::Context;
+use super::pull::open_hub;
+use crate::hub::{RepoId, RepoKind, human_bytes};
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List cached models and datasets: name, source, revision, files, size, complete.
+    List(CacheFlags),
+    /// Remove one repository (`Qwen/Qwen3-0.6B` or `Qwen_Qwen3-0.6B`).
+    Rm {
+        name: String,
+        #[command(flatten)]
+        flags: CacheFlags,
+    },
+    /// Remove everything in the cache (asks first unless --yes).
+    Clear {
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+        #[command(flatten)]
+        flags: CacheFlags,
+    },
+    /// Re-hash a repository's files against their recorded sha256.
+    Verify {
+        name: String,
+        #[command(flatten)]
+        flags: CacheFlags,
+    },
+    /// Adopt a folder downloaded by other means, so `pull` never fetches it again.
+    Import {
+        /// Repository id it is a copy of.
+        name: String,
+        /// The folder.
+        folder: PathBuf,
+        #[arg(long)]
+        revision: Option<String>,
+        /// Do not check against the hub; record the files as unverified.
+        #[arg(long)]
+        offline: bool,
+        #[command(flatten)]
+        flags: CacheFlags,
+    },
+    /// Copy a cached snapshot into a plain folder.
+    Export {
+        name: String,
+        /// Destination folder.
+        #[arg(long)]
+        local_dir: PathBuf,
+        #[arg(long)]
+        revision: Option<String>,
+        #[command(flatten)]
+        flags: CacheFlags,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CacheFlags {
+    /// Dataset repositories instead of models.
+    #[arg(long)]
+    pub dataset: bool,
+    /// Print JSON (stable shape, see docs/cli.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl CacheFlags {
+    fn kind(&self) -> RepoKind {
+        if self.dataset {
+            RepoKind::Dataset
+        } else {
+            RepoKind::Model
+        }
+    }
+}
+
+pub fn run(ctx: Context, cmd: CacheCommand) -> Result<ExitCode> {
+    let needs_plugins = matches!(cmd, CacheCommand::Import { offline: false, .. });
+    let hub = open_hub(&ctx, needs_plugins)?;
+    let cache = &hub.cache;
+    let store = hub.store();
+    match cmd {
+        CacheCommand::List(flags) => {
+            let repos = cache.list(store);
+            if flags.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"cache_dir": cache.root, "repos": repos})
+                    )?
+                );
+            } else if repos.is_empty() {
+                println!("the cache is empty ({})", cache.root.display());
+            } else {
+                println!(
+                    "{:<40} {:<8} {:<12} {:<12} {:>6} {:>11}  COMPLETE",
+                    "NAME", "KIND", "SOURCE", "REVISION", "FILES", "SIZE"
+                );
+                for r in &repos {
+                    println!(
+                        "{:<40} {:<8} {:<12} {:<12} {:>6} {:>11}  {}",
+                        r.name,
+                        r.kind.folder_prefix().trim_end_matches('s'),
+                        r.source,
+                        r.revision.as_deref().unwrap_or("-"),
+                        r.files,
+                        human_bytes(r.size_bytes),
+                        if r.complete { "yes" } else { "no" }
+                    );
+                }
+                println!("\ncache: {}", cache.root.display());
+            }
+        }
+        CacheCommand::Rm { name, flags } => {
+            let repo = cache.find(flags.kind(), &name)?;
+            let freed = cache.remove(&repo, store)?;
+            if flags.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"removed": repo.id, "freed_bytes": freed})
+                );
+            } else {
+                println!("removed {} ({} freed)", repo.id, human_bytes(freed));
+            }
+        }
+        CacheCommand::Clear { yes, flags } => {
+            let repos = cache.repos();
+            if !yes {
+                if flags.json {
+                    bail!("`cache clear --json` needs --yes (it cannot ask)");
+                }
+                eprint!(
+                    "remove all {} repositories from {}? [y/N] ",
+                    repos.len(),
+                    cache.root.display()
+                );
+                std::io::stderr().flush().ok();
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    eprintln!("nothing removed");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+            let removed = cache.clear(store)?;
+            if flags.json {
+                println!("{}", serde_json::json!({"removed": removed}));
+            } else {
+                println!("removed {} repositories", removed.len());
+            }
+        }
+        CacheCommand::Verify { name, flags } => {
+            let repo = cache.find(flags.kind(), &name)?;
+            let report = cache.verify(&repo, store)?;
+            let ok = report.corrupt.is_empty() && report.missing.is_empty();
+            if flags.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"ok": ok, "report": report}))?
+                );
+            } else {
+                println!("{}: {} files checked", report.name, report.checked);
+                for p in &report.corrupt {
+                    println!("  corrupt: {p}");
+                }
+                for p in &report.missing {
+                    println!("  missing: {p}");
+                }
+                println!(
+                    "{}",
+                    if ok {
+                        "ok"
+                    } else {
+                        "FAILED: run `tuner pull --force` to fetch them again"
+                    }
+                );
+            }
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+        CacheCommand::Import {
+            name,
+            folder,
+            revision,
+            offline,
+            flags,
+        } => {
+            let repo = RepoId::parse(flags.kind(), &name)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let report =
+                runtime.block_on(hub.import(&repo, &folder, revision.as_deref(), offline))?;
+            if flags.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "imported {} files of {} as commit {} ({})",
+                    report.imported,
+                    report.name,
+                    report.commit,
+                    if report.verified {
+                        format!("checked against {}", report.source)
+                    } else {
+                        "offline: recorded as unverified".into()
+                    }
+                );
+                for r in &report.rejected {
+                    println!("  left out {}: {}", r.path, r.reason);
+                }
+            }
+        }
+        CacheCommand::Export {
+            name,
+            local_dir,
+            revision,
+            flags,
+        } => {
+            let repo = cache.find(flags.kind(), &name)?;
+            let n = cache.export(&repo, revision.as_deref(), &local_dir)?;
+            if flags.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"name": repo.id, "files": n, "local_dir": local_dir})
+                );
+            } else {
+                println!("copied {n} files of {} to {}", repo.id, local_dir.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,227 @@
+//! `tuner pull`: download a model or dataset into the cache, with per-file
+//! and total progress bars on stderr and the result on stdout.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::Context;
+use crate::hub::{Hub, HubConfig, Progress, ProgressSink, PullRequest, RepoKind, human_bytes};
+use crate::store::Store;
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Repository id (`Qwen/Qwen3-0.6B`), or a local folder (checked, not copied).
+    pub model: String,
+    /// Use only this source plugin (default: the configured order, modelscope then huggingface).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Branch, tag or commit (default: the hub's default branch).
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Only files matching this glob (repeatable), e.g. `*.safetensors`.
+    #[arg(long)]
+    pub include: Vec<String>,
+    /// Leave out files matching this glob (repeatable).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Fetch again even files already in the cache.
+    #[arg(long)]
+    pub force: bool,
+    /// A dataset repository instead of a model.
+    #[arg(long)]
+    pub dataset: bool,
+    /// Use only the cache; never touch the network.
+    #[arg(long)]
+    pub offline: bool,
+    /// Parallel connections (default 8).
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
+    /// Print the result as JSON (stable shape, see docs/cli.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Opens the hub for a CLI command.
+pub fn open_hub(ctx: &Context, with_plugins: bool) -> Result<Arc<Hub>> {
+    let store = Arc::new(Store::open(&ctx.settings.database)?);
+    let host = if with_plugins {
+        Arc::new(ctx.start_plugins()?)
+    } else {
+        // Cache-only commands still need a host object; load nothing from the folder.
+        Arc::new(crate::plugins::PluginHost::start(
+            ctx.settings.plugin_limits(),
+            None,
+            Some(ctx.settings.compile_cache_dir.clone()),
+        )?)
+    };
+    Ok(Arc::new(Hub::new(
+        host,
+        Some(store),
+        HubConfig::from_settings(&ctx.settings),
+    )))
+}
+
+pub fn run(ctx: Context, args: PullArgs) -> Result<ExitCode> {
+    let local = std::path::Path::new(&args.model);
+    if local.is_dir() {
+        // A local model folder works wherever a model id does.
+        let path = local.canonicalize()?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"name": args.model, "source": "local", "path": path})
+            );
+        } else {
+            println!("{} is a local folder; nothing to download", path.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut config = HubConfig::from_settings(&ctx.settings);
+    if let Some(n) = args.connections {
+        config.transfer.connections = n.max(1);
+    }
+    let store = Arc::new(Store::open(&ctx.settings.database)?);
+    let host = Arc::new(ctx.start_plugins()?);
+    let hub = Hub::new(host, Some(store), config);
+    let req = PullRequest {
+        repo: args.model.clone(),
+        kind: Some(if args.dataset {
+            RepoKind::Dataset
+        } else {
+            RepoKind::Model
+        }),
+        revision: args.revision,
+        source: args.source,
+        include: args.include,
+        exclude: args.exclude,
+        force: args.force,
+        offline: args.offline,
+    };
+    let bars = Arc::new(Bars::new());
+    let progress: Progress = bars.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(hub.pull(&req, &progress));
+    bars.finish();
+    let report = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for f in &report.failed_sources {
+            eprintln!("note: {} failed first: {}", f.source, f.error);
+        }
+        println!(
+            "{} ({}) from {}: {} files, {} downloaded ({}), {} already cached\n{}",
+            report.name,
+            &report.commit[..report.commit.len().min(12)],
+            report.source,
+            report.files,
+            report.downloaded_files,
+            human_bytes(report.downloaded_bytes),
+            report.cached_files,
+            report.path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// indicatif bars: one per file under way plus a total (bytes, speed, ETA).
+struct Bars {
+    multi: MultiProgress,
+    total: ProgressBar,
+    files: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Bars {
+    fn new() -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let total = multi.add(ProgressBar::new(0));
+        total.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .unwrap()
+            .progress_chars("=> "),
+        );
+        total.set_prefix("total");
+        Self {
+            multi,
+            total,
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn finish(&self) {
+        for (_, b) in self.files.lock().unwrap().drain() {
+            b.finish_and_clear();
+        }
+        self.total.finish_and_clear();
+    }
+}
+
+impl ProgressSink for Bars {
+    fn resolving(&self, source: &str) {
+        self.total.set_message(format!("asking {source}"));
+        let _ = self.multi.println(format!("resolving with {source}"));
+    }
+    fn planned(&self, files: usize, bytes: u64) {
+        self.total.set_length(bytes);
+        let _ = self
+            .multi
+            .println(format!("{files} files, {} to fetch", human_bytes(bytes)));
+    }
+    fn file_started(&self, path: &str, size: Option<u64>, already: u64) {
+        let bar = self.multi.add(ProgressBar::new(size.unwrap_or(0)));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>12.dim} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+            )
+            .unwrap()
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(short(path));
+        bar.set_position(already);
+        self.total.inc(already);
+        self.files.lock().unwrap().insert(path.to_string(), bar);
+    }
+    fn advanced(&self, path: &str, n: u64) {
+        if let Some(b) = self.files.lock().unwrap().get(path) {
+            b.inc(n);
+        }
+        self.total.inc(n);
+    }
+    fn file_done(&self, path: &str) {
+        if let Some(b) = self.files.lock().unwrap().remove(path) {
+            b.finish_and_clear();
+        }
+        let _ = self.multi.println(format!("done {path}"));
+    }
+    fn note(&self, message: &str) {
+        let _ = self.multi.println(format!("note: {message}"));
+    }
+}
+
+fn short(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if name.chars().count() > 12 {
+        format!(
+            "…{}",
+            name.chars()
+                .rev()
+                .take(11)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<String>()
+        )
+    } else {
+        name.to_string()
+    }
+}

@@ -1,0 +1,449 @@
+//! The model cache, in the Hugging Face hub layout:
+//!
+//! ```text
+//! <cache>/models--Qwen--Qwen3-0.6B/
+//!     blobs/<sha256>                 file contents, named by their sha256
+//!     snapshots/<commit>/<path>      relative symlinks into blobs/
+//!     refs/<revision>                the commit a branch or tag pointed at
+//! <cache>/datasets--org--name/...    datasets, the same way
+//! <cache>/.locks/<folder>.lock       one pull per repository at a time
+//! ```
+//!
+//! A file appears under `snapshots/` only after its blob was verified, so
+//! HF tools reading the cache never see a partial file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::download::sha256_file;
+use super::records::{self, FileRecord};
+use super::{HubError, RepoId, RepoKind};
+use crate::store::Store;
+
+/// The cache root.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    pub root: PathBuf,
+}
+
+/// One repository in the cache, as `cache list` shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CachedRepo {
+    /// `org/name`.
+    pub name: String,
+    pub kind: RepoKind,
+    /// The source plugin it came from (`unknown` when another tool put it there).
+    pub source: String,
+    /// The revision last pulled (`main`, `master`, a tag), if known.
+    pub revision: Option<String>,
+    /// The newest snapshot's commit.
+    pub commit: Option<String>,
+    /// Files in that snapshot.
+    pub files: usize,
+    /// Bytes of all blobs of the repository.
+    pub size_bytes: u64,
+    /// Every file of the recorded listing is present (false when unknown).
+    pub complete: bool,
+    /// Hashes were checked against the hub's listing (false for offline imports).
+    pub verified: bool,
+    /// The snapshot folder, usable as a local model path.
+    #[schema(value_type = Option<String>)]
+    pub path: Option<PathBuf>,
+}
+
+/// A file of a hub listing, for `import` to check against: path, size, sha256.
+pub type ExpectedFile = (String, Option<u64>, Option<String>);
+
+/// Imported files, and the paths left out with the reason.
+pub type ImportOutcome = (Vec<FileRecord>, Vec<(String, String)>);
+
+/// The result of re-hashing a repository's files.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VerifyReport {
+    pub name: String,
+    pub checked: usize,
+    /// Paths whose content does not match the recorded sha256.
+    pub corrupt: Vec<String>,
+    /// Paths of the recorded listing that are missing.
+    pub missing: Vec<String>,
+}
+
+impl Cache {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn repo_dir(&self, repo: &RepoId) -> PathBuf {
+        self.root.join(repo.folder())
+    }
+
+    pub fn blobs(&self, repo: &RepoId) -> PathBuf {
+        self.repo_dir(repo).join("blobs")
+    }
+
+    pub fn snapshot_dir(&self, repo: &RepoId, commit: &str) -> PathBuf {
+        self.repo_dir(repo).join("snapshots").join(commit)
+    }
+
+    /// The lock file serialising pulls of `repo` across processes.
+    pub fn lock_path(&self, repo: &RepoId) -> PathBuf {
+        self.root
+            .join(".locks")
+            .join(format!("{}.lock", repo.folder()))
+    }
+
+    /// Creates the repository's folders.
+    pub fn prepare(&self, repo: &RepoId) -> Result<(), HubError> {
+        for d in [
+            self.blobs(repo),
+            self.repo_dir(repo).join("snapshots"),
+            self.repo_dir(repo).join("refs"),
+            self.root.join(".locks"),
+        ] {
+            std::fs::create_dir_all(&d).map_err(|e| HubError::io(d.display(), e))?;
+        }
+        Ok(())
+    }
+
+    /// The commit `revision` pointed at when last pulled.
+    pub fn read_ref(&self, repo: &RepoId, revision: &str) -> Option<String> {
+        let p = self.repo_dir(repo).join("refs").join(revision);
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Records that `revision` points at `commit` (atomic write).
+    pub fn write_ref(&self, repo: &RepoId, revision: &str, commit: &str) -> Result<(), HubError> {
+        if revision == commit {
+            return Ok(());
+        }
+        let p = self.repo_dir(repo).join("refs").join(revision);
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| HubError::io(dir.display(), e))?;
+        }
+        tuner_wasm_build::write_atomically(&p, commit.as_bytes())
+            .map_err(|e| HubError::Io(e.to_string()))
+    }
+
+    /// Links `snapshots/<commit>/<path>` to `blobs/<sha256>`.
+    pub fn link(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        path: &str,
+        sha256: &str,
+    ) -> Result<(), HubError> {
+        super::repo::check_repo_path(path)?;
+        let dest = self.snapshot_dir(repo, commit).join(path);
+        let dir = dest.parent().expect("joined path has a parent");
+        std::fs::create_dir_all(dir).map_err(|e| HubError::io(dir.display(), e))?;
+        let _ = std::fs::remove_file(&dest);
+        let depth = path.matches('/').count() + 2;
+        let target = Path::new(&"../".repeat(depth)).join("blobs").join(sha256);
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&target, &dest).map_err(|e| HubError::io(dest.display(), e))?;
+        #[cfg(not(unix))]
+        std::fs::copy(self.blobs(repo).join(sha256), &dest)
+            .map(|_| ())
+            .map_err(|e| HubError::io(dest.display(), e))?;
+        Ok(())
+    }
+
+    /// The blob a snapshot file points at, if it is a link into `blobs/`.
+    pub fn linked_blob(&self, repo: &RepoId, commit: &str, path: &str) -> Option<String> {
+        let dest = self.snapshot_dir(repo, commit).join(path);
+        let target = std::fs::read_link(&dest).ok()?;
+        dest.exists().then_some(())?;
+        target.file_name().map(|n| n.to_string_lossy().into_owned())
+    }
+
+    /// Every repository folder in the cache.
+    pub fn repos(&self) -> Vec<RepoId> {
+        let Ok(rd) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut out: Vec<RepoId> = rd
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| RepoId::from_folder(&e.file_name().to_string_lossy()))
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// The snapshot to use for `revision` (default: the newest one).
+    pub fn current_commit(&self, repo: &RepoId, revision: Option<&str>) -> Option<String> {
+        if let Some(rev) = revision {
+            if let Some(c) = self.read_ref(repo, rev) {
+                return Some(c);
+            }
+            return self
+                .snapshot_dir(repo, rev)
+                .is_dir()
+                .then(|| rev.to_string());
+        }
+        let rd = std::fs::read_dir(self.repo_dir(repo).join("snapshots")).ok()?;
+        rd.flatten()
+            .filter(|e| e.path().is_dir())
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+    }
+
+    /// Describes one repository.
+    pub fn describe(&self, repo: &RepoId, store: Option<&Store>) -> CachedRepo {
+        let commit = self.current_commit(repo, None);
+        let record = match (store, &commit) {
+            (Some(s), Some(c)) => records::snapshot(s, repo, c).ok().flatten(),
+            _ => None,
+        };
+        let snapshot_files = commit
+            .as_ref()
+            .map(|c| walk_files(&self.snapshot_dir(repo, c)).len())
+            .unwrap_or(0);
+        let complete = match (&record, &commit, store) {
+            (Some(r), Some(c), Some(s)) => {
+                r.complete
+                    && records::files(s, repo, c)
+                        .map(|fs| {
+                            fs.iter()
+                                .all(|f| self.snapshot_dir(repo, c).join(&f.path).exists())
+                        })
+                        .unwrap_or(false)
+            }
+            _ => false,
+        };
+        let size_bytes = std::fs::read_dir(self.blobs(repo))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        CachedRepo {
+            name: repo.id.clone(),
+            kind: repo.kind,
+            source: record
+                .as_ref()
+                .map(|r| r.source.clone())
+                .unwrap_or_else(|| "unknown".into()),
+            revision: record.as_ref().map(|r| r.revision.clone()),
+            path: commit.as_ref().map(|c| self.snapshot_dir(repo, c)),
+            commit,
+            files: snapshot_files,
+            size_bytes,
+            complete,
+            verified: record.map(|r| r.verified).unwrap_or(false),
+        }
+    }
+
+    /// Every repository, described.
+    pub fn list(&self, store: Option<&Store>) -> Vec<CachedRepo> {
+        self.repos()
+            .iter()
+            .map(|r| self.describe(r, store))
+            .collect()
+    }
+
+    /// Finds a cached repository by `org/name`, or the original tool's
+    /// `org_name` spelling.
+    pub fn find(&self, kind: RepoKind, name: &str) -> Result<RepoId, HubError> {
+        let repo = RepoId::parse(kind, name)?;
+        if self.repo_dir(&repo).is_dir() {
+            return Ok(repo);
+        }
+        if let Some(alias) = repo.underscore_alias()
+            && self.repo_dir(&alias).is_dir()
+        {
+            return Ok(alias);
+        }
+        Err(HubError::NotCached(name.to_string()))
+    }
+
+    /// Removes one repository (its folder and records).
+    pub fn remove(&self, repo: &RepoId, store: Option<&Store>) -> Result<u64, HubError> {
+        let size = self.describe(repo, None).size_bytes;
+        let dir = self.repo_dir(repo);
+        std::fs::remove_dir_all(&dir).map_err(|e| HubError::io(dir.display(), e))?;
+        if let Some(s) = store {
+            records::forget(s, repo)?;
+        }
+        Ok(size)
+    }
+
+    /// Removes every repository. Returns the names removed.
+    pub fn clear(&self, store: Option<&Store>) -> Result<Vec<String>, HubError> {
+        let mut removed = Vec::new();
+        for repo in self.repos() {
+            self.remove(&repo, None)?;
+            removed.push(repo.id);
+        }
+        if let Some(s) = store {
+            records::forget_all(s)?;
+        }
+        Ok(removed)
+    }
+
+    /// Re-hashes the current snapshot's files against their blob names and
+    /// the recorded listing.
+    pub fn verify(&self, repo: &RepoId, store: Option<&Store>) -> Result<VerifyReport, HubError> {
+        let commit = self
+            .current_commit(repo, None)
+            .ok_or_else(|| HubError::NotCached(repo.id.clone()))?;
+        let snap = self.snapshot_dir(repo, &commit);
+        let recorded = match store {
+            Some(s) => records::files(s, repo, &commit)?,
+            None => Vec::new(),
+        };
+        let mut report = VerifyReport {
+            name: repo.id.clone(),
+            checked: 0,
+            corrupt: Vec::new(),
+            missing: Vec::new(),
+        };
+        let mut paths: Vec<String> = walk_files(&snap);
+        for f in &recorded {
+            if !snap.join(&f.path).exists() {
+                report.missing.push(f.path.clone());
+            }
+        }
+        paths.sort();
+        for path in paths {
+            let full = snap.join(&path);
+            let actual = sha256_file(&full).map_err(|e| HubError::io(full.display(), e))?;
+            let expected = recorded
+                .iter()
+                .find(|f| f.path == path)
+                .map(|f| f.sha256.clone())
+                .or_else(|| {
+                    self.linked_blob(repo, &commit, &path)
+                        .filter(|b| b.len() == 64 && b.bytes().all(|c| c.is_ascii_hexdigit()))
+                });
+            report.checked += 1;
+            if expected.is_some_and(|e| e != actual) {
+                report.corrupt.push(path);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Adopts a folder downloaded by other means: every file is hashed and
+    /// stored as a blob; when `expected` (the hub's listing: path, size,
+    /// sha256) is given, files that disagree with it are skipped and
+    /// reported. Returns (imported records, rejected paths with reasons).
+    pub fn import(
+        &self,
+        repo: &RepoId,
+        folder: &Path,
+        commit: &str,
+        expected: Option<&[ExpectedFile]>,
+    ) -> Result<ImportOutcome, HubError> {
+        if !folder.is_dir() {
+            return Err(HubError::Io(format!(
+                "{} is not a folder",
+                folder.display()
+            )));
+        }
+        self.prepare(repo)?;
+        let mut imported = Vec::new();
+        let mut rejected = Vec::new();
+        for path in walk_files(folder) {
+            if path.starts_with(".git/") || path.starts_with(".cache/") {
+                continue;
+            }
+            let src = folder.join(&path);
+            let size = std::fs::metadata(&src)
+                .map(|m| m.len())
+                .map_err(|e| HubError::io(src.display(), e))?;
+            let sha = sha256_file(&src).map_err(|e| HubError::io(src.display(), e))?;
+            let mut verified = false;
+            if let Some(list) = expected {
+                match list.iter().find(|(p, _, _)| *p == path) {
+                    None => {
+                        rejected.push((path, "not in the hub's listing".into()));
+                        continue;
+                    }
+                    Some((_, want_size, want_sha)) => {
+                        if want_size.is_some_and(|s| s != size) {
+                            rejected.push((
+                                path,
+                                format!("size {size}, the hub says {}", want_size.unwrap()),
+                            ));
+                            continue;
+                        }
+                        if let Some(w) = want_sha
+                            && *w != sha
+                        {
+                            rejected.push((path, format!("sha256 {sha}, the hub says {w}")));
+                            continue;
+                        }
+                        verified = true;
+                    }
+                }
+            }
+            let blob = self.blobs(repo).join(&sha);
+            if !blob.exists() {
+                let tmp = self.blobs(repo).join(format!("{sha}.importing"));
+                std::fs::copy(&src, &tmp).map_err(|e| HubError::io(src.display(), e))?;
+                std::fs::rename(&tmp, &blob).map_err(|e| HubError::io(blob.display(), e))?;
+            }
+            self.link(repo, commit, &path, &sha)?;
+            imported.push(FileRecord {
+                path,
+                size,
+                sha256: sha,
+                verified,
+            });
+        }
+        Ok((imported, rejected))
+    }
+
+    /// Copies a snapshot into a plain folder (no symlinks). Returns files copied.
+    pub fn export(
+        &self,
+        repo: &RepoId,
+        revision: Option<&str>,
+        dest: &Path,
+    ) -> Result<usize, HubError> {
+        let commit = self
+            .current_commit(repo, revision)
+            .ok_or_else(|| HubError::NotCached(repo.id.clone()))?;
+        let snap = self.snapshot_dir(repo, &commit);
+        let files = walk_files(&snap);
+        for path in &files {
+            let to = dest.join(path);
+            if let Some(d) = to.parent() {
+                std::fs::create_dir_all(d).map_err(|e| HubError::io(d.display(), e))?;
+            }
+            std::fs::copy(snap.join(path), &to).map_err(|e| HubError::io(to.display(), e))?;
+        }
+        Ok(files.len())
+    }
+}
+
+/// Relative `/`-separated paths of the files under `dir` (following links).
+pub fn walk_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(dir.join(&rel)) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let r = rel.join(e.file_name());
+            let full = dir.join(&r);
+            if full.is_dir() {
+                stack.push(r);
+            } else if full.is_file() {
+                out.push(r.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    out.sort();
+    out
+}
