@@ -1,6 +1,8 @@
 //! Helpers for tuner's end-to-end suites: the test-only plugins built by
 //! `build.rs`, throwaway homes, an in-process API server, and a tiny local
-//! HTTP server that counts what it is asked for.
+//! HTTP server that counts what it is asked for, and the hub emulator.
+
+pub mod hub_emulator;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -41,6 +41,9 @@ pub struct PullArgs {
     /// Parallel connections (default 8).
     #[arg(long, value_name = "N")]
     pub connections: Option<usize>,
+    /// Size of the ranged chunks large files are fetched in, in MiB (default 16).
+    #[arg(long, value_name = "MIB")]
+    pub chunk_mib: Option<u64>,
     /// Print the result as JSON (stable shape, see docs/cli.md).
     #[arg(long)]
     pub json: bool,
@@ -84,6 +87,9 @@ pub fn run(ctx: Context, args: PullArgs) -> Result<ExitCode> {
     let mut config = HubConfig::from_settings(&ctx.settings);
     if let Some(n) = args.connections {
         config.transfer.connections = n.max(1);
+    }
+    if let Some(m) = args.chunk_mib {
+        config.transfer.chunk_size = m.clamp(1, 1024) << 20;
     }
     let store = Arc::new(Store::open(&ctx.settings.database)?);
     let host = Arc::new(ctx.start_plugins()?);
