@@ -8,6 +8,7 @@
 mod config;
 mod error;
 mod health;
+mod models;
 mod openapi;
 mod plugins;
 pub use plugins::{PluginList, PluginView};
@@ -44,6 +45,10 @@ struct Inner {
     started: Instant,
     /// Serialises read-modify-write of the config file.
     config_write: std::sync::Mutex<()>,
+    /// The model hub, created on first use from the settings of that moment.
+    hub: std::sync::OnceLock<Arc<crate::hub::Hub>>,
+    /// Downloads started through `/api/models/download`.
+    downloads: crate::hub::jobs::DownloadJobs,
 }
 
 impl AppState {
@@ -63,6 +68,8 @@ impl AppState {
                 token: token.filter(|t| !t.is_empty()),
                 started: Instant::now(),
                 config_write: std::sync::Mutex::new(()),
+                hub: std::sync::OnceLock::new(),
+                downloads: Default::default(),
             }),
         }
     }
@@ -84,6 +91,25 @@ impl AppState {
     pub fn settings(&self) -> Settings {
         self.inner.settings.read().unwrap().clone()
     }
+
+    /// The model hub (cache, sources, in-flight pulls).
+    pub fn hub(&self) -> Arc<crate::hub::Hub> {
+        self.inner
+            .hub
+            .get_or_init(|| {
+                Arc::new(crate::hub::Hub::new(
+                    self.inner.host.clone(),
+                    Some(self.inner.store.clone()),
+                    crate::hub::HubConfig::from_settings(&self.settings()),
+                ))
+            })
+            .clone()
+    }
+
+    /// Downloads started through the API.
+    pub fn downloads(&self) -> &crate::hub::jobs::DownloadJobs {
+        &self.inner.downloads
+    }
 }
 
 /// All routes, with authentication applied.
@@ -91,6 +117,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(health::routes())
         .merge(plugins::routes())
+        .merge(models::routes())
         .merge(config::routes())
         .merge(openapi::routes())
         .fallback(|| async { ApiError::not_found("no_such_route", "no such API route") })

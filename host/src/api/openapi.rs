@@ -16,6 +16,13 @@ use super::AppState;
         super::plugins::reload,
         super::config::get_config,
         super::config::put_config,
+        super::models::recommended,
+        super::models::start_download,
+        super::models::download_status,
+        super::models::download_events,
+        super::models::cache_list,
+        super::models::cache_remove,
+        super::models::cache_clear,
         openapi_json,
     ),
     modifiers(&BearerToken),
@@ -23,6 +30,7 @@ use super::AppState;
         (name = "health", description = "Liveness"),
         (name = "plugins", description = "Format, source and method plugins"),
         (name = "config", description = "Configuration"),
+        (name = "models", description = "Recommended models, downloads and the model cache"),
     )
 )]
 pub struct ApiDoc;

@@ -1,0 +1,181 @@
+//! `/api/models`: downloads with an id and an SSE stream, the cache routes,
+//! name validation, recommended models.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tuner::api::AppState;
+use tuner::config::{ConfigFile, Settings};
+use tuner::plugins::PluginLimits;
+use tuner::store::Store;
+use tuner_tests::hub_emulator::{HubEmulator, pseudo_random};
+use tuner_tests::{TestHome, TestServer, eventually, test_limits};
+
+async fn server(home: &TestHome, emu: &HubEmulator) -> TestServer {
+    let host = Arc::new(home.start(PluginLimits {
+        allow_private_hosts: true,
+        call_timeout: Duration::from_secs(20),
+        ..test_limits()
+    }));
+    let file = ConfigFile {
+        source_order: Some(vec!["modelscope".into(), "huggingface".into()]),
+        endpoints: [("modelscope", emu.url()), ("huggingface", emu.url())]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        ..Default::default()
+    };
+    let settings = Settings::resolve(&home.home, &file).unwrap();
+    let store = Arc::new(Store::open(&home.home.database).unwrap());
+    TestServer::start(AppState::new(
+        host,
+        store,
+        home.home.clone(),
+        settings,
+        None,
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn download_returns_an_id_then_progress_and_the_cache_lists_it() {
+    let emu = HubEmulator::start().await;
+    let weights = pseudo_random(2 << 20, 5);
+    emu.add_repo(
+        "models",
+        "Qwen/Tiny",
+        &[
+            ("config.json", b"{}".to_vec()),
+            ("model.safetensors", weights),
+        ],
+    );
+    emu.faults(|f| f.rate = 4 << 20);
+    let home = TestHome::new();
+    let s = server(&home, &emu).await;
+
+    let resp = s
+        .client
+        .post(s.url("/api/models/download?model_name=Qwen/Tiny"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let started: serde_json::Value = resp.json().await.unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+
+    // The SSE stream ends with a `done` event carrying the result.
+    let text = s
+        .client
+        .get(s.url(&format!("/api/models/downloads/{id}/events")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("event: done"), "{text}");
+    assert!(text.contains("\"source\":\"modelscope\""), "{text}");
+
+    let (status, body) = s.get_json(&format!("/api/models/downloads/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["state"], "done");
+    assert_eq!(body["result"]["files"], 2);
+
+    let (_, list) = s.get_json("/api/models/cache/list").await;
+    assert_eq!(list["repos"][0]["name"], "Qwen/Tiny");
+    assert_eq!(list["repos"][0]["complete"], true);
+
+    // Removal by the original tool's spelling.
+    let resp = s
+        .client
+        .delete(s.url("/api/models/cache/Qwen_Tiny"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (_, list) = s.get_json("/api/models/cache/list").await;
+    assert_eq!(list["repos"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn names_with_dots_or_absolute_paths_are_refused() {
+    let emu = HubEmulator::start().await;
+    let home = TestHome::new();
+    let s = server(&home, &emu).await;
+    for bad in ["..%2F..%2Fetc", "%2Fetc%2Fpasswd", "a%2F..%2Fb"] {
+        let resp = s
+            .client
+            .post(s.url(&format!("/api/models/download?model_name={bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+        let resp = s
+            .client
+            .delete(s.url(&format!("/api/models/cache/{bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+    }
+    let (status, body) = s.get_json("/api/models/downloads/nope").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("download_not_found"))
+    );
+}
+
+#[tokio::test]
+async fn failed_download_reports_every_source() {
+    let emu = HubEmulator::start().await;
+    let home = TestHome::new();
+    let s = server(&home, &emu).await;
+    let resp = s
+        .client
+        .post(s.url("/api/models/download?model_name=Qwen/Missing"))
+        .send()
+        .await
+        .unwrap();
+    let id = resp.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut last = serde_json::Value::Null;
+    assert!(
+        eventually(Duration::from_secs(20), async || {
+            last = s.get_json(&format!("/api/models/downloads/{id}")).await.1;
+            last["state"] == "failed"
+        })
+        .await
+    );
+    let err = last["error"].as_str().unwrap();
+    assert!(
+        err.contains("modelscope") && err.contains("huggingface"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn recommended_models_have_size_hints() {
+    let emu = HubEmulator::start().await;
+    let home = TestHome::new();
+    let s = server(&home, &emu).await;
+    let (status, body) = s.get_json("/api/models").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = body["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Qwen/Qwen3-0.6B",
+            "Qwen/Qwen3-4B",
+            "Qwen/Qwen3-8B",
+            "Qwen/Qwen3-14B"
+        ]
+    );
+    assert!(body["models"][0]["vram_lora_gib"].as_f64().unwrap() > 0.0);
+}
