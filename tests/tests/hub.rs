@@ -235,10 +235,9 @@ async fn corrupted_file_is_refetched_and_never_visible() {
         "{snaps:?}"
     );
     let blobs = tuner::hub::cache::walk_files(&repo_dir.join("blobs"));
-    assert!(
-        blobs.iter().all(|b| !b.contains("incomplete") || false),
-        "{blobs:?}"
-    );
+    // Only the two good files are stored; the corrupt data was discarded.
+    assert_eq!(blobs.len(), 2, "{blobs:?}");
+    assert!(blobs.iter().all(|b| !b.contains('.')), "{blobs:?}");
 }
 
 #[tokio::test]
