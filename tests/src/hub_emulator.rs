@@ -456,10 +456,14 @@ async fn serve_file(s: &Arc<State>, repo: &EmuRepo, path: &str, headers: &Header
         Some((a, b)) => (a, b + 1, StatusCode::PARTIAL_CONTENT),
         None => (0, len, StatusCode::OK),
     };
-    let mut data = file.data[start as usize..end as usize].to_vec();
-    if corrupt && !data.is_empty() {
-        data[0] ^= 0xff;
-    }
+    // Served straight from the shared buffer (no copy of the whole range),
+    // so a single stream is not slowed by the emulator itself.
+    let data = Window {
+        all: file.data.clone(),
+        start: start as usize,
+        len: (end - start) as usize,
+        corrupt,
+    };
     let cut = drop_at.filter(|&n| n >= start && n < end);
     if cut.is_some() {
         s.faults.lock().unwrap().drop_at.remove(path);
@@ -470,11 +474,11 @@ async fn serve_file(s: &Arc<State>, repo: &EmuRepo, path: &str, headers: &Header
         move |(data, off, abs, cut, done)| {
             let s = s2.clone();
             async move {
-                if done || off >= data.len() {
+                if done || off >= data.len {
                     return None;
                 }
                 let piece = 64 * 1024;
-                let mut n = piece.min(data.len() - off);
+                let mut n = piece.min(data.len - off);
                 if let Some(c) = cut {
                     let until = (c - abs) as usize;
                     if until == 0 {
@@ -489,7 +493,11 @@ async fn serve_file(s: &Arc<State>, repo: &EmuRepo, path: &str, headers: &Header
                 if rate > 0 {
                     tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
                 }
-                let chunk = Bytes::copy_from_slice(&data[off..off + n]);
+                let mut chunk = data.all[data.start + off..data.start + off + n].to_vec();
+                if data.corrupt && off == 0 && n > 0 {
+                    chunk[0] ^= 0xff;
+                }
+                let chunk = Bytes::from(chunk);
                 s.served.fetch_add(n as u64, Ordering::SeqCst);
                 Some((
                     Ok::<_, std::io::Error>(chunk),
@@ -515,6 +523,15 @@ async fn serve_file(s: &Arc<State>, repo: &EmuRepo, path: &str, headers: &Header
         }
     }
     resp.body(Body::from_stream(stream)).unwrap()
+}
+
+/// The bytes of one response: a window on a file's shared buffer.
+struct Window {
+    all: Arc<Vec<u8>>,
+    start: usize,
+    len: usize,
+    /// Flip the first byte (a corrupt transfer).
+    corrupt: bool,
 }
 
 /// Paths the emulator was asked for that match `needle`.

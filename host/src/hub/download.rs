@@ -192,18 +192,15 @@ impl Downloader {
         if pending.is_empty() {
             return Ok(());
         }
-        // Probe with the first missing chunk: does the server do ranges?
+        // The first missing chunk probes: does the server do ranges? The
+        // other chunks start as soon as its answer is a 206 (and do nothing
+        // if it is a whole-file 200).
+        let (probe_tx, probe_rx) = tokio::sync::watch::channel(None::<bool>);
         let first = pending.remove(0);
-        match self
-            .fetch_chunk(task, data, log, first, chunk, size, progress)
-            .await?
-        {
-            RangeOutcome::Whole => return Ok(()),
-            RangeOutcome::Ranged => {}
-        }
         let mut handles = Vec::new();
         for i in pending {
             let this = self.clone();
+            let mut rx = probe_rx.clone();
             let (task, data, log, progress) = (
                 task.clone(),
                 data.to_path_buf(),
@@ -211,11 +208,22 @@ impl Downloader {
                 progress.clone(),
             );
             handles.push(tokio::spawn(async move {
-                this.fetch_chunk(&task, &data, &log, i, chunk, size, &progress)
-                    .await
+                let ranged = rx.wait_for(|v| v.is_some()).await.map(|v| *v == Some(true));
+                match ranged {
+                    Ok(true) => {
+                        this.fetch_chunk(&task, &data, &log, i, chunk, size, &progress, None)
+                            .await
+                    }
+                    // Whole file, or the probe failed (its error is reported).
+                    _ => Ok(RangeOutcome::Whole),
+                }
             }));
         }
-        let mut first_err = None;
+        let probe = self
+            .fetch_chunk(task, data, log, first, chunk, size, progress, Some(&probe_tx))
+            .await;
+        drop(probe_tx);
+        let mut first_err = probe.err();
         for h in handles {
             match h.await {
                 Ok(Ok(_)) => {}
@@ -244,6 +252,7 @@ impl Downloader {
         chunk: u64,
         size: u64,
         progress: &Progress,
+        probe: Option<&tokio::sync::watch::Sender<Option<bool>>>,
     ) -> Result<RangeOutcome, HubError> {
         let start = index * chunk;
         let end = (start + chunk).min(size); // exclusive
@@ -259,8 +268,16 @@ impl Downloader {
                 req = req.header(k, v);
             }
             let resp = match self.send(req, task, &mut attempt, progress).await? {
-                resp if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT => resp,
+                resp if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT => {
+                    if let Some(p) = probe {
+                        p.send_replace(Some(true));
+                    }
+                    resp
+                }
                 resp if resp.status() == reqwest::StatusCode::OK => {
+                    if let Some(p) = probe {
+                        p.send_replace(Some(false));
+                    }
                     // No range support: take the whole body from byte 0.
                     progress.note(&format!(
                         "{}: the server ignores ranges; fetching it in one stream",
