@@ -70,6 +70,9 @@ pub struct CacheFlags {
     /// Print JSON (stable shape, see docs/cli.md).
     #[arg(long)]
     pub json: bool,
+    /// Cache folder (default: MODEL_CACHE_DIR, `model_cache_dir`, or the platform cache).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl CacheFlags {
@@ -82,7 +85,23 @@ impl CacheFlags {
     }
 }
 
-pub fn run(ctx: Context, cmd: CacheCommand) -> Result<ExitCode> {
+impl CacheCommand {
+    fn flags(&self) -> &CacheFlags {
+        match self {
+            CacheCommand::List(flags) => flags,
+            CacheCommand::Rm { flags, .. }
+            | CacheCommand::Clear { flags, .. }
+            | CacheCommand::Verify { flags, .. }
+            | CacheCommand::Import { flags, .. }
+            | CacheCommand::Export { flags, .. } => flags,
+        }
+    }
+}
+
+pub fn run(mut ctx: Context, cmd: CacheCommand) -> Result<ExitCode> {
+    if let Some(dir) = &cmd.flags().cache_dir {
+        ctx.settings.model_cache_dir = dir.clone();
+    }
     let needs_plugins = matches!(cmd, CacheCommand::Import { offline: false, .. });
     let hub = open_hub(&ctx, needs_plugins)?;
     let cache = &hub.cache;

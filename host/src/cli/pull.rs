@@ -41,6 +41,9 @@ pub struct PullArgs {
     /// Parallel connections (default 8).
     #[arg(long, value_name = "N")]
     pub connections: Option<usize>,
+    /// Cache folder (default: MODEL_CACHE_DIR, `model_cache_dir`, or the platform cache).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<std::path::PathBuf>,
     /// Size of the ranged chunks large files are fetched in, in MiB (default 16).
     #[arg(long, value_name = "MIB")]
     pub chunk_mib: Option<u64>,
@@ -69,7 +72,10 @@ pub fn open_hub(ctx: &Context, with_plugins: bool) -> Result<Arc<Hub>> {
     )))
 }
 
-pub fn run(ctx: Context, args: PullArgs) -> Result<ExitCode> {
+pub fn run(mut ctx: Context, args: PullArgs) -> Result<ExitCode> {
+    if let Some(dir) = &args.cache_dir {
+        ctx.settings.model_cache_dir = dir.clone();
+    }
     let local = std::path::Path::new(&args.model);
     if local.is_dir() {
         // A local model folder works wherever a model id does.
