@@ -14,7 +14,8 @@ fn main() {
         .iter()
         .map(|k| plugins.join(k))
         .collect();
-    let watch = [root.join("sdk"), root.join("wit")];
+    // Plugins also depend on the shared crates in plugins/shared.
+    let watch = [root.join("sdk"), root.join("wit"), plugins.join("shared")];
     let built = match tuner_wasm_build::build_for_build_script(
         &plugins.join("Cargo.toml"),
         &roots,

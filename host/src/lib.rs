@@ -8,6 +8,7 @@
 //! - [`plugins`]: the wasmtime runtime: discovery, validation, sandbox,
 //!   compile cache, hot reload, host interfaces.
 //! - [`hub`]: models and datasets from hubs: downloads and the cache.
+//! - [`data`]: training data: decoding, format plugins, datasets, sampling.
 //! - [`store`]: the SQLite database.
 //! - [`api`]: the HTTP API (axum) and its OpenAPI document.
 //! - [`cli`]: the command line (clap).
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod data;
 pub mod home;
 pub mod hub;
 pub mod model;

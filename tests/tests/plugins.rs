@@ -23,11 +23,14 @@ fn bundled_plugins_of_every_kind_load() {
     assert_eq!(
         kinds,
         vec![
+            ("csv".into(), Kind::Format, Origin::Bundled),
             ("huggingface".into(), Kind::Source, Origin::Bundled),
+            ("json".into(), Kind::Format, Origin::Bundled),
             ("jsonl".into(), Kind::Format, Origin::Bundled),
             ("mirror".into(), Kind::Source, Origin::Bundled),
             ("modelscope".into(), Kind::Source, Origin::Bundled),
             ("sft".into(), Kind::Method, Origin::Bundled),
+            ("text".into(), Kind::Format, Origin::Bundled),
         ]
     );
     let jsonl = host.get("jsonl").unwrap();
@@ -93,7 +96,8 @@ fn bundled_jsonl_streams_records_with_line_numbers() {
         columns: vec![],
         settings: vec![],
     };
-    // The second record is split across chunks; line 3 is broken.
+    // The second record is split across chunks (messages without an
+    // assistant turn: a prompt); line 3 is broken.
     let chunks = [
         "{\"text\": \"你好\"}\n{\"messages\": [{\"role\": \"user\", \"con",
         "tent\": \"hi\"}]}\n{\"text\": 5}\n",
@@ -108,13 +112,13 @@ fn bundled_jsonl_streams_records_with_line_numbers() {
         other => panic!("{other:?}"),
     }
     match &outcomes[1] {
-        RecordOutcome::Sample(s) => assert_eq!((s.location.line, s.layout.as_str()), (2, "openai")),
+        RecordOutcome::Sample(s) => assert_eq!((s.location.line, s.layout.as_str()), (2, "prompt")),
         other => panic!("{other:?}"),
     }
     match &outcomes[2] {
         RecordOutcome::Rejected(r) => {
             assert_eq!((r.location.line, r.field.as_deref()), (3, Some("text")));
-            assert_eq!(r.message, "expected a string");
+            assert_eq!(r.message, "expected string, found number");
         }
         other => panic!("{other:?}"),
     }

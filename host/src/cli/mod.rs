@@ -2,6 +2,7 @@
 //! documented shape); progress and logs go to stderr.
 
 mod cache;
+mod data;
 mod plugins;
 mod pull;
 mod serve;
@@ -39,6 +40,9 @@ pub enum Command {
     /// List, inspect, check, create and build plugins.
     #[command(subcommand)]
     Plugins(plugins::PluginsCommand),
+    /// Inspect, validate, convert and store training data.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Download a model or dataset into the cache (ModelScope, then Hugging Face).
     Pull(pull::PullArgs),
     /// List, remove, verify, import and export cached models and datasets.
@@ -83,6 +87,7 @@ pub fn run(cli: Cli) -> Result<std::process::ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(ctx, args),
         Command::Plugins(cmd) => plugins::run(ctx, cmd),
+        Command::Data(cmd) => data::run(ctx, cmd),
         Command::Pull(args) => pull::run(ctx, args),
         Command::Cache(cmd) => cache::run(ctx, cmd),
     }

@@ -317,13 +317,29 @@ impl Plugin {
     }
 
     /// Format plugins: parses `chunks` of text with `options`, returning every
-    /// record outcome, or the fatal error that ended the parse.
+    /// record outcome, or the fatal error that ended the parse. Holds every
+    /// outcome in memory: for files, use [`Plugin::parse_stream`].
     pub fn parse<'a>(
         &self,
         options: &format_plugin::ParseOptions,
         chunks: impl IntoIterator<Item = &'a str>,
     ) -> Result<Result<Vec<format_plugin::RecordOutcome>, format_plugin::FatalError>, CallError>
     {
+        let mut out = Vec::new();
+        let result = self.parse_stream(options, chunks, |records| out.extend(records))?;
+        Ok(result.map(|()| out))
+    }
+
+    /// Format plugins: streams `chunks` of text through a parser, handing
+    /// the outcomes of each call to `on_records` as they come, so memory
+    /// stays bounded by one chunk and its records. The inner result is the
+    /// fatal error that ended the parse, if any.
+    pub fn parse_stream<C: AsRef<str>>(
+        &self,
+        options: &format_plugin::ParseOptions,
+        chunks: impl IntoIterator<Item = C>,
+        mut on_records: impl FnMut(Vec<format_plugin::RecordOutcome>),
+    ) -> Result<Result<(), format_plugin::FatalError>, CallError> {
         if self.meta.kind != Kind::Format {
             return Err(self.wrong_kind("parse", Kind::Format));
         }
@@ -335,14 +351,13 @@ impl Plugin {
             };
             let guest = b.tuner_plugin_format_plugin().parser();
             let parser = guest.call_constructor(&mut *store, options)?;
-            let mut out = Vec::new();
             let mut result = Ok(());
             for chunk in chunks.by_ref() {
                 // A deadline per call into the plugin: a large file takes many
                 // `feed` calls, each bounded on its own.
                 store.set_epoch_deadline(ticks(deadline));
-                match guest.call_feed(&mut *store, parser, chunk)? {
-                    Ok(records) => out.extend(records),
+                match guest.call_feed(&mut *store, parser, chunk.as_ref())? {
+                    Ok(records) => on_records(records),
                     Err(fatal) => {
                         result = Err(fatal);
                         break;
@@ -352,12 +367,12 @@ impl Plugin {
             if result.is_ok() {
                 store.set_epoch_deadline(ticks(deadline));
                 match guest.call_finish(&mut *store, parser)? {
-                    Ok(records) => out.extend(records),
+                    Ok(records) => on_records(records),
                     Err(fatal) => result = Err(fatal),
                 }
             }
             parser.resource_drop(&mut *store)?;
-            Ok(result.map(|()| out))
+            Ok(result)
         })
     }
 

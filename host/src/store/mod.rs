@@ -27,6 +27,12 @@ const MIGRATIONS: &[&str] = &[
         kind TEXT NOT NULL, repo TEXT NOT NULL, commit_id TEXT NOT NULL, path TEXT NOT NULL,
         size INTEGER NOT NULL, sha256 TEXT NOT NULL, verified INTEGER NOT NULL,
         PRIMARY KEY (kind, repo, commit_id, path));",
+    // 3: stored training datasets (samples in `<data_dir>/<name>.jsonl`).
+    "CREATE TABLE datasets (
+        name TEXT PRIMARY KEY, source TEXT NOT NULL, sha256 TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL, format TEXT NOT NULL, layout TEXT NOT NULL,
+        encoding TEXT NOT NULL, samples INTEGER NOT NULL, kinds TEXT NOT NULL,
+        layouts TEXT NOT NULL, rejected INTEGER NOT NULL, created TEXT NOT NULL);",
 ];
 
 /// An open database, shareable between threads (`Arc<Store>`); access is

@@ -1,19 +1,18 @@
-//! JSON Lines: one JSON object per line.
-//!
-//! Preview: recognises OpenAI-style `{"messages": [{"role", "content"}]}` and
-//! raw `{"text": ...}` records. The full set of layouts (Alpaca, ShareGPT,
-//! preference pairs, prompts) comes with the training-data work.
+//! JSON Lines: one JSON object per line, in any layout the `layouts` crate
+//! recognises. Blank lines are skipped; a line longer than
+//! `max_record_bytes` (default 64 MiB) is rejected without being buffered.
 
+use layouts::{BoundedLines, LineEvent, Normaliser, Settings, human_bytes};
 use serde_json::Value;
 use tuner_sdk::format::*;
 
 struct Jsonl;
 
 impl FormatPlugin for Jsonl {
-    type Parser = ByLine<JsonlLine>;
+    type Parser = JsonlParser;
 
     fn info() -> PluginInfo {
-        tuner_sdk::plugin_info!(Format, "JSON Lines training data (preview)")
+        tuner_sdk::plugin_info!(Format, "JSON Lines training data")
     }
 
     fn extensions() -> Vec<String> {
@@ -21,56 +20,108 @@ impl FormatPlugin for Jsonl {
     }
 
     fn detect(file_name: &str, head: &str) -> f32 {
-        let by_name = file_name.ends_with(".jsonl") || file_name.ends_with(".ndjson");
-        let first = head.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let name = file_name.to_ascii_lowercase();
+        let by_name = name.ends_with(".jsonl") || name.ends_with(".ndjson");
+        let mut lines = head.lines().filter(|l| !l.trim().is_empty());
+        let first = lines.next().unwrap_or("");
         let by_content = first.trim_start().starts_with('{')
             && serde_json::from_str::<Value>(first).is_ok_and(|v| v.is_object());
+        // A pretty-printed JSON file also starts with `{` but its first line
+        // alone does not parse; one-line JSON objects followed by more lines do.
         match (by_name, by_content) {
             (true, true) => 1.0,
-            (false, true) => 0.7,
-            (true, false) => 0.3,
+            (false, true) => 0.8,
+            (true, false) => 0.4,
             (false, false) => 0.0,
         }
     }
+
+    fn check_options(options: &ParseOptions) -> Result<(), PluginError> {
+        JsonlParser::configure(options)
+            .map(drop)
+            .map_err(|e| PluginError {
+                field: e.field,
+                message: e.message,
+            })
+    }
 }
 
-struct JsonlLine;
+struct JsonlParser {
+    normaliser: Normaliser,
+    lines: BoundedLines,
+    max: usize,
+    index: u64,
+}
 
-impl LineParser for JsonlLine {
-    fn new(_options: ParseOptions) -> Result<Self, FatalError> {
-        Ok(JsonlLine)
+impl JsonlParser {
+    fn configure(options: &ParseOptions) -> Result<Self, layouts::FieldError> {
+        let settings = Settings::parse(&options.settings, &[])?;
+        Ok(Self {
+            normaliser: Normaliser::new(options.layout.as_deref(), &options.columns)?,
+            lines: BoundedLines::new(settings.max_record_bytes),
+            max: settings.max_record_bytes,
+            index: 0,
+        })
     }
 
-    fn parse_line(&mut self, at: Location, line: &str) -> RecordOutcome {
-        match serde_json::from_str::<Value>(line) {
-            Err(e) => RecordOutcome::rejected(at, None, format!("invalid JSON: {e}")),
-            Ok(record) => match to_sample(&record) {
-                Ok((sample, layout)) => RecordOutcome::sample(at, sample, layout),
-                Err((field, msg)) => RecordOutcome::rejected(at, Some(&field), msg),
+    fn record(
+        normaliser: &Normaliser,
+        max: usize,
+        index: &mut u64,
+        event: LineEvent<'_>,
+        out: &mut Vec<RecordOutcome>,
+    ) {
+        let (line, outcome) = match event {
+            LineEvent::Line(_, text) if text.trim().is_empty() => return,
+            LineEvent::Line(line, text) => (line, Ok(text)),
+            LineEvent::TooLong(line, len) => (line, Err(len)),
+        };
+        let at = Location {
+            line,
+            index: *index,
+        };
+        *index += 1;
+        out.push(match outcome {
+            Err(len) => RecordOutcome::rejected(
+                at,
+                None,
+                format!(
+                    "record too large ({} > max_record_bytes {}); skipped",
+                    human_bytes(len),
+                    human_bytes(max as u64)
+                ),
+            ),
+            Ok(text) => match serde_json::from_str::<Value>(text) {
+                Err(e) => RecordOutcome::rejected(at, None, format!("invalid JSON: {e}")),
+                Ok(value) => match normaliser.normalise(&value) {
+                    Ok((sample, layout)) => RecordOutcome::sample(at, sample, layout.name()),
+                    Err(e) => RecordOutcome::rejected(at, e.field.as_deref(), e.message),
+                },
             },
-        }
+        });
     }
 }
 
-fn to_sample(record: &Value) -> Result<(Sample, &'static str), (String, String)> {
-    if let Some(messages) = record.get("messages") {
-        let list = messages.as_array().ok_or(("messages".into(), "expected an array".into()))?;
-        let mut turns = Vec::with_capacity(list.len());
-        for (i, m) in list.iter().enumerate() {
-            let field = |name: &str| -> Result<String, (String, String)> {
-                m.get(name).and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
-                    (format!("messages[{i}].{name}"), "expected a string".to_string())
-                })
-            };
-            turns.push(Message::new(field("role")?, field("content")?));
-        }
-        return Ok((Sample::Chat(ChatSample { messages: turns, tools: None }), "openai"));
+impl RecordParser for JsonlParser {
+    fn new(options: ParseOptions) -> Result<Self, FatalError> {
+        Self::configure(&options).map_err(|e| {
+            let field = e.field.map(|f| format!("{f}: ")).unwrap_or_default();
+            FatalError::new(None, format!("{field}{}", e.message))
+        })
     }
-    if let Some(text) = record.get("text") {
-        let text = text.as_str().ok_or(("text".into(), "expected a string".into()))?;
-        return Ok((Sample::Text(text.to_string()), "text"));
+
+    fn feed(&mut self, chunk: &str, out: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
+        let (n, max, index) = (&self.normaliser, self.max, &mut self.index);
+        self.lines
+            .feed(chunk, |e| Self::record(n, max, index, e, out));
+        Ok(())
     }
-    Err(("messages".into(), "no `messages` or `text` field (preview layouts only)".into()))
+
+    fn finish(&mut self, out: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
+        let (n, max, index) = (&self.normaliser, self.max, &mut self.index);
+        self.lines.finish(|e| Self::record(n, max, index, e, out));
+        Ok(())
+    }
 }
 
 tuner_sdk::export_plugin!(format: Jsonl);

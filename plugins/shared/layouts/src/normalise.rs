@@ -98,7 +98,10 @@ impl FieldError {
     }
 
     fn expected(field: impl Into<String>, what: &str, found: &Value) -> Self {
-        Self::new(field, format!("expected {what}, found {}", type_name(found)))
+        Self::new(
+            field,
+            format!("expected {what}, found {}", type_name(found)),
+        )
     }
 }
 
@@ -169,10 +172,8 @@ impl Normaliser {
             })?),
         };
         let mut mapped = BTreeMap::new();
-        let mut tags: BTreeMap<&'static str, String> = TAG_KEYS
-            .iter()
-            .map(|(k, v)| (*k, v.to_string()))
-            .collect();
+        let mut tags: BTreeMap<&'static str, String> =
+            TAG_KEYS.iter().map(|(k, v)| (*k, v.to_string())).collect();
         for (key, value) in columns {
             if let Some((tag, _)) = TAG_KEYS.iter().find(|(t, _)| t == key) {
                 tags.insert(tag, value.clone());
@@ -199,7 +200,10 @@ impl Normaliser {
 
     /// The file's names of fields that hold lists or objects.
     pub fn structured_fields(&self) -> Vec<String> {
-        STRUCTURED_KEYS.iter().map(|k| self.col(k).to_string()).collect()
+        STRUCTURED_KEYS
+            .iter()
+            .map(|k| self.col(k).to_string())
+            .collect()
     }
 
     /// Normalises a record, returning the sample and the layout used.
@@ -353,9 +357,9 @@ impl<'a> Record<'a> {
                     .filter(|a| a.len() == 2)
                     .ok_or_else(|| FieldError::expected(&field, "[prompt, answer]", pair))?;
                 for (j, (role, item)) in ["user", "assistant"].iter().zip(items).enumerate() {
-                    let text = item
-                        .as_str()
-                        .ok_or_else(|| FieldError::expected(format!("{field}[{j}]"), "string", item))?;
+                    let text = item.as_str().ok_or_else(|| {
+                        FieldError::expected(format!("{field}[{j}]"), "string", item)
+                    })?;
                     turns.push(Message::new(*role, text));
                 }
             }
@@ -368,7 +372,10 @@ impl<'a> Record<'a> {
             (false, false) => format!("{instruction}\n{input}"),
         };
         if user.is_empty() {
-            return Err(FieldError::new(self.n.col("instruction"), "empty instruction and input"));
+            return Err(FieldError::new(
+                self.n.col("instruction"),
+                "empty instruction and input",
+            ));
         }
         turns.push(Message::new("user", user));
         Ok(turns)
@@ -398,13 +405,17 @@ impl<'a> Record<'a> {
                 }
                 Ok(Some(to_array_json(parsed)))
             }
-            Some((_, v @ (Value::Array(_) | Value::Object(_)))) => Ok(Some(to_array_json(v.clone()))),
+            Some((_, v @ (Value::Array(_) | Value::Object(_)))) => {
+                Ok(Some(to_array_json(v.clone())))
+            }
             Some((name, other)) => Err(FieldError::expected(name, "array of tools", other)),
         }
     }
 
     fn sharegpt(&self) -> Result<Sample, FieldError> {
-        let (name, list) = self.get("conversations").ok_or_else(|| self.missing("conversations"))?;
+        let (name, list) = self
+            .get("conversations")
+            .ok_or_else(|| self.missing("conversations"))?;
         let mut messages: Vec<Message> = self.system_turn()?.into_iter().collect();
         messages.extend(self.n.sharegpt_turns(name, list)?);
         require_assistant(name, &messages)?;
@@ -415,7 +426,9 @@ impl<'a> Record<'a> {
     }
 
     fn openai(&self) -> Result<Sample, FieldError> {
-        let (name, list) = self.get("messages").ok_or_else(|| self.missing("messages"))?;
+        let (name, list) = self
+            .get("messages")
+            .ok_or_else(|| self.missing("messages"))?;
         let mut messages = openai_turns(name, list)?;
         if let Some(system) = self.system_turn()?
             && messages.first().is_none_or(|m| m.role != "system")
@@ -475,7 +488,11 @@ impl<'a> Record<'a> {
             Value::Object(_) => self.n.any_turns(name, &Value::Array(vec![value.clone()]))?,
             Value::Array(_) => self.n.any_turns(name, value)?,
             other => {
-                return Err(FieldError::expected(name, "string, message or message list", other));
+                return Err(FieldError::expected(
+                    name,
+                    "string, message or message list",
+                    other,
+                ));
             }
         };
         if turns.is_empty() {
@@ -509,7 +526,10 @@ impl<'a> Record<'a> {
         };
         for (key, turns) in [("chosen", &chosen), ("rejected", &rejected)] {
             if turns.is_empty() {
-                return Err(FieldError::new(self.n.col(key), "empty after the shared prompt"));
+                return Err(FieldError::new(
+                    self.n.col(key),
+                    "empty after the shared prompt",
+                ));
             }
         }
         Ok(Sample::Preference(PreferenceSample {
@@ -544,9 +564,7 @@ impl<'a> Record<'a> {
     }
 
     fn prompt_completion(&self) -> Result<Sample, FieldError> {
-        let mut messages = self
-            .any_prompt()?
-            .ok_or_else(|| self.missing("prompt"))?;
+        let mut messages = self.any_prompt()?.ok_or_else(|| self.missing("prompt"))?;
         messages.extend(self.answer_turns("completion")?);
         Ok(Sample::Chat(ChatSample {
             messages,
@@ -571,17 +589,28 @@ impl Normaliser {
             let from = match obj.get(role_tag.as_str()) {
                 Some(Value::String(s)) => s.as_str(),
                 Some(other) => {
-                    return Err(FieldError::expected(format!("{field}.{role_tag}"), "string", other));
+                    return Err(FieldError::expected(
+                        format!("{field}.{role_tag}"),
+                        "string",
+                        other,
+                    ));
                 }
                 None => {
-                    return Err(FieldError::new(format!("{field}.{role_tag}"), "missing required field"));
+                    return Err(FieldError::new(
+                        format!("{field}.{role_tag}"),
+                        "missing required field",
+                    ));
                 }
             };
             let value = match obj.get(content_tag.as_str()) {
                 Some(Value::String(s)) => s.clone(),
                 Some(Value::Null) => String::new(),
                 Some(other) => {
-                    return Err(FieldError::expected(format!("{field}.{content_tag}"), "string", other));
+                    return Err(FieldError::expected(
+                        format!("{field}.{content_tag}"),
+                        "string",
+                        other,
+                    ));
                 }
                 None => {
                     return Err(FieldError::new(
@@ -639,7 +668,9 @@ impl Normaliser {
             .as_array()
             .and_then(|l| l.first())
             .and_then(Value::as_object)
-            .is_some_and(|m| m.contains_key(self.tags["role_tag"].as_str()) && !m.contains_key("role"));
+            .is_some_and(|m| {
+                m.contains_key(self.tags["role_tag"].as_str()) && !m.contains_key("role")
+            });
         if sharegpt {
             self.sharegpt_turns(name, list)
         } else {
@@ -673,8 +704,19 @@ fn openai_turns(name: &str, list: &Value) -> Result<Vec<Message>, FieldError> {
                     ));
                 }
             },
-            Some(other) => return Err(FieldError::expected(format!("{field}.role"), "string", other)),
-            None => return Err(FieldError::new(format!("{field}.role"), "missing required field")),
+            Some(other) => {
+                return Err(FieldError::expected(
+                    format!("{field}.role"),
+                    "string",
+                    other,
+                ));
+            }
+            None => {
+                return Err(FieldError::new(
+                    format!("{field}.role"),
+                    "missing required field",
+                ));
+            }
         };
         let mut content = match obj.get("content") {
             Some(Value::String(s)) => s.clone(),
@@ -695,11 +737,19 @@ fn openai_turns(name: &str, list: &Value) -> Result<Vec<Message>, FieldError> {
                 .ok_or_else(|| FieldError::expected(&calls_field, "array", calls))?;
             for (j, call) in calls.iter().enumerate() {
                 let function = call.get("function").unwrap_or(call);
-                let fname = function.get("name").and_then(Value::as_str).ok_or_else(|| {
-                    FieldError::new(format!("{calls_field}[{j}].function.name"), "expected string")
-                })?;
+                let fname = function
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        FieldError::new(
+                            format!("{calls_field}[{j}].function.name"),
+                            "expected string",
+                        )
+                    })?;
                 let arguments = match function.get("arguments") {
-                    Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(Value::String(s.clone())),
+                    Some(Value::String(s)) => {
+                        serde_json::from_str(s).unwrap_or(Value::String(s.clone()))
+                    }
                     Some(v) => v.clone(),
                     None => Value::Object(Map::new()),
                 };
@@ -711,7 +761,10 @@ fn openai_turns(name: &str, list: &Value) -> Result<Vec<Message>, FieldError> {
             }
         }
         if obj.get("content").is_none_or(Value::is_null) && content.is_empty() {
-            return Err(FieldError::new(format!("{field}.content"), "missing required field"));
+            return Err(FieldError::new(
+                format!("{field}.content"),
+                "missing required field",
+            ));
         }
         let mut message = Message::new(role, content);
         message.loss_weight = loss_weight(&field, obj)?;
@@ -738,14 +791,27 @@ fn content_parts(field: &str, parts: &[Value]) -> Result<String, FieldError> {
                 match p.get("text") {
                     Some(Value::String(s)) => text.push_str(s),
                     Some(other) => {
-                        return Err(FieldError::expected(format!("{field}[{i}].text"), "string", other));
+                        return Err(FieldError::expected(
+                            format!("{field}[{i}].text"),
+                            "string",
+                            other,
+                        ));
                     }
                     None => {
-                        return Err(FieldError::new(format!("{field}[{i}].text"), "missing required field"));
+                        return Err(FieldError::new(
+                            format!("{field}[{i}].text"),
+                            "missing required field",
+                        ));
                     }
                 }
             }
-            other => return Err(FieldError::expected(format!("{field}[{i}]"), "object", other)),
+            other => {
+                return Err(FieldError::expected(
+                    format!("{field}[{i}]"),
+                    "object",
+                    other,
+                ));
+            }
         }
     }
     Ok(text)
@@ -757,7 +823,11 @@ fn loss_weight(field: &str, obj: &Map<String, Value>) -> Result<Option<f32>, Fie
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64().map(|w| w as f32)),
         Some(Value::Bool(b)) => Ok(Some(if *b { 1.0 } else { 0.0 })),
-        Some(other) => Err(FieldError::expected(format!("{field}.weight"), "number", other)),
+        Some(other) => Err(FieldError::expected(
+            format!("{field}.weight"),
+            "number",
+            other,
+        )),
     }
 }
 
@@ -800,7 +870,10 @@ mod tests {
     fn chat(record: Value) -> (Vec<(String, String)>, Option<String>, Layout) {
         match auto(record).unwrap() {
             (Sample::Chat(c), layout) => (
-                c.messages.into_iter().map(|m| (m.role, m.content)).collect(),
+                c.messages
+                    .into_iter()
+                    .map(|m| (m.role, m.content))
+                    .collect(),
                 c.tools,
                 layout,
             ),
@@ -809,7 +882,9 @@ mod tests {
     }
 
     fn turns(t: &[(&str, &str)]) -> Vec<(String, String)> {
-        t.iter().map(|(r, c)| (r.to_string(), c.to_string())).collect()
+        t.iter()
+            .map(|(r, c)| (r.to_string(), c.to_string()))
+            .collect()
     }
 
     fn err(record: Value) -> (Option<String>, String) {
@@ -840,7 +915,10 @@ mod tests {
     fn alpaca_output_of_the_wrong_type_names_the_field() {
         assert_eq!(
             err(json!({"instruction": "x", "output": 5})),
-            (Some("output".into()), "expected string, found number".into())
+            (
+                Some("output".into()),
+                "expected string, found number".into()
+            )
         );
         assert_eq!(
             err(json!({"instruction": "x", "output": "y", "history": [["a", 1]]})).0,
@@ -875,7 +953,10 @@ mod tests {
         ]});
         assert_eq!(
             err(conv),
-            (Some("conversations[2].from".into()), "expected string, found number".into())
+            (
+                Some("conversations[2].from".into()),
+                "expected string, found number".into()
+            )
         );
         let (field, message) = err(json!({"conversations": [{"from": "bot", "value": "q"}]}));
         assert_eq!(field.as_deref(), Some("conversations[0].from"));
@@ -930,8 +1011,14 @@ mod tests {
         assert_eq!(layout, Layout::Prompt);
         let Sample::Prompt(p) = sample else { panic!() };
         assert_eq!(p.answer.as_deref(), Some("4"));
-        assert_eq!(auto(json!({"prompt": "q", "solution": "s"})).unwrap().1, Layout::Prompt);
-        assert_eq!(auto(json!({"problem": "q", "solution": "s"})).unwrap().1, Layout::Prompt);
+        assert_eq!(
+            auto(json!({"prompt": "q", "solution": "s"})).unwrap().1,
+            Layout::Prompt
+        );
+        assert_eq!(
+            auto(json!({"problem": "q", "solution": "s"})).unwrap().1,
+            Layout::Prompt
+        );
     }
 
     #[test]
@@ -940,7 +1027,10 @@ mod tests {
         let (s, l) = auto(json!({"prompt": "q", "chosen": "good", "rejected": "bad"})).unwrap();
         assert_eq!(l, Layout::Preference);
         let Sample::Preference(p) = s else { panic!() };
-        assert_eq!((p.prompt.len(), p.chosen[0].role.as_str()), (1, "assistant"));
+        assert_eq!(
+            (p.prompt.len(), p.chosen[0].role.as_str()),
+            (1, "assistant")
+        );
         // TRL implicit prompt: message lists sharing the prompt.
         let user = json!({"role": "user", "content": "q"});
         let (s, _) = auto(json!({
@@ -949,7 +1039,14 @@ mod tests {
         }))
         .unwrap();
         let Sample::Preference(p) = s else { panic!() };
-        assert_eq!((p.prompt.len(), p.chosen.len(), p.rejected[0].content.as_str()), (1, 1, "bad"));
+        assert_eq!(
+            (
+                p.prompt.len(),
+                p.chosen.len(),
+                p.rejected[0].content.as_str()
+            ),
+            (1, 1, "bad")
+        );
         // LLaMA-Factory ShareGPT: conversations + single messages.
         let (s, _) = auto(json!({
             "conversations": [{"from": "human", "value": "q"}],
@@ -964,7 +1061,10 @@ mod tests {
             auto(json!({"instruction": "q", "input": "", "chosen": "a", "rejected": "b"})).unwrap();
         let Sample::Preference(p) = s else { panic!() };
         assert_eq!(p.prompt[0].content, "q");
-        assert_eq!(err(json!({"prompt": "q", "chosen": "a"})).0, Some("rejected".into()));
+        assert_eq!(
+            err(json!({"prompt": "q", "chosen": "a"})).0,
+            Some("rejected".into())
+        );
     }
 
     #[test]
@@ -990,7 +1090,10 @@ mod tests {
             ("output".to_string(), "a".to_string()),
         ];
         let n = Normaliser::new(None, &columns).unwrap();
-        assert_eq!(n.normalise(&json!({"q": "x", "a": "y"})).unwrap().1, Layout::Alpaca);
+        assert_eq!(
+            n.normalise(&json!({"q": "x", "a": "y"})).unwrap().1,
+            Layout::Alpaca
+        );
         let e = n.normalise(&json!({"q": "x", "a": 1})).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("a"));
         let e = Normaliser::new(None, &[("outptu".into(), "x".into())]).unwrap_err();

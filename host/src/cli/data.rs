@@ -1,0 +1,452 @@
+//! `tuner data ...`: inspect, validate, stats, convert, add, list, rm.
+//!
+//! FILE arguments go through the same loader as stored datasets (decoding,
+//! format detection, the format plugins). Where a command takes a dataset,
+//! it accepts a file path or the name of a stored dataset, with an optional
+//! `#N` sample count (`alpaca_zh#500`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::Context;
+use crate::data::Sample;
+use crate::data::load::{self, LoadOptions, LoadReport};
+use crate::data::spec::{self, Spec};
+use crate::data::stats::{self, Chars, DataStats};
+use crate::data::store::{Datasets, StoreError};
+use crate::store::Store;
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Show a file's format, layout, encoding, counts and first samples.
+    Inspect {
+        file: PathBuf,
+        /// Samples to show.
+        #[arg(short = 'n', long, default_value_t = 3)]
+        samples: usize,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Check every record of a file; exit status 1 when any is rejected.
+    Validate {
+        file: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Counts and lengths of a file or stored dataset.
+    Stats {
+        /// File, stored dataset name, or spec (`NAME#N`).
+        dataset: String,
+        /// Tokenizer folder (tokenizer.json) for token lengths. Not available
+        /// yet: lengths are in characters.
+        #[arg(long, value_name = "DIR")]
+        tokenizer: Option<PathBuf>,
+        /// Count samples longer than this (in the reported unit).
+        #[arg(long)]
+        max_seq_len: Option<u64>,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Export normalised samples as OpenAI-messages JSON Lines; several
+    /// specs (`FILE#N`, `NAME#N`) are sampled and mixed.
+    Convert {
+        #[arg(required = true)]
+        datasets: Vec<String>,
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Seed for sampling, mixing and splitting.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Fraction of samples written to --val-output instead.
+        #[arg(long, default_value_t = 0.0)]
+        val_ratio: f64,
+        /// Validation output (required with --val-ratio).
+        #[arg(long)]
+        val_output: Option<PathBuf>,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Load a file and store it as a dataset.
+    Add {
+        file: PathBuf,
+        /// Dataset name: letters, digits, `.`, `_`, `-`.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// List stored datasets.
+    List(JsonOnly),
+    /// Remove a stored dataset.
+    Rm {
+        name: String,
+        #[command(flatten)]
+        json: JsonOnly,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct JsonOnly {
+    /// Print JSON (stable shape, see docs/cli.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options shared by the commands that read files.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Format plugin to use instead of detecting one (jsonl, json, csv, text).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Record layout instead of detecting it (alpaca, sharegpt, openai,
+    /// preference, prompt, prompt-completion, text).
+    #[arg(long)]
+    pub layout: Option<String>,
+    /// Column mapping LAYOUT_FIELD=FILE_FIELD, e.g. `output=response`. Repeatable.
+    #[arg(long = "column", value_name = "FIELD=NAME")]
+    pub columns: Vec<String>,
+    /// Format setting KEY=VALUE, e.g. `delimiter=;` or `split=paragraph`. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
+    /// Fail on any rejected record (nothing is stored).
+    #[arg(long)]
+    pub strict: bool,
+    /// Print JSON (stable shape, see docs/cli.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn pairs(items: &[String], what: &str) -> Result<Vec<(String, String)>> {
+    items
+        .iter()
+        .map(|item| {
+            item.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .with_context(|| format!("{what} `{item}`: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+impl LoadArgs {
+    fn options(&self) -> Result<LoadOptions> {
+        Ok(LoadOptions {
+            format: self.format.clone(),
+            layout: self.layout.clone(),
+            columns: pairs(&self.columns, "--column")?,
+            settings: pairs(&self.settings, "--set")?,
+            strict: self.strict,
+            ..LoadOptions::default()
+        })
+    }
+}
+
+/// `tuner data inspect --json`.
+#[derive(Serialize)]
+struct Inspection<'a> {
+    #[serde(flatten)]
+    report: &'a LoadReport,
+    layout: String,
+    first_samples: Vec<Sample>,
+}
+
+pub fn run(ctx: Context, cmd: DataCommand) -> Result<ExitCode> {
+    match cmd {
+        DataCommand::Inspect {
+            file,
+            samples,
+            load,
+        } => {
+            let host = ctx.start_plugins()?;
+            let mut first = Vec::new();
+            let report = load::load(&host, &file, &display(&file), &load.options()?, |s| {
+                if first.len() < samples {
+                    first.push(s);
+                }
+                Ok(())
+            })?;
+            let view = Inspection {
+                layout: report.main_layout(),
+                report: &report,
+                first_samples: first,
+            };
+            if load.json {
+                print_json(&view)?;
+            } else {
+                print_report(&report);
+                for (i, s) in view.first_samples.iter().enumerate() {
+                    println!("\n--- sample {} ({}) ---", i + 1, s.kind());
+                    print_sample(s);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DataCommand::Validate { file, load } => {
+            let host = ctx.start_plugins()?;
+            let options = LoadOptions {
+                strict: false,
+                ..load.options()?
+            };
+            let report = match load::load(&host, &file, &display(&file), &options, |_| Ok(())) {
+                Ok(report) => report,
+                Err(load::LoadError::Empty { report, .. }) => *report,
+                Err(e) => return Err(e.into()),
+            };
+            if load.json {
+                print_json(&report)?;
+            } else {
+                print_report(&report);
+            }
+            Ok(if report.rejected == 0 && report.samples > 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        DataCommand::Stats {
+            dataset,
+            tokenizer,
+            max_seq_len,
+            load,
+        } => {
+            if let Some(dir) = tokenizer {
+                bail!(
+                    "--tokenizer {}: token statistics are not wired in yet; run without \
+                     --tokenizer for character lengths",
+                    dir.display()
+                );
+            }
+            let samples = resolve(&ctx, &dataset, &load.options()?, 42)?;
+            let stats = stats::compute(&samples, &Chars, max_seq_len);
+            if load.json {
+                print_json(&stats)?;
+            } else {
+                print_stats(&stats);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DataCommand::Convert {
+            datasets,
+            output,
+            seed,
+            val_ratio,
+            val_output,
+            load,
+        } => {
+            let options = load.options()?;
+            if val_ratio > 0.0 && val_output.is_none() {
+                bail!("--val-ratio needs --val-output FILE for the validation samples");
+            }
+            let mut parts = Vec::new();
+            for (i, d) in datasets.iter().enumerate() {
+                parts.push(resolve(&ctx, d, &options, seed.wrapping_add(i as u64))?);
+            }
+            let all = if parts.len() == 1 {
+                parts.pop().unwrap_or_default()
+            } else {
+                spec::mix(parts, seed)
+            };
+            let (train, val) = spec::split(all, val_ratio, seed);
+            write_openai(&output, &train)?;
+            if let Some(path) = &val_output {
+                write_openai(path, &val)?;
+            }
+            let summary = serde_json::json!({
+                "output": output, "samples": train.len(),
+                "val_output": val_output, "val_samples": val.len(),
+            });
+            if load.json {
+                print_json(&summary)?;
+            } else {
+                println!("wrote {} samples to {}", train.len(), output.display());
+                if let Some(path) = &val_output {
+                    println!(
+                        "wrote {} validation samples to {}",
+                        val.len(),
+                        path.display()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DataCommand::Add { file, name, load } => {
+            let host = ctx.start_plugins()?;
+            let store = Store::open(&ctx.settings.database)?;
+            let datasets = Datasets::new(&ctx.settings.data_dir, &store);
+            let (record, report) =
+                datasets.add(&host, &file, &display(&file), &name, &load.options()?)?;
+            if load.json {
+                print_json(&serde_json::json!({"dataset": record, "report": report}))?;
+            } else {
+                print_report(&report);
+                println!("stored as `{}` ({} samples)", record.name, record.samples);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DataCommand::List(json) => {
+            let store = Store::open(&ctx.settings.database)?;
+            let list = Datasets::new(&ctx.settings.data_dir, &store).list()?;
+            if json.json {
+                print_json(&list)?;
+            } else if list.is_empty() {
+                println!("no datasets; add one with `tuner data add FILE --name NAME`");
+            } else {
+                println!(
+                    "{:<24} {:>9} {:<12} {:<8} {:<20}",
+                    "NAME", "SAMPLES", "LAYOUT", "FORMAT", "CREATED"
+                );
+                for d in list {
+                    println!(
+                        "{:<24} {:>9} {:<12} {:<8} {:<20}",
+                        d.name, d.samples, d.layout, d.format, d.created
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DataCommand::Rm { name, json } => {
+            let store = Store::open(&ctx.settings.database)?;
+            let removed = Datasets::new(&ctx.settings.data_dir, &store).remove(&name)?;
+            if json.json {
+                print_json(&removed)?;
+            } else {
+                println!("removed `{}` ({} samples)", removed.name, removed.samples);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// The samples a spec names: a stored dataset when one has that name and
+/// no such file exists, else a file; `#N` samples them.
+fn resolve(ctx: &Context, text: &str, options: &LoadOptions, seed: u64) -> Result<Vec<Sample>> {
+    let spec: Spec = if Path::new(text).exists() {
+        Spec {
+            source: text.to_string(),
+            count: None,
+        }
+    } else {
+        text.parse()?
+    };
+    let path = Path::new(&spec.source);
+    let all = if path.exists() {
+        let host = ctx.start_plugins()?;
+        let mut all = Vec::new();
+        load::load(&host, path, &spec.source, options, |s| {
+            all.push(s);
+            Ok(())
+        })?;
+        all
+    } else {
+        let store = Store::open(&ctx.settings.database)?;
+        match Datasets::new(&ctx.settings.data_dir, &store).samples(&spec.source, None) {
+            Ok(all) => all,
+            Err(StoreError::NotFound(_) | StoreError::InvalidName(_)) => bail!(
+                "`{}` is neither a file nor a stored dataset (see `tuner data list`)",
+                spec.source
+            ),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    Ok(spec::take(&all, spec.count, seed))
+}
+
+fn write_openai(path: &Path, samples: &[Sample]) -> Result<()> {
+    let mut text = Vec::new();
+    for s in samples {
+        serde_json::to_writer(&mut text, &s.to_openai())?;
+        text.push(b'\n');
+    }
+    tuner_wasm_build::write_atomically(path, &text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn print_json(value: &impl Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {
+    map.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_report(r: &LoadReport) {
+    println!("file:     {}", r.file);
+    println!("format:   {}", r.format);
+    println!("encoding: {}", r.encoding.name());
+    println!("layout:   {} ({})", r.main_layout(), counts(&r.layouts));
+    println!("samples:  {} ({})", r.samples, counts(&r.kinds));
+    println!("rejected: {}", r.rejected);
+    for e in &r.errors {
+        println!("  {e}");
+    }
+    if r.rejected > r.errors.len() as u64 {
+        println!("  ... and {} more", r.rejected - r.errors.len() as u64);
+    }
+}
+
+fn print_sample(s: &Sample) {
+    let turns = |label: &str, turns: &[crate::data::Turn]| {
+        for t in turns {
+            println!("[{label}{}] {}", t.role, t.content);
+        }
+    };
+    match s {
+        Sample::Chat { messages, tools } => {
+            if let Some(tools) = tools {
+                println!("[tools] {tools}");
+            }
+            turns("", messages);
+        }
+        Sample::Preference {
+            prompt,
+            chosen,
+            rejected,
+        } => {
+            turns("", prompt);
+            turns("chosen ", chosen);
+            turns("rejected ", rejected);
+        }
+        Sample::Prompt { prompt, answer } => {
+            turns("", prompt);
+            if let Some(a) = answer {
+                println!("[answer] {a}");
+            }
+        }
+        Sample::Text { text } => println!("{text}"),
+    }
+}
+
+fn print_stats(s: &DataStats) {
+    println!("samples: {} ({})", s.samples, counts(&s.kinds));
+    println!("roles:   {}", counts(&s.roles));
+    let row = |label: &str, sum: &Option<stats::Summary>| {
+        if let Some(x) = sum {
+            println!(
+                "{label:<10} min {:>7}  mean {:>9.1}  p50 {:>7}  p95 {:>7}  max {:>7}",
+                x.min, x.mean, x.p50, x.p95, x.max
+            );
+        }
+    };
+    row("turns", &s.turns);
+    println!("lengths in {}:", s.unit);
+    row("prompt", &s.prompt_length);
+    row("response", &s.response_length);
+    row("total", &s.total_length);
+    if let (Some(max), Some(over)) = (s.max_seq_len, s.over_max_seq_len) {
+        println!("over max_seq_len {max}: {over}");
+    }
+}

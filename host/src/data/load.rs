@@ -1,0 +1,319 @@
+//! Loading a data file: decode, choose a format plugin, stream the text
+//! through it, collect samples and rejected records.
+//!
+//! Memory stays bounded: text goes to the plugin one chunk at a time and
+//! samples go to a caller-supplied sink as they arrive. Only the first
+//! [`LoadOptions::keep_errors`] rejected records are kept for the report;
+//! the rest are counted.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::decode::{self, Chunks, DecodeError, TextEncoding};
+use super::sample::Sample;
+use crate::plugins::bindings::format::exports::tuner::plugin::format_plugin::{
+    ParseOptions, RecordOutcome,
+};
+use crate::plugins::{CallError, Kind, PluginHost};
+
+/// How many rejected records a report lists by default.
+pub const DEFAULT_KEEP_ERRORS: usize = 20;
+
+/// How to load a file.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Force a format plugin by name instead of detecting it.
+    pub format: Option<String>,
+    /// Force a record layout (`alpaca`, `sharegpt`, ...).
+    pub layout: Option<String>,
+    /// Column mapping: (layout field, field in the file).
+    pub columns: Vec<(String, String)>,
+    /// Format-specific settings, e.g. (`delimiter`, `;`).
+    pub settings: Vec<(String, String)>,
+    /// Fail on the first rejected record's load instead of skipping it.
+    pub strict: bool,
+    /// Rejected records listed in the report.
+    pub keep_errors: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            format: None,
+            layout: None,
+            columns: Vec::new(),
+            settings: Vec::new(),
+            strict: false,
+            keep_errors: DEFAULT_KEEP_ERRORS,
+        }
+    }
+}
+
+/// A record that did not become a sample.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Rejected {
+    /// The file name as the user gave it.
+    pub file: String,
+    /// 1-based line where the record starts.
+    pub line: u64,
+    /// 0-based record index.
+    pub index: u64,
+    /// The field at fault, when known (`conversations[2].from`).
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Rejected {
+    /// `train.jsonl:1834: field "output": expected string, found number`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(
+                f,
+                "{}:{}: field \"{field}\": {}",
+                self.file, self.line, self.message
+            ),
+            None => write!(f, "{}:{}: {}", self.file, self.line, self.message),
+        }
+    }
+}
+
+/// What a load found.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LoadReport {
+    pub file: String,
+    /// The format plugin used.
+    pub format: String,
+    pub encoding: TextEncoding,
+    /// Samples accepted.
+    pub samples: u64,
+    /// Samples by kind (`chat`, `preference`, `prompt`, `text`).
+    pub kinds: BTreeMap<String, u64>,
+    /// Samples by recognised layout (`alpaca`, `sharegpt`, ...).
+    pub layouts: BTreeMap<String, u64>,
+    /// Records rejected.
+    pub rejected: u64,
+    /// The first rejected records (up to 20 by default).
+    pub errors: Vec<Rejected>,
+}
+
+impl LoadReport {
+    /// The most common layout (`mixed` never: the dominant one is named).
+    pub fn main_layout(&self) -> String {
+        self.layouts
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(l, _)| l.clone())
+            .unwrap_or_else(|| "none".into())
+    }
+}
+
+/// Why a load failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("{file}: the file is empty")]
+    EmptyFile { file: String },
+    #[error("{file}: no format plugin recognises this file; choose one with --format ({known})")]
+    NoFormat { file: String, known: String },
+    #[error("no format plugin named `{name}`; installed: {known}")]
+    UnknownFormat { name: String, known: String },
+    #[error("{file}{}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Fatal {
+        file: String,
+        line: Option<u64>,
+        message: String,
+    },
+    #[error("{}: {} record(s) rejected in strict mode, nothing stored; first: {}",
+        .report.file, .report.rejected,
+        .report.errors.first().map(ToString::to_string).unwrap_or_default())]
+    Strict { report: Box<LoadReport> },
+    #[error("{file}: no samples in the file{}", first_error(report))]
+    Empty {
+        file: String,
+        report: Box<LoadReport>,
+    },
+    #[error(transparent)]
+    Plugin(#[from] CallError),
+    #[error("writing samples: {0}")]
+    Sink(std::io::Error),
+}
+
+fn first_error(report: &LoadReport) -> String {
+    match report.errors.first() {
+        Some(e) => format!(" ({} rejected; first: {e})", report.rejected),
+        None => String::new(),
+    }
+}
+
+impl LoadError {
+    /// The report, for failures that have one.
+    pub fn report(&self) -> Option<&LoadReport> {
+        match self {
+            LoadError::Strict { report } | LoadError::Empty { report, .. } => Some(report),
+            _ => None,
+        }
+    }
+}
+
+/// Loads `path` (shown to users as `display_name`), handing every sample to
+/// `sink` in file order.
+pub fn load(
+    host: &PluginHost,
+    path: &Path,
+    display_name: &str,
+    options: &LoadOptions,
+    mut sink: impl FnMut(Sample) -> std::io::Result<()>,
+) -> Result<LoadReport, LoadError> {
+    let encoding = decode::sniff(path)?;
+    let mut chunks = Chunks::file(path, encoding)?;
+    let first = chunks.next().unwrap_or_default();
+    if let Some(err) = chunks.error.take() {
+        return Err(err.into());
+    }
+    if first.is_empty() {
+        return Err(LoadError::EmptyFile {
+            file: display_name.to_string(),
+        });
+    }
+    let plugin = choose_format(host, display_name, &first, options.format.as_deref())?;
+    let parse_options = ParseOptions {
+        file_name: display_name.to_string(),
+        layout: options.layout.clone(),
+        columns: options.columns.clone(),
+        settings: options.settings.clone(),
+    };
+    let mut report = LoadReport {
+        file: display_name.to_string(),
+        format: plugin.name().to_string(),
+        encoding,
+        samples: 0,
+        kinds: BTreeMap::new(),
+        layouts: BTreeMap::new(),
+        rejected: 0,
+        errors: Vec::new(),
+    };
+    let mut sink_error = None;
+    let text = std::iter::once(first).chain(chunks.by_ref());
+    let fatal = plugin.parse_stream(&parse_options, text, |records| {
+        for record in records {
+            match record {
+                RecordOutcome::Sample(s) => {
+                    report.samples += 1;
+                    *report.layouts.entry(s.layout).or_default() += 1;
+                    let sample = Sample::from(s.sample);
+                    *report.kinds.entry(sample.kind().into()).or_default() += 1;
+                    if sink_error.is_none()
+                        && let Err(e) = sink(sample)
+                    {
+                        sink_error = Some(e);
+                    }
+                }
+                RecordOutcome::Rejected(r) => {
+                    report.rejected += 1;
+                    if report.errors.len() < options.keep_errors {
+                        report.errors.push(Rejected {
+                            file: display_name.to_string(),
+                            line: r.location.line,
+                            index: r.location.index,
+                            field: r.field,
+                            message: r.message,
+                        });
+                    }
+                }
+            }
+        }
+    })?;
+    // A decoding error ends the chunk stream early: it, not the plugin's
+    // view of a cut-off input, is the real problem.
+    if let Some(err) = chunks.error.take() {
+        return Err(err.into());
+    }
+    if let Err(fatal) = fatal {
+        return Err(LoadError::Fatal {
+            file: display_name.to_string(),
+            line: fatal.location.map(|l| l.line),
+            message: fatal.message,
+        });
+    }
+    if let Some(e) = sink_error {
+        return Err(LoadError::Sink(e));
+    }
+    if options.strict && report.rejected > 0 {
+        return Err(LoadError::Strict {
+            report: Box::new(report),
+        });
+    }
+    if report.samples == 0 {
+        return Err(LoadError::Empty {
+            file: display_name.to_string(),
+            report: Box::new(report),
+        });
+    }
+    Ok(report)
+}
+
+/// The named format plugin, or the one most confident about the file
+/// (`detect` over the first KiB of text; the file extension breaks ties).
+fn choose_format(
+    host: &PluginHost,
+    file_name: &str,
+    first_chunk: &str,
+    forced: Option<&str>,
+) -> Result<std::sync::Arc<crate::plugins::plugin::Plugin>, LoadError> {
+    let formats: Vec<_> = host
+        .list()
+        .into_iter()
+        .filter(|p| p.kind() == Kind::Format)
+        .collect();
+    let known = formats
+        .iter()
+        .map(|p| p.name().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Some(name) = forced {
+        return formats
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| LoadError::UnknownFormat {
+                name: name.to_string(),
+                known,
+            });
+    }
+    let mut cut = first_chunk.len().min(16 << 10);
+    while !first_chunk.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let head = &first_chunk[..cut];
+    let extension = Path::new(file_name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let mut best: Option<(f32, bool, std::sync::Arc<crate::plugins::plugin::Plugin>)> = None;
+    for plugin in formats {
+        // A plugin that fails to answer is skipped, not fatal: another may fit.
+        let Ok(score) = plugin.detect(file_name, head) else {
+            continue;
+        };
+        let by_ext = extension.as_ref().is_some_and(|e| {
+            plugin
+                .extensions()
+                .is_ok_and(|list| list.iter().any(|x| x.eq_ignore_ascii_case(e)))
+        });
+        let better = match &best {
+            None => true,
+            Some((s, e, _)) => (score, by_ext) > (*s, *e),
+        };
+        if score > 0.0 && better {
+            best = Some((score, by_ext, plugin));
+        }
+    }
+    best.map(|(_, _, p)| p).ok_or_else(|| LoadError::NoFormat {
+        file: file_name.to_string(),
+        known,
+    })
+}
