@@ -220,7 +220,16 @@ impl Downloader {
             }));
         }
         let probe = self
-            .fetch_chunk(task, data, log, first, chunk, size, progress, Some(&probe_tx))
+            .fetch_chunk(
+                task,
+                data,
+                log,
+                first,
+                chunk,
+                size,
+                progress,
+                Some(&probe_tx),
+            )
             .await;
         drop(probe_tx);
         let mut first_err = probe.err();
