@@ -206,10 +206,10 @@ fn check_version(found: &Version, host: &Version) -> Result<(), LoadError> {
 /// core module, if present.
 pub fn sdk_version(bytes: &[u8]) -> Option<String> {
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        if let Ok(wasmparser::Payload::CustomSection(section)) = payload {
-            if section.name() == "tuner-sdk-version" {
-                return String::from_utf8(section.data().to_vec()).ok();
-            }
+        if let Ok(wasmparser::Payload::CustomSection(section)) = payload
+            && section.name() == "tuner-sdk-version"
+        {
+            return String::from_utf8(section.data().to_vec()).ok();
         }
     }
     None

@@ -35,10 +35,10 @@ pub fn watch(host: Arc<PluginHost>) -> anyhow::Result<Option<PluginWatcher>> {
         .map_err(|e| anyhow::anyhow!("creating plugin folder {}: {e}", dir.display()))?;
     let (tx, rx) = mpsc::channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            if event.paths.iter().any(|p| relevant(p)) {
-                let _ = tx.send(());
-            }
+        if let Ok(event) = event
+            && event.paths.iter().any(|p| relevant(p))
+        {
+            let _ = tx.send(());
         }
     })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;

@@ -167,13 +167,11 @@ pub fn find_toolchain() -> Result<Toolchain, BuildError> {
     // 1. The toolchain in use, if it has the target (rustup's usual setup).
     let current_rustc = env_path("RUSTC").unwrap_or_else(|| PathBuf::from("rustc"));
     let current_cargo = env_path("CARGO").unwrap_or_else(|| PathBuf::from("cargo"));
-    if let Some(root) = sysroot(&current_rustc) {
-        if has_prebuilt_wasm_std(&root) {
-            return Ok(Toolchain::Prebuilt {
-                cargo: current_cargo,
-                rustc: None,
-            });
-        }
+    if sysroot(&current_rustc).is_some_and(|root| has_prebuilt_wasm_std(&root)) {
+        return Ok(Toolchain::Prebuilt {
+            cargo: current_cargo,
+            rustc: env_path("RUSTC"),
+        });
     }
 
     // 2. A second rustc: an explicit one, or Debian's rustc-web.

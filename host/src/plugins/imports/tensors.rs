@@ -45,7 +45,7 @@ type TensorResult = wasmtime::Result<Result<Resource<TensorHandle>, TensorError>
 macro_rules! pending_ops {
     ($($name:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {
         $(
-            fn $name(&mut self, _self: Resource<TensorHandle>, $($arg: $ty),*) -> TensorResult {
+            fn $name(&mut self, _handle: Resource<TensorHandle>, $($arg: $ty),*) -> TensorResult {
                 $(let _ = $arg;)*
                 pending(concat!("tensor.", stringify!($name)))
             }
@@ -54,11 +54,11 @@ macro_rules! pending_ops {
 }
 
 impl tensors::HostTensor for PluginState {
-    fn shape(&mut self, _self: Resource<TensorHandle>) -> wasmtime::Result<Vec<u32>> {
+    fn shape(&mut self, _handle: Resource<TensorHandle>) -> wasmtime::Result<Vec<u32>> {
         trap("tensor.shape")
     }
 
-    fn dtype(&mut self, _self: Resource<TensorHandle>) -> wasmtime::Result<Dtype> {
+    fn dtype(&mut self, _handle: Resource<TensorHandle>) -> wasmtime::Result<Dtype> {
         trap("tensor.dtype")
     }
 
@@ -96,7 +96,7 @@ impl tensors::HostTensor for PluginState {
 
     fn to_list(
         &mut self,
-        _self: Resource<TensorHandle>,
+        _handle: Resource<TensorHandle>,
     ) -> wasmtime::Result<Result<Vec<f64>, TensorError>> {
         pending("tensor.to-list")
     }
@@ -118,31 +118,31 @@ impl tensors::Host for PluginState {
 }
 
 impl model::HostBatch for PluginState {
-    fn kind(&mut self, _self: Resource<BatchHandle>) -> wasmtime::Result<BatchKind> {
+    fn kind(&mut self, _handle: Resource<BatchHandle>) -> wasmtime::Result<BatchKind> {
         trap("batch.kind")
     }
 
-    fn rows(&mut self, _self: Resource<BatchHandle>) -> wasmtime::Result<u32> {
+    fn rows(&mut self, _handle: Resource<BatchHandle>) -> wasmtime::Result<u32> {
         trap("batch.rows")
     }
 
-    fn seq_len(&mut self, _self: Resource<BatchHandle>) -> wasmtime::Result<u32> {
+    fn seq_len(&mut self, _handle: Resource<BatchHandle>) -> wasmtime::Result<u32> {
         trap("batch.seq-len")
     }
 
-    fn pairs(&mut self, _self: Resource<BatchHandle>) -> wasmtime::Result<u32> {
+    fn pairs(&mut self, _handle: Resource<BatchHandle>) -> wasmtime::Result<u32> {
         trap("batch.pairs")
     }
 
-    fn input_ids(&mut self, _self: Resource<BatchHandle>) -> TensorResult {
+    fn input_ids(&mut self, _handle: Resource<BatchHandle>) -> TensorResult {
         pending("batch.input-ids")
     }
 
-    fn loss_mask(&mut self, _self: Resource<BatchHandle>) -> TensorResult {
+    fn loss_mask(&mut self, _handle: Resource<BatchHandle>) -> TensorResult {
         pending("batch.loss-mask")
     }
 
-    fn answers(&mut self, _self: Resource<BatchHandle>) -> wasmtime::Result<Vec<Option<String>>> {
+    fn answers(&mut self, _handle: Resource<BatchHandle>) -> wasmtime::Result<Vec<Option<String>>> {
         trap("batch.answers")
     }
 
@@ -155,7 +155,7 @@ impl model::HostBatch for PluginState {
 impl model::HostPolicy for PluginState {
     fn token_logprobs(
         &mut self,
-        _self: Resource<PolicyHandle>,
+        _handle: Resource<PolicyHandle>,
         _batch: Resource<BatchHandle>,
         _use_adapters: bool,
     ) -> TensorResult {
@@ -164,7 +164,7 @@ impl model::HostPolicy for PluginState {
 
     fn generate(
         &mut self,
-        _self: Resource<PolicyHandle>,
+        _handle: Resource<PolicyHandle>,
         _batch: Resource<BatchHandle>,
         _sampling: Sampling,
     ) -> wasmtime::Result<Result<Rollout, TensorError>> {
