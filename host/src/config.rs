@@ -93,6 +93,10 @@ pub struct ServerFile {
     /// Port to bind (default 8000).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// Largest data upload (`POST /api/data/upload`, `/api/data/validate`)
+    /// in MiB (default 1024).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_upload_mib: Option<u64>,
 }
 
 impl ServerFile {
@@ -238,6 +242,8 @@ pub struct EffectiveLimits {
 pub struct EffectiveServer {
     pub host: String,
     pub port: u16,
+    /// Largest data upload, in bytes.
+    pub max_upload_bytes: u64,
 }
 
 /// The source order when nothing is configured: ModelScope first.
@@ -383,6 +389,7 @@ impl Settings {
                     .clone()
                     .unwrap_or_else(|| "127.0.0.1".into()),
                 port: file.server.port.unwrap_or(8000),
+                max_upload_bytes: file.server.max_upload_mib.unwrap_or(1024) << 20,
             },
             overridden,
         })

@@ -24,7 +24,16 @@ async fn lists_and_shows_plugins() {
         .collect();
     assert_eq!(
         names,
-        ["huggingface", "jsonl", "mirror", "modelscope", "sft"]
+        [
+            "csv",
+            "huggingface",
+            "json",
+            "jsonl",
+            "mirror",
+            "modelscope",
+            "sft",
+            "text"
+        ]
     );
     let (status, body) = s.get_json("/api/plugins/jsonl").await;
     assert_eq!(status, 200);
@@ -195,9 +204,14 @@ async fn the_openapi_document_lists_every_route() {
     assert_eq!(
         listed,
         [
+            "DELETE /api/data/{name}",
             "DELETE /api/models/cache/all",
             "DELETE /api/models/cache/{name}",
             "GET /api/config",
+            "GET /api/data",
+            "GET /api/data/{name}",
+            "GET /api/data/{name}/preview",
+            "GET /api/data/{name}/stats",
             "GET /api/health",
             "GET /api/models",
             "GET /api/models/cache/list",
@@ -206,6 +220,8 @@ async fn the_openapi_document_lists_every_route() {
             "GET /api/openapi.json",
             "GET /api/plugins",
             "GET /api/plugins/{name}",
+            "POST /api/data/upload",
+            "POST /api/data/validate",
             "POST /api/models/download",
             "POST /api/plugins/reload",
             "PUT /api/config",

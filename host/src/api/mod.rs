@@ -6,6 +6,7 @@
 //! non-loopback address without a token is refused.
 
 mod config;
+mod data;
 mod error;
 mod health;
 mod models;
@@ -117,6 +118,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(health::routes())
         .merge(plugins::routes())
+        .merge(data::routes())
         .merge(models::routes())
         .merge(config::routes())
         .merge(openapi::routes())

@@ -23,6 +23,13 @@ use super::AppState;
         super::models::cache_list,
         super::models::cache_remove,
         super::models::cache_clear,
+        super::data::list,
+        super::data::get_one,
+        super::data::remove,
+        super::data::preview,
+        super::data::stats_of,
+        super::data::upload,
+        super::data::validate,
         openapi_json,
     ),
     modifiers(&BearerToken),
@@ -30,6 +37,7 @@ use super::AppState;
         (name = "health", description = "Liveness"),
         (name = "plugins", description = "Format, source and method plugins"),
         (name = "config", description = "Configuration"),
+        (name = "data", description = "Training datasets: upload, validate, preview, stats"),
         (name = "models", description = "Recommended models, downloads and the model cache"),
     )
 )]

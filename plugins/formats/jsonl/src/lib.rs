@@ -22,17 +22,23 @@ impl FormatPlugin for Jsonl {
     fn detect(file_name: &str, head: &str) -> f32 {
         let name = file_name.to_ascii_lowercase();
         let by_name = name.ends_with(".jsonl") || name.ends_with(".ndjson");
+        let is_object = |l: &str| {
+            l.trim_start().starts_with('{')
+                && serde_json::from_str::<Value>(l).is_ok_and(|v| v.is_object())
+        };
         let mut lines = head.lines().filter(|l| !l.trim().is_empty());
-        let first = lines.next().unwrap_or("");
-        let by_content = first.trim_start().starts_with('{')
-            && serde_json::from_str::<Value>(first).is_ok_and(|v| v.is_object());
-        // A pretty-printed JSON file also starts with `{` but its first line
-        // alone does not parse; one-line JSON objects followed by more lines do.
-        match (by_name, by_content) {
-            (true, true) => 1.0,
-            (false, true) => 0.8,
-            (true, false) => 0.4,
-            (false, false) => 0.0,
+        let first = lines.next().is_some_and(is_object);
+        // The last line of the head may be cut off: only look at the second.
+        let second = lines.next().is_some_and(is_object);
+        match (by_name, first, second) {
+            (true, true, _) => 1.0,
+            // `.json` holding one object per line: JSON Lines misnamed. One
+            // object alone is more likely a JSON document (the json plugin).
+            (false, true, true) => 0.8,
+            (false, true, false) if name.ends_with(".json") => 0.3,
+            (false, true, false) => 0.7,
+            (true, false, _) => 0.4,
+            (false, false, _) => 0.0,
         }
     }
 

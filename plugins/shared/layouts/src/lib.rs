@@ -37,7 +37,7 @@ pub fn type_name(value: &serde_json::Value) -> &'static str {
 
 /// A human size for messages: `64 MiB`, `512 KiB`, `100 bytes`.
 pub fn human_bytes(bytes: u64) -> String {
-    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
     } else if bytes >= 1 << 20 {
         format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)

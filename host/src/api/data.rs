@@ -1,0 +1,379 @@
+//! `/api/data`: upload, validate, list, show, preview, stats and remove
+//! training datasets.
+//!
+//! Uploads are multipart forms streamed to a temporary file in the data dir
+//! (never held in memory) and refused with 413 past `server.max_upload_mib`
+//! (default 1 GiB). Parsing runs the format plugins, which block: it is done
+//! on the blocking pool.
+
+use std::path::{Path as FsPath, PathBuf};
+
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiError, AppState};
+use crate::data::Sample;
+use crate::data::load::{self, LoadError, LoadOptions, LoadReport};
+use crate::data::stats::{self, Chars, DataStats};
+use crate::data::store::{DatasetRecord, Datasets, StoreError};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/data", get(list))
+        .route("/data/upload", post(upload))
+        .route("/data/validate", post(validate))
+        .route("/data/{name}", get(get_one).delete(remove))
+        .route("/data/{name}/preview", get(preview))
+        .route("/data/{name}/stats", get(stats_of))
+        // The upload limit is ours (`server.max_upload_mib`), checked while
+        // streaming; axum's 2 MB default would refuse every real data set.
+        .layer(DefaultBodyLimit::disable())
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::InvalidName(_) => ApiError::bad_request("invalid_name", e.to_string()),
+            StoreError::Exists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "dataset_exists", e.to_string())
+            }
+            StoreError::NotFound(_) => ApiError::not_found("dataset_not_found", e.to_string()),
+            StoreError::Load(e) => e.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<LoadError> for ApiError {
+    fn from(e: LoadError) -> Self {
+        match e {
+            LoadError::Plugin(_) | LoadError::Sink(_) => ApiError::internal(e),
+            LoadError::Strict { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "rejected_records",
+                e.to_string(),
+            ),
+            _ => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_data",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+fn datasets(state: &AppState) -> Datasets<'_> {
+    // `settings()` clones; the data dir is read per request so a config
+    // change applies without a restart.
+    Datasets::new(&state.settings().data_dir, state.store())
+}
+
+/// Stored datasets, by name.
+#[utoipa::path(get, path = "/api/data", tag = "data",
+    responses((status = 200, body = Vec<DatasetRecord>)))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<DatasetRecord>>, ApiError> {
+    Ok(Json(datasets(&state).list()?))
+}
+
+/// One stored dataset.
+#[utoipa::path(get, path = "/api/data/{name}", tag = "data",
+    params(("name" = String, Path, description = "Dataset name")),
+    responses((status = 200, body = DatasetRecord),
+              (status = 400, description = "Invalid name", body = super::error::ErrorBody),
+              (status = 404, description = "No such dataset", body = super::error::ErrorBody)))]
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<DatasetRecord>, ApiError> {
+    Ok(Json(datasets(&state).get(&name)?))
+}
+
+/// Removes a stored dataset (record and samples).
+#[utoipa::path(delete, path = "/api/data/{name}", tag = "data",
+    params(("name" = String, Path, description = "Dataset name")),
+    responses((status = 200, description = "The removed dataset", body = DatasetRecord),
+              (status = 404, description = "No such dataset", body = super::error::ErrorBody)))]
+pub async fn remove(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<DatasetRecord>, ApiError> {
+    Ok(Json(datasets(&state).remove(&name)?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PreviewQuery {
+    /// Samples to return (default 5, at most 100).
+    n: Option<usize>,
+}
+
+/// The first samples of a dataset.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Preview {
+    pub dataset: DatasetRecord,
+    /// Normalised samples, in file order.
+    pub samples: Vec<Sample>,
+}
+
+/// The first N normalised samples of a stored dataset.
+#[utoipa::path(get, path = "/api/data/{name}/preview", tag = "data",
+    params(("name" = String, Path, description = "Dataset name"), PreviewQuery),
+    responses((status = 200, body = Preview),
+              (status = 404, description = "No such dataset", body = super::error::ErrorBody)))]
+pub async fn preview(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<PreviewQuery>,
+) -> Result<Json<Preview>, ApiError> {
+    let n = q.n.unwrap_or(5).min(100);
+    let d = datasets(&state);
+    Ok(Json(Preview {
+        dataset: d.get(&name)?,
+        samples: d.samples(&name, Some(n))?,
+    }))
+}
+
+/// Counts and lengths (in characters) of a stored dataset.
+#[utoipa::path(get, path = "/api/data/{name}/stats", tag = "data",
+    params(("name" = String, Path, description = "Dataset name")),
+    responses((status = 200, body = DataStats),
+              (status = 404, description = "No such dataset", body = super::error::ErrorBody)))]
+pub async fn stats_of(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<DataStats>, ApiError> {
+    let state2 = state.clone();
+    let stats = tokio::task::spawn_blocking(move || -> Result<DataStats, ApiError> {
+        let samples = datasets(&state2).samples(&name, None)?;
+        Ok(stats::compute(&samples, &Chars, None))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Json(stats))
+}
+
+/// The multipart form of `upload` and `validate`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// The data file (its file name picks the format when content does not).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// Dataset name (upload only).
+    name: Option<String>,
+    /// Format plugin instead of detection.
+    format: Option<String>,
+    /// Record layout instead of detection.
+    layout: Option<String>,
+    /// `true`: any rejected record fails the upload and nothing is stored.
+    strict: Option<bool>,
+    /// Column mapping `FIELD=NAME`; repeat the part for several.
+    column: Option<String>,
+    /// Format setting `KEY=VALUE`; repeat the part for several.
+    set: Option<String>,
+}
+
+/// An upload's result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Uploaded {
+    pub dataset: DatasetRecord,
+    pub report: LoadReport,
+}
+
+/// A received upload: the temporary file (removed on drop) and the form.
+struct Received {
+    path: PathBuf,
+    file_name: String,
+    name: Option<String>,
+    options: LoadOptions,
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "upload_too_large",
+        format!(
+            "the upload is larger than the limit of {} MiB; raise `server.max_upload_mib` in \
+             config.toml, or add the file from the command line (`tuner data add FILE --name NAME`)",
+            limit >> 20
+        ),
+    )
+}
+
+fn pair(value: &str, what: &str) -> Result<(String, String), ApiError> {
+    value
+        .split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_form",
+                format!("{what} `{value}`: expected KEY=VALUE"),
+            )
+        })
+}
+
+/// Streams the multipart form to a temporary file, enforcing the size limit.
+async fn receive(
+    state: &AppState,
+    headers: &HeaderMap,
+    mut form: Multipart,
+) -> Result<Received, ApiError> {
+    let settings = state.settings();
+    let limit = settings.server.max_upload_bytes;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit + 64 * 1024) {
+        return Err(too_large(limit));
+    }
+    let dir = settings.data_dir.join(".uploads");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(ApiError::internal)?;
+    let path = dir.join(format!(
+        "upload-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let mut received = Received {
+        path,
+        file_name: String::new(),
+        name: None,
+        options: LoadOptions::default(),
+    };
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        ApiError::bad_request("invalid_form", format!("reading the multipart form: {e}"))
+    };
+    let mut got_file = false;
+    while let Some(mut field) = form.next_field().await.map_err(bad)? {
+        let field_name = field.name().unwrap_or_default().to_string();
+        if field_name == "file" {
+            let raw = field.file_name().unwrap_or("upload").to_string();
+            // Only the last path component: the name is for messages and detection.
+            received.file_name = raw
+                .rsplit(['/', '\\'])
+                .next()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("upload")
+                .to_string();
+            let mut file = tokio::fs::File::create(&received.path)
+                .await
+                .map_err(ApiError::internal)?;
+            let mut size = 0u64;
+            while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                size += chunk.len() as u64;
+                if size > limit {
+                    return Err(too_large(limit));
+                }
+                file.write_all(&chunk).await.map_err(ApiError::internal)?;
+            }
+            file.flush().await.map_err(ApiError::internal)?;
+            got_file = true;
+            continue;
+        }
+        let value = field.text().await.map_err(bad)?;
+        let o = &mut received.options;
+        match field_name.as_str() {
+            "name" => received.name = Some(value),
+            "format" => o.format = Some(value).filter(|v| !v.is_empty()),
+            "layout" => o.layout = Some(value).filter(|v| !v.is_empty()),
+            "strict" => o.strict = matches!(value.trim(), "true" | "1" | "yes"),
+            "column" => o.columns.push(pair(&value, "column")?),
+            "set" => o.settings.push(pair(&value, "set")?),
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_form",
+                    format!(
+                        "unknown form field `{other}`; expected file, name, format, layout, strict, column, set"
+                    ),
+                ));
+            }
+        }
+    }
+    if !got_file {
+        return Err(ApiError::bad_request(
+            "invalid_form",
+            "the form has no `file` part",
+        ));
+    }
+    Ok(received)
+}
+
+/// Uploads a data file and stores it as a dataset (multipart form).
+#[utoipa::path(post, path = "/api/data/upload", tag = "data",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses((status = 201, description = "Stored", body = Uploaded),
+              (status = 400, description = "Bad form or name", body = super::error::ErrorBody),
+              (status = 409, description = "Name taken", body = super::error::ErrorBody),
+              (status = 413, description = "Larger than server.max_upload_mib", body = super::error::ErrorBody),
+              (status = 422, description = "Not loadable (or rejected records in strict mode); nothing stored", body = super::error::ErrorBody)))]
+pub async fn upload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Multipart,
+) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
+    let received = receive(&state, &headers, form).await?;
+    let name = received
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::bad_request("invalid_form", "the form has no `name` part"))?;
+    crate::data::store::validate_name(&name)?;
+    let state2 = state.clone();
+    let (dataset, report) = tokio::task::spawn_blocking(move || {
+        let r = &received;
+        datasets(&state2).add(state2.host(), &r.path, &r.file_name, &name, &r.options)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok((StatusCode::CREATED, Json(Uploaded { dataset, report })))
+}
+
+/// Checks a data file without storing it (multipart form; `name` ignored).
+#[utoipa::path(post, path = "/api/data/validate", tag = "data",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses((status = 200, description = "What a load would find", body = LoadReport),
+              (status = 413, description = "Larger than server.max_upload_mib", body = super::error::ErrorBody),
+              (status = 422, description = "Not loadable at all", body = super::error::ErrorBody)))]
+pub async fn validate(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Multipart,
+) -> Result<Json<LoadReport>, ApiError> {
+    let received = receive(&state, &headers, form).await?;
+    let state2 = state.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let r = &received;
+        let options = LoadOptions {
+            strict: false,
+            ..r.options.clone()
+        };
+        match load::load(
+            state2.host(),
+            FsPath::new(&r.path),
+            &r.file_name,
+            &options,
+            |_| Ok(()),
+        ) {
+            Ok(report) => Ok(report),
+            Err(LoadError::Empty { report, .. }) => Ok(*report),
+            Err(e) => Err(ApiError::from(e)),
+        }
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Json(report))
+}

@@ -1,0 +1,543 @@
+//! Training data end to end: format plugins, layouts, encodings, errors,
+//! the dataset store and the `/api/data` routes. Fixtures are generated here.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tuner::data::load::{self, LoadError, LoadOptions, LoadReport};
+use tuner::data::store::{Datasets, StoreError};
+use tuner::data::{Sample, decode::TextEncoding};
+use tuner::plugins::{PluginHost, PluginLimits};
+use tuner::store::Store;
+use tuner_tests::{TestHome, TestServer};
+
+/// One plugin host for the whole file: starting one compiles every plugin.
+fn host() -> &'static Arc<PluginHost> {
+    static HOST: OnceLock<(TestHome, Arc<PluginHost>)> = OnceLock::new();
+    &HOST
+        .get_or_init(|| {
+            let home = TestHome::new();
+            let host = home.start(PluginLimits {
+                call_timeout: Duration::from_secs(20),
+                memory_bytes: 256 << 20,
+                ..PluginLimits::default()
+            });
+            (home, Arc::new(host))
+        })
+        .1
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn load_all(path: &Path, options: &LoadOptions) -> Result<(LoadReport, Vec<Sample>), LoadError> {
+    let mut samples = Vec::new();
+    let name = path.file_name().unwrap().to_str().unwrap().to_string();
+    let report = load::load(host(), path, &name, options, |s| {
+        samples.push(s);
+        Ok(())
+    })?;
+    Ok((report, samples))
+}
+
+fn load_file(dir: &Path, name: &str, bytes: &[u8]) -> (LoadReport, Vec<Sample>) {
+    let path = write(dir, name, bytes);
+    load_all(&path, &LoadOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// One record per layout, with the layout and kind it must be read as.
+fn layout_records() -> Vec<(Value, &'static str, &'static str)> {
+    vec![
+        (
+            json!({"instruction": "把这句话翻译成英文", "input": "你好", "output": "Hello", "system": "你是翻译"}),
+            "alpaca",
+            "chat",
+        ),
+        (
+            json!({"conversations": [{"from": "human", "value": "你好"}, {"from": "gpt", "value": "你好！"}]}),
+            "sharegpt",
+            "chat",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}, {"role": "assistant", "content": "hello"}]}),
+            "openai",
+            "chat",
+        ),
+        (
+            json!({"prompt": "2+2?", "chosen": "4", "rejected": "5"}),
+            "preference",
+            "preference",
+        ),
+        (json!({"prompt": "2+2?", "answer": "4"}), "prompt", "prompt"),
+        (json!({"text": "天地玄黄，宇宙洪荒。"}), "text", "text"),
+    ]
+}
+
+/// A CSV cell: quoted, quotes doubled.
+fn cell(v: &Value) -> String {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    format!("\"{}\"", text.replace('"', "\"\""))
+}
+
+#[test]
+fn every_layout_loads_from_every_file_format() {
+    let dir = tempfile::tempdir().unwrap();
+    for (record, layout, kind) in layout_records() {
+        let jsonl = format!("{record}\n");
+        let json_array = format!("[\n  {record}\n]");
+        let json_wrapped = format!("{{\"version\": 1, \"data\": [{record}]}}");
+        let obj = record.as_object().unwrap();
+        let header: Vec<String> = obj.keys().cloned().collect();
+        let row: Vec<String> = obj.values().map(cell).collect();
+        let csv = format!("{}\r\n{}\r\n", header.join(","), row.join(","));
+        let tsv = format!("{}\n{}\n", header.join("\t"), row.join("\t"));
+        for (name, text) in [
+            ("a.jsonl", jsonl),
+            ("a.json", json_array),
+            ("wrapped.json", json_wrapped),
+            ("a.csv", csv),
+            ("a.tsv", tsv),
+        ] {
+            let (report, samples) = load_file(dir.path(), name, text.as_bytes());
+            assert_eq!(
+                report.rejected, 0,
+                "{layout} in {name}: {:?}",
+                report.errors
+            );
+            assert_eq!(samples.len(), 1, "{layout} in {name}");
+            assert_eq!(report.main_layout(), layout, "{name}");
+            assert_eq!(samples[0].kind(), kind, "{name}");
+        }
+    }
+    // Plain text files: whole file, or paragraphs.
+    let text = "第一段\n第二行\n\n第二段\n";
+    let (report, samples) = load_file(dir.path(), "book.txt", text.as_bytes());
+    assert_eq!((report.format.as_str(), samples.len()), ("text", 1));
+    let path = write(dir.path(), "book2.txt", text.as_bytes());
+    let options = LoadOptions {
+        settings: vec![("split".into(), "paragraph".into())],
+        ..LoadOptions::default()
+    };
+    let (_, samples) = load_all(&path, &options).unwrap();
+    assert_eq!(
+        samples,
+        vec![
+            Sample::Text {
+                text: "第一段\n第二行".into()
+            },
+            Sample::Text {
+                text: "第二段".into()
+            }
+        ]
+    );
+}
+
+#[test]
+fn chinese_content_survives_and_alpaca_joins_instruction_and_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, samples) = load_file(
+        dir.path(),
+        "zh.jsonl",
+        "{\"instruction\": \"翻译\", \"input\": \"早上好\", \"output\": \"Good morning\"}\n"
+            .as_bytes(),
+    );
+    let Sample::Chat { messages, .. } = &samples[0] else {
+        panic!()
+    };
+    assert_eq!(messages[0].content, "翻译\n早上好");
+}
+
+#[test]
+fn gbk_csv_bom_jsonl_and_utf16_are_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = "instruction,output\n\"多行\n指令，带\"\"引号\"\"\",好的\n";
+    let (gbk, _, unmappable) = encoding_rs::GBK.encode(csv);
+    assert!(!unmappable);
+    let (report, samples) = load_file(dir.path(), "excel.csv", &gbk);
+    assert_eq!(report.encoding, TextEncoding::Gb18030);
+    let Sample::Chat { messages, .. } = &samples[0] else {
+        panic!()
+    };
+    assert_eq!(messages[0].content, "多行\n指令，带\"引号\"");
+
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend_from_slice("{\"text\": \"你好\"}\n".as_bytes());
+    let (report, samples) = load_file(dir.path(), "bom.jsonl", &bom);
+    assert_eq!(report.encoding, TextEncoding::Utf8Bom);
+    assert_eq!(
+        samples[0],
+        Sample::Text {
+            text: "你好".into()
+        }
+    );
+
+    let mut utf16 = vec![0xFF, 0xFE];
+    utf16.extend(
+        "{\"text\": \"你好\"}\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes),
+    );
+    let (report, samples) = load_file(dir.path(), "wide.jsonl", &utf16);
+    assert_eq!(report.encoding, TextEncoding::Utf16le);
+    assert_eq!(
+        samples[0],
+        Sample::Text {
+            text: "你好".into()
+        }
+    );
+}
+
+#[test]
+fn invalid_bytes_fail_with_their_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "bad.jsonl",
+        b"{\"text\": \"ok\"}\n{\"text\": \"\xFF\xFF\"}\n",
+    );
+    let err = load_all(&path, &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("byte offset 25"), "{err}");
+}
+
+#[test]
+fn a_broken_line_is_reported_with_its_number_and_the_rest_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for i in 1..=5 {
+        if i == 3 {
+            text.push_str("{\"instruction\": \"q\", \"output\": 5}\n");
+        } else if i == 4 {
+            text.push_str("{\"text\": \"unterminated\n");
+        } else {
+            text.push_str(&format!("{{\"text\": \"line {i}\"}}\n"));
+        }
+    }
+    let (report, samples) = load_file(dir.path(), "train.jsonl", text.as_bytes());
+    assert_eq!((report.samples, report.rejected), (3, 2));
+    assert_eq!(
+        report.errors[0].to_string(),
+        "train.jsonl:3: field \"output\": expected string, found number"
+    );
+    assert_eq!(report.errors[1].line, 4);
+    assert!(
+        report.errors[1].message.starts_with("invalid JSON"),
+        "{}",
+        report.errors[1]
+    );
+    assert_eq!(samples.len(), 3);
+}
+
+#[test]
+fn truncated_and_empty_files_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "cut.json",
+        b"[{\"text\": \"a\"},\n {\"text\": \"b",
+    );
+    let err = load_all(&path, &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("truncated") && err.contains("cut.json:2"),
+        "{err}"
+    );
+    // A cut JSON Lines file loses only its last record.
+    let (report, _) = load_file(
+        dir.path(),
+        "cut.jsonl",
+        b"{\"text\": \"a\"}\n{\"text\": \"b",
+    );
+    assert_eq!((report.samples, report.rejected), (1, 1));
+    let path = write(dir.path(), "empty.jsonl", b"");
+    assert!(matches!(
+        load_all(&path, &LoadOptions::default()),
+        Err(LoadError::EmptyFile { .. })
+    ));
+    let path = write(dir.path(), "blank.jsonl", b"\n\n  \n");
+    assert!(matches!(
+        load_all(&path, &LoadOptions::default()),
+        Err(LoadError::Empty { .. })
+    ));
+}
+
+#[test]
+fn json_nested_ten_thousand_levels_is_rejected_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let line = format!("{{\"text\": {deep}}}");
+    let (report, _) = load_file(
+        dir.path(),
+        "deep.jsonl",
+        format!("{line}\n{{\"text\": \"ok\"}}\n").as_bytes(),
+    );
+    assert_eq!((report.samples, report.rejected), (1, 1));
+    assert!(
+        report.errors[0].message.contains("recursion limit"),
+        "{}",
+        report.errors[0]
+    );
+    let (report, _) = load_file(
+        dir.path(),
+        "deep.json",
+        format!("[{line}, {{\"text\": \"ok\"}}]").as_bytes(),
+    );
+    assert_eq!((report.samples, report.rejected), (1, 1));
+}
+
+#[test]
+fn a_100_mb_line_is_skipped_without_buffering_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.jsonl");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        f.write_all(b"{\"text\": \"").unwrap();
+        let block = vec![b'x'; 1 << 20];
+        for _ in 0..100 {
+            f.write_all(&block).unwrap();
+        }
+        f.write_all(b"\"}\n{\"text\": \"after\"}\n").unwrap();
+    }
+    // Default cap (64 MiB) under a 256 MiB plugin memory limit: the plugin
+    // would trap if it tried to hold the line.
+    let (report, samples) = load_all(&path, &LoadOptions::default()).unwrap();
+    assert_eq!((report.samples, report.rejected), (1, 1));
+    assert!(
+        report.errors[0].message.contains("record too large"),
+        "{}",
+        report.errors[0]
+    );
+    assert_eq!(
+        samples,
+        vec![Sample::Text {
+            text: "after".into()
+        }]
+    );
+}
+
+#[test]
+fn the_format_is_detected_from_content_when_the_name_says_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (r, _) = load_file(
+        dir.path(),
+        "data",
+        b"{\"text\": \"a\"}\n{\"text\": \"b\"}\n",
+    );
+    assert_eq!(r.format, "jsonl");
+    let (r, _) = load_file(dir.path(), "data2", b"[{\"text\": \"a\"}]");
+    assert_eq!(r.format, "json");
+    let (r, _) = load_file(dir.path(), "data3", b"sep=;\ninstruction;output\nq;a\n");
+    assert_eq!((r.format.as_str(), r.samples), ("csv", 1));
+}
+
+fn store_in(home: &TestHome) -> Store {
+    Store::open(&home.home.database).unwrap()
+}
+
+#[test]
+fn strict_mode_and_failed_loads_store_nothing_and_keep_what_was_there() {
+    let home = TestHome::new();
+    let store = store_in(&home);
+    let data_dir = home.home.data_dir.clone();
+    let datasets = Datasets::new(&data_dir, &store);
+    let good = write(home.dir.path(), "good.jsonl", b"{\"text\": \"a\"}\n");
+    let bad = write(
+        home.dir.path(),
+        "bad.jsonl",
+        b"{\"text\": \"a\"}\n{\"text\": 1}\n",
+    );
+    datasets
+        .add(host(), &good, "good.jsonl", "keep", &LoadOptions::default())
+        .unwrap();
+    let before = std::fs::read(datasets.samples_path("keep")).unwrap();
+
+    let strict = LoadOptions {
+        strict: true,
+        ..LoadOptions::default()
+    };
+    let err = datasets
+        .add(host(), &bad, "bad.jsonl", "strict", &strict)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Load(LoadError::Strict { .. })),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("bad.jsonl:2: field \"text\""),
+        "{err}"
+    );
+    // Same name as an existing dataset: refused, the old one intact.
+    let err = datasets
+        .add(host(), &bad, "bad.jsonl", "keep", &LoadOptions::default())
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Exists(_)));
+    let names: Vec<String> = datasets
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(names, ["keep"]);
+    assert_eq!(
+        std::fs::read(datasets.samples_path("keep")).unwrap(),
+        before
+    );
+    let files: Vec<_> = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files, ["keep.jsonl"], "no leftovers from failed loads");
+
+    // Default mode stores the good records and counts the bad one.
+    let (record, _) = datasets
+        .add(
+            host(),
+            &bad,
+            "bad.jsonl",
+            "lenient",
+            &LoadOptions::default(),
+        )
+        .unwrap();
+    assert_eq!((record.samples, record.rejected), (1, 1));
+    assert_eq!(record.sha256.len(), 64);
+    assert_eq!(datasets.samples("lenient", None).unwrap().len(), 1);
+    datasets.remove("lenient").unwrap();
+    assert!(!datasets.samples_path("lenient").exists());
+}
+
+#[test]
+fn names_that_could_escape_the_data_dir_are_refused() {
+    let home = TestHome::new();
+    let store = store_in(&home);
+    let datasets = Datasets::new(&home.home.data_dir, &store);
+    let good = write(home.dir.path(), "good.jsonl", b"{\"text\": \"a\"}\n");
+    for name in ["../evil", "a/b", "..", ".hidden", "/etc/passwd"] {
+        let err = datasets
+            .add(host(), &good, "good.jsonl", name, &LoadOptions::default())
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidName(_)), "{name}: {err}");
+    }
+    assert!(!home.dir.path().join("evil.jsonl").exists());
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    #[test]
+    fn arbitrary_bytes_never_crash_the_host(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+        format in 0usize..5,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let name = ["x.jsonl", "x.json", "x.csv", "x.txt", "x"][format];
+        let path = write(dir.path(), name, &bytes);
+        // Any outcome but a panic or a plugin crash is fine.
+        if let Err(LoadError::Plugin(e)) = load_all(&path, &LoadOptions::default()) {
+            panic!("plugin failed: {e}");
+        }
+    }
+}
+
+async fn upload(
+    s: &TestServer,
+    route: &str,
+    name: Option<&str>,
+    file_name: &str,
+    bytes: Vec<u8>,
+) -> (u16, Value) {
+    let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string());
+    let mut form = reqwest::multipart::Form::new().part("file", part);
+    if let Some(n) = name {
+        form = form.text("name", n.to_string());
+    }
+    let resp = s
+        .client
+        .post(s.url(route))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_uploads_previews_validates_and_deletes_datasets() {
+    let home = TestHome::new();
+    let mut settings = home.settings();
+    settings.server.max_upload_bytes = 64 << 10;
+    let store = Arc::new(store_in(&home));
+    let state = tuner::api::AppState::new(host().clone(), store, home.home.clone(), settings, None);
+    let s = TestServer::start(state).await;
+    let data =
+        "{\"instruction\": \"问\", \"output\": \"答\"}\n{\"instruction\": \"x\", \"output\": 1}\n";
+
+    let (status, body) = upload(
+        &s,
+        "/api/data/upload",
+        Some("zh"),
+        "train.jsonl",
+        data.into(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["dataset"]["samples"], 1);
+    assert_eq!(body["report"]["errors"][0]["line"], 2);
+
+    let (status, list) = s.get_json("/api/data").await;
+    assert_eq!((status, list[0]["name"].as_str()), (200, Some("zh")));
+    let (_, one) = s.get_json("/api/data/zh").await;
+    assert_eq!(one["layout"], "alpaca");
+    let (_, preview) = s.get_json("/api/data/zh/preview?n=1").await;
+    assert_eq!(preview["samples"][0]["messages"][1]["content"], "答");
+    let (_, stats) = s.get_json("/api/data/zh/stats").await;
+    assert_eq!(stats["samples"], 1);
+
+    let (status, report) = upload(&s, "/api/data/validate", None, "v.jsonl", data.into()).await;
+    assert_eq!((status, report["rejected"].as_u64()), (200, Some(1)));
+    assert_eq!(report["errors"][0]["field"], "output");
+    let (_, list) = s.get_json("/api/data").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "validate stores nothing");
+
+    let (status, body) = upload(
+        &s,
+        "/api/data/upload",
+        Some("big"),
+        "big.jsonl",
+        vec![b' '; 200 << 10],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("upload_too_large"))
+    );
+    let (status, body) = upload(
+        &s,
+        "/api/data/upload",
+        Some("../evil"),
+        "a.jsonl",
+        data.into(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_name"))
+    );
+    let (status, _) = s.get_json("/api/data/..%2Fetc").await;
+    assert!(status == 400 || status == 404, "{status}");
+
+    let resp = s.client.delete(s.url("/api/data/zh")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let (status, _) = s.get_json("/api/data/zh").await;
+    assert_eq!(status, 404);
+}
