@@ -468,6 +468,28 @@ async fn pulls_datasets_from_both_protocols() {
 }
 
 #[tokio::test]
+async fn a_hub_dataset_spec_with_a_sample_count_is_fetched_and_cached() {
+    let emu = HubEmulator::start().await;
+    let rows = b"{\"text\":\"x\"}\n".repeat(600);
+    emu.add_repo(
+        "datasets",
+        "AI-ModelScope/alpaca-gpt4-data-zh",
+        &[("data.jsonl", rows.clone())],
+    );
+    let home = TestHome::new();
+    let hub = hub(&home, &emu, &["modelscope", "huggingface"]);
+    let spec = tuner::hub::HubDatasetSpec::parse("AI-ModelScope/alpaca-gpt4-data-zh#500").unwrap();
+    assert_eq!(spec.samples, Some(500));
+    assert!(tuner::hub::HubDatasetSpec::parse("a/b#x").is_err());
+    let report = hub.fetch_dataset(&spec, false, &silent()).await.unwrap();
+    assert_eq!(std::fs::read(report.path.join("data.jsonl")).unwrap(), rows);
+    let n = emu.requests().len();
+    let again = hub.fetch_dataset(&spec, true, &silent()).await.unwrap();
+    assert_eq!((again.source.as_str(), again.path), ("cache", report.path));
+    assert_eq!(emu.requests().len(), n);
+}
+
+#[tokio::test]
 async fn offline_mode_uses_only_the_cache() {
     let emu = HubEmulator::start().await;
     qwen_like(&emu, 1000);

@@ -33,7 +33,7 @@ pub mod repo;
 pub use cache::{Cache, CachedRepo};
 pub use download::TransferOptions;
 pub use progress::{Progress, ProgressSink};
-pub use pull::{Hub, HubConfig, PullReport, PullRequest, SourceAttempt};
+pub use pull::{Hub, HubConfig, HubDatasetSpec, PullReport, PullRequest, SourceAttempt};
 pub use repo::{RepoId, RepoKind};
 
 /// Why a hub operation failed. Messages say what to do next.

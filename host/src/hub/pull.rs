@@ -702,3 +702,55 @@ async fn lock_file(path: &std::path::Path) -> Result<LockGuard, HubError> {
 struct LockGuard {
     _file: std::fs::File,
 }
+
+/// A hub dataset as ms-swift users write it in a training spec:
+/// `AI-ModelScope/alpaca-gpt4-data-zh` or `...#500` (use 500 samples).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubDatasetSpec {
+    pub repo: RepoId,
+    /// How many samples to take, when the spec says.
+    pub samples: Option<usize>,
+}
+
+impl HubDatasetSpec {
+    /// Parses `org/name[#N]`.
+    pub fn parse(spec: &str) -> Result<Self, HubError> {
+        let (name, samples) = match spec.rsplit_once('#') {
+            Some((name, n)) => {
+                let n = n
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| HubError::InvalidName {
+                        name: spec.to_string(),
+                        reason: format!("`#{n}` is not a sample count (write `org/name#500`)"),
+                    })?;
+                (name, Some(n))
+            }
+            None => (spec, None),
+        };
+        Ok(Self {
+            repo: RepoId::parse(RepoKind::Dataset, name)?,
+            samples,
+        })
+    }
+}
+
+impl Hub {
+    /// Makes a hub dataset available locally (cached like models; only the
+    /// cache when `offline`) and returns where its snapshot is. The data
+    /// loader reads the files from `report.path` and takes `spec.samples`.
+    pub async fn fetch_dataset(
+        &self,
+        spec: &HubDatasetSpec,
+        offline: bool,
+        progress: &Progress,
+    ) -> Result<PullReport, HubError> {
+        let req = PullRequest {
+            repo: spec.repo.id.clone(),
+            kind: Some(RepoKind::Dataset),
+            offline,
+            ..Default::default()
+        };
+        self.pull(&req, progress).await
+    }
+}
