@@ -230,6 +230,9 @@ pub struct PluginCrate {
     pub package: String,
     /// The crate's folder.
     pub dir: PathBuf,
+    /// Whether `[lib] crate-type` includes `cdylib`: only such crates are
+    /// plugins; others are libraries shared between plugins.
+    pub is_cdylib: bool,
 }
 
 impl PluginCrate {
@@ -248,9 +251,15 @@ impl PluginCrate {
             .ok_or_else(|| {
                 BuildError::Crate(format!("{}: no [package] name", manifest.display()))
             })?;
+        let is_cdylib = doc
+            .get("lib")
+            .and_then(|l| l.get("crate-type"))
+            .and_then(|t| t.as_array())
+            .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("cdylib")));
         Ok(Self {
             package: package.to_string(),
             dir: dir.to_path_buf(),
+            is_cdylib,
         })
     }
 
@@ -266,7 +275,8 @@ impl PluginCrate {
     }
 }
 
-/// Lists the crates in the immediate subfolders of each of `roots`, sorted.
+/// Lists the plugin crates (cdylib) in the immediate subfolders of each of
+/// `roots`, sorted. Library crates beside them are skipped.
 pub fn discover_crates(roots: &[PathBuf]) -> Result<Vec<PluginCrate>, BuildError> {
     let mut crates = Vec::new();
     for root in roots {
@@ -280,7 +290,10 @@ pub fn discover_crates(roots: &[PathBuf]) -> Result<Vec<PluginCrate>, BuildError
             .collect();
         dirs.sort();
         for dir in dirs {
-            crates.push(PluginCrate::open(&dir)?);
+            let krate = PluginCrate::open(&dir)?;
+            if krate.is_cdylib {
+                crates.push(krate);
+            }
         }
     }
     Ok(crates)

@@ -1,4 +1,5 @@
 //! Hostile: `detect` never returns. The host must stop it at the deadline.
+use support::NoParser;
 use tuner_sdk::format::*;
 
 struct EndlessLoop;
@@ -13,19 +14,6 @@ impl FormatPlugin for EndlessLoop {
         loop {
             n = std::hint::black_box(n.wrapping_add(1));
         }
-    }
-}
-
-struct NoParser;
-impl RecordParser for NoParser {
-    fn new(_: ParseOptions) -> Result<Self, FatalError> {
-        Ok(NoParser)
-    }
-    fn feed(&mut self, _: &str, _: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
-        Ok(())
-    }
-    fn finish(&mut self, _: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
-        Ok(())
     }
 }
 

@@ -1,4 +1,5 @@
 //! Hostile: `detect` allocates until the host refuses more memory.
+use support::NoParser;
 use tuner_sdk::format::*;
 
 struct MemoryBomb;
@@ -13,19 +14,6 @@ impl FormatPlugin for MemoryBomb {
         loop {
             hoard.push(std::hint::black_box(vec![7u8; 8 << 20]));
         }
-    }
-}
-
-struct NoParser;
-impl RecordParser for NoParser {
-    fn new(_: ParseOptions) -> Result<Self, FatalError> {
-        Ok(NoParser)
-    }
-    fn feed(&mut self, _: &str, _: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
-        Ok(())
-    }
-    fn finish(&mut self, _: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
-        Ok(())
     }
 }
 

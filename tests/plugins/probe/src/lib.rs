@@ -1,5 +1,6 @@
 //! Probe for benchmarks and tests: `detect("host-calls:N", _)` makes N calls
 //! to the host (`log.enabled`) and returns 0.5; `detect("log", msg)` logs `msg`.
+use support::NoParser;
 use tuner_sdk::format::*;
 
 struct Probe;
@@ -19,19 +20,6 @@ impl FormatPlugin for Probe {
             }
         }
         0.5
-    }
-}
-
-struct NoParser;
-impl RecordParser for NoParser {
-    fn new(_: ParseOptions) -> Result<Self, FatalError> {
-        Ok(NoParser)
-    }
-    fn feed(&mut self, _: &str, _: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
-        Ok(())
-    }
-    fn finish(&mut self, _: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
-        Ok(())
     }
 }
 

@@ -1,4 +1,5 @@
 //! Hostile: `detect("panic", _)` traps; any other call works.
+use support::NoParser;
 use tuner_sdk::format::*;
 
 struct Trap;
@@ -13,19 +14,6 @@ impl FormatPlugin for Trap {
             panic!("asked to panic");
         }
         0.25
-    }
-}
-
-struct NoParser;
-impl RecordParser for NoParser {
-    fn new(_: ParseOptions) -> Result<Self, FatalError> {
-        Ok(NoParser)
-    }
-    fn feed(&mut self, _: &str, _: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
-        Ok(())
-    }
-    fn finish(&mut self, _: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
-        Ok(())
     }
 }
 
