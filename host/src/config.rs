@@ -150,6 +150,7 @@ impl ConfigFile {
         take!(plugins.http_max_body_mib);
         take!(server.host);
         take!(server.port);
+        take!(server.max_upload_mib);
     }
 
     /// Rejects values that cannot work, naming the key.

@@ -541,3 +541,22 @@ async fn api_uploads_previews_validates_and_deletes_datasets() {
     let (status, _) = s.get_json("/api/data/zh").await;
     assert_eq!(status, 404);
 }
+
+#[test]
+fn loaded_samples_get_token_statistics_from_the_qwen3_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, samples) = load_file(
+        dir.path(),
+        "mix.jsonl",
+        "{\"instruction\": \"你好\", \"output\": \"你好！有什么可以帮你？\"}\n{\"prompt\": \"q\", \"chosen\": \"a\", \"rejected\": \"b\"}\n"
+            .as_bytes(),
+    );
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/qwen3");
+    let files = tuner::model::ModelFiles::from_dir(&fixtures).unwrap();
+    let converted: Vec<tuner::model::Sample> = samples.iter().map(Into::into).collect();
+    let stats = files.stats(&converted, &tuner::model::RenderOptions::default(), 12);
+    assert_eq!((stats.samples, stats.failed), (2, 0));
+    let total = stats.total_tokens.unwrap();
+    assert!(total.min > 5 && total.max > total.min, "{total:?}");
+    assert!(stats.over_max_seq_len >= 1);
+}

@@ -29,6 +29,10 @@ pub enum DataCommand {
         /// Samples to show.
         #[arg(short = 'n', long, default_value_t = 3)]
         samples: usize,
+        /// Model folder (tokenizer_config.json with the chat template): also
+        /// show each sample as the model sees it, trained text in [[ ]].
+        #[arg(long, value_name = "DIR")]
+        tokenizer: Option<PathBuf>,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -42,11 +46,12 @@ pub enum DataCommand {
     Stats {
         /// File, stored dataset name, or spec (`NAME#N`).
         dataset: String,
-        /// Tokenizer folder (tokenizer.json) for token lengths. Not available
-        /// yet: lengths are in characters.
+        /// Model folder with tokenizer.json and tokenizer_config.json (chat
+        /// template): adds token lengths of the rendered samples.
         #[arg(long, value_name = "DIR")]
         tokenizer: Option<PathBuf>,
-        /// Count samples longer than this (in the reported unit).
+        /// Count samples longer than this (tokens with --tokenizer, default
+        /// 4096; characters without).
         #[arg(long)]
         max_seq_len: Option<u64>,
         #[command(flatten)]
@@ -153,6 +158,9 @@ struct Inspection<'a> {
     report: &'a LoadReport,
     layout: String,
     first_samples: Vec<Sample>,
+    /// With --tokenizer: each sample rendered, with its trained spans.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rendered: Option<Vec<crate::model::RenderPreview>>,
 }
 
 pub fn run(ctx: Context, cmd: DataCommand) -> Result<ExitCode> {
@@ -160,6 +168,7 @@ pub fn run(ctx: Context, cmd: DataCommand) -> Result<ExitCode> {
         DataCommand::Inspect {
             file,
             samples,
+            tokenizer,
             load,
         } => {
             let host = ctx.start_plugins()?;
@@ -170,10 +179,28 @@ pub fn run(ctx: Context, cmd: DataCommand) -> Result<ExitCode> {
                 }
                 Ok(())
             })?;
+            let rendered = match &tokenizer {
+                None => None,
+                Some(dir) => {
+                    let template =
+                        crate::model::ChatTemplate::from_model_dir(dir).with_context(|| {
+                            format!("loading the chat template from {}", dir.display())
+                        })?;
+                    let options = crate::model::RenderOptions::default();
+                    let mut out = Vec::new();
+                    for (i, s) in first.iter().enumerate() {
+                        let preview = crate::model::render_preview(&template, &s.into(), &options)
+                            .with_context(|| format!("rendering sample {}", i + 1))?;
+                        out.push(preview);
+                    }
+                    Some(out)
+                }
+            };
             let view = Inspection {
                 layout: report.main_layout(),
                 report: &report,
                 first_samples: first,
+                rendered,
             };
             if load.json {
                 print_json(&view)?;
@@ -182,6 +209,12 @@ pub fn run(ctx: Context, cmd: DataCommand) -> Result<ExitCode> {
                 for (i, s) in view.first_samples.iter().enumerate() {
                     println!("\n--- sample {} ({}) ---", i + 1, s.kind());
                     print_sample(s);
+                    if let Some(preview) = view.rendered.as_ref().and_then(|r| r.get(i)) {
+                        for seq in &preview.sequences {
+                            println!("--- rendered {} (trained text in [[ ]]) ---", seq.label);
+                            println!("{}", seq.marked("[[", "]]"));
+                        }
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -214,15 +247,22 @@ pub fn run(ctx: Context, cmd: DataCommand) -> Result<ExitCode> {
             max_seq_len,
             load,
         } => {
-            if let Some(dir) = tokenizer {
-                bail!(
-                    "--tokenizer {}: token statistics are not wired in yet; run without \
-                     --tokenizer for character lengths",
-                    dir.display()
-                );
-            }
             let samples = resolve(&ctx, &dataset, &load.options()?, 42)?;
-            let stats = stats::compute(&samples, &Chars, max_seq_len);
+            let mut stats = stats::compute(&samples, &Chars, max_seq_len);
+            if let Some(dir) = tokenizer {
+                let files = crate::model::ModelFiles::from_dir(&dir)
+                    .with_context(|| format!("loading the tokenizer from {}", dir.display()))?;
+                let converted: Vec<crate::model::Sample> = samples.iter().map(Into::into).collect();
+                let limit = max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN) as usize;
+                // Character lengths are replaced by token lengths below.
+                stats.over_max_seq_len = None;
+                stats.max_seq_len = None;
+                stats.tokens = Some(files.stats_parallel(
+                    &converted,
+                    &crate::model::RenderOptions::default(),
+                    limit,
+                ));
+            }
             if load.json {
                 print_json(&stats)?;
             } else {
@@ -321,6 +361,9 @@ pub fn run(ctx: Context, cmd: DataCommand) -> Result<ExitCode> {
         }
     }
 }
+
+/// The sequence length `stats --tokenizer` checks when none is given.
+const DEFAULT_MAX_SEQ_LEN: u64 = 4096;
 
 fn display(path: &Path) -> String {
     path.display().to_string()
@@ -448,5 +491,26 @@ fn print_stats(s: &DataStats) {
     row("total", &s.total_length);
     if let (Some(max), Some(over)) = (s.max_seq_len, s.over_max_seq_len) {
         println!("over max_seq_len {max}: {over}");
+    }
+    if let Some(t) = &s.tokens {
+        println!("lengths in tokens (rendered with the chat template):");
+        let row = |label: &str, d: &Option<crate::model::stats::Distribution>| {
+            if let Some(x) = d {
+                println!(
+                    "{label:<10} min {:>7}  mean {:>9.1}  p50 {:>7}  p95 {:>7}  max {:>7}",
+                    x.min, x.mean, x.p50, x.p95, x.max
+                );
+            }
+        };
+        row("prompt", &t.prompt_tokens);
+        row("response", &t.response_tokens);
+        row("total", &t.total_tokens);
+        println!("over max_seq_len {}: {}", t.max_seq_len, t.over_max_seq_len);
+        if t.failed > 0 {
+            println!("failed to render: {}", t.failed);
+            for e in &t.errors {
+                println!("  sample {}: {}", e.index, e.message);
+            }
+        }
     }
 }

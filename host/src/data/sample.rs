@@ -149,3 +149,44 @@ impl From<wit::Sample> for Sample {
         }
     }
 }
+
+fn model_turns(turns: &[Turn]) -> Vec<crate::model::Message> {
+    turns
+        .iter()
+        .map(|t| crate::model::Message {
+            role: t.role.clone(),
+            content: t.content.clone(),
+            loss_weight: t.loss_weight,
+        })
+        .collect()
+}
+
+impl From<&Sample> for crate::model::Sample {
+    /// The sample as the chat template and tokenizer take it.
+    fn from(s: &Sample) -> Self {
+        use crate::model::Sample as M;
+        match s {
+            Sample::Chat { messages, tools } => M::Chat {
+                messages: model_turns(messages),
+                tools: tools.as_ref().map(|t| match t {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                }),
+            },
+            Sample::Preference {
+                prompt,
+                chosen,
+                rejected,
+            } => M::Preference {
+                prompt: model_turns(prompt),
+                chosen: model_turns(chosen),
+                rejected: model_turns(rejected),
+            },
+            Sample::Prompt { prompt, answer } => M::Prompt {
+                prompt: model_turns(prompt),
+                answer: answer.clone(),
+            },
+            Sample::Text { text } => M::Text { text: text.clone() },
+        }
+    }
+}

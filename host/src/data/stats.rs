@@ -101,6 +101,9 @@ pub struct DataStats {
     pub max_seq_len: Option<u64>,
     /// Samples longer than `max_seq_len` (would be truncated).
     pub over_max_seq_len: Option<u64>,
+    /// Token statistics through the model's chat template and tokenizer,
+    /// when a tokenizer was given (`tuner data stats --tokenizer DIR`).
+    pub tokens: Option<crate::model::TokenStats>,
 }
 
 /// Computes statistics of `samples` with `measure`.
@@ -139,6 +142,7 @@ pub fn compute<'a>(
         total_length: Summary::of(totals),
         max_seq_len,
         over_max_seq_len: over,
+        tokens: None,
     }
 }
 
