@@ -89,7 +89,7 @@ pub fn sniff(path: &Path) -> Result<TextEncoding, DecodeError> {
         _ => {}
     }
     // Without a BOM: UTF-8 if every byte is, else GB18030 if every byte is.
-    match first_invalid(path, UTF_8)? {
+    match first_invalid_utf8(path)? {
         None => Ok(TextEncoding::Utf8),
         Some(utf8_offset) => match first_invalid(path, GB18030)? {
             None => Ok(TextEncoding::Gb18030),
@@ -100,6 +100,47 @@ pub fn sniff(path: &Path) -> Result<TextEncoding, DecodeError> {
                 hint: " (not GB18030/GBK either)",
             }),
         },
+    }
+}
+
+/// The offset of the first byte that is not UTF-8, if any. Validates the
+/// raw bytes in place (no decoding into a new buffer): this pass runs over
+/// every file without a BOM.
+fn first_invalid_utf8(path: &Path) -> Result<Option<u64>, DecodeError> {
+    let io = |source| DecodeError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    // Bytes of a sequence cut by the previous read, moved to the front.
+    let mut carry = 0usize;
+    let mut offset = 0u64;
+    loop {
+        let n = match file.read(&mut buf[carry..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e)),
+        };
+        if n == 0 {
+            return Ok((carry > 0).then_some(offset));
+        }
+        let len = carry + n;
+        match std::str::from_utf8(&buf[..len]) {
+            Ok(_) => {
+                offset += len as u64;
+                carry = 0;
+            }
+            Err(e) if e.error_len().is_some() => {
+                return Ok(Some(offset + e.valid_up_to() as u64));
+            }
+            Err(e) => {
+                let valid = e.valid_up_to();
+                buf.copy_within(valid..len, 0);
+                carry = len - valid;
+                offset += valid as u64;
+            }
+        }
     }
 }
 
