@@ -97,7 +97,11 @@ fn main() {
     println!("|---|---|---|---|---|");
     for (name, secs, peak) in [
         ("native serde_json (parse to Value)", native, native_peak),
-        ("wasm jsonl plugin (decode + parse + normalise)", plugin, plugin_peak),
+        (
+            "wasm jsonl plugin (decode + parse + normalise)",
+            plugin,
+            plugin_peak,
+        ),
     ] {
         println!(
             "| {name} | {secs:.2} s | {:.0} | {:.0} | {peak:.0} MiB |",
@@ -105,5 +109,8 @@ fn main() {
             native_records as f64 / secs
         );
     }
-    println!("plugin / native throughput ratio: {:.2} (target >= 0.5)", native / plugin);
+    println!(
+        "plugin / native throughput ratio: {:.2} (target >= 0.5)",
+        native / plugin
+    );
 }
