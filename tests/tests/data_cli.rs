@@ -1,0 +1,97 @@
+//! `tuner data` as a process: the `--json` contract and exit statuses.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `tuner` binary of this workspace, built if needed.
+fn tuner_bin() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-q", "-p", "tuner", "--bin", "tuner"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("tuner")
+}
+
+fn tuner(bin: &Path, home: &Path, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .env("TUNER_HOME", home)
+        .current_dir(home)
+        .output()
+        .unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn data_commands_keep_their_json_contract_and_exit_statuses() {
+    let bin = tuner_bin();
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path();
+    std::fs::write(
+        dir.join("train.jsonl"),
+        "{\"instruction\": \"问\", \"output\": \"答\"}\n{\"instruction\": \"x\", \"output\": 1}\n",
+    )
+    .unwrap();
+
+    let out = tuner(&bin, dir, &["data", "inspect", "train.jsonl", "--json"]);
+    assert!(out.status.success());
+    let v = json(&out);
+    assert_eq!(
+        (v["format"].as_str(), v["layout"].as_str()),
+        (Some("jsonl"), Some("alpaca"))
+    );
+    assert_eq!(v["errors"][0]["line"], 2);
+    assert_eq!(v["first_samples"][0]["kind"], "chat");
+
+    let out = tuner(&bin, dir, &["data", "validate", "train.jsonl", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a rejected record fails validate"
+    );
+    assert_eq!(json(&out)["rejected"], 1);
+
+    let out = tuner(
+        &bin,
+        dir,
+        &["data", "add", "train.jsonl", "--name", "t", "--strict"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let out = tuner(&bin, dir, &["data", "list", "--json"]);
+    assert_eq!(
+        json(&out),
+        serde_json::json!([]),
+        "strict failure stored nothing"
+    );
+
+    let out = tuner(
+        &bin,
+        dir,
+        &["data", "add", "train.jsonl", "--name", "t", "--json"],
+    );
+    assert!(out.status.success());
+    assert_eq!(json(&out)["dataset"]["samples"], 1);
+    let out = tuner(
+        &bin,
+        dir,
+        &["data", "convert", "t#3", "-o", "out.jsonl", "--json"],
+    );
+    assert_eq!(json(&out)["samples"], 3);
+    let text = std::fs::read_to_string(dir.join("out.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 3);
+    assert!(text.starts_with("{\"messages\":"), "{text}");
+    let out = tuner(&bin, dir, &["data", "stats", "t", "--json"]);
+    assert_eq!(json(&out)["kinds"]["chat"], 1);
+    let out = tuner(&bin, dir, &["data", "rm", "t", "--json"]);
+    assert_eq!(json(&out)["name"], "t");
+    let out = tuner(&bin, dir, &["data", "rm", "../t"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid dataset name"));
+}
