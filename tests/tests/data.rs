@@ -560,3 +560,12 @@ fn loaded_samples_get_token_statistics_from_the_qwen3_tokenizer() {
     assert!(total.min > 5 && total.max > total.min, "{total:?}");
     assert!(stats.over_max_seq_len >= 1);
 }
+
+#[test]
+fn csv_rows_after_blank_lines_and_multiline_cells_keep_their_line_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = "instruction,output\nq,a\n\n\nq2,\n\"multi\nline\",x\nz,\n";
+    let (report, _) = load_file(dir.path(), "lines.csv", csv.as_bytes());
+    let lines: Vec<u64> = report.errors.iter().map(|e| e.line).collect();
+    assert_eq!((report.samples, lines), (2, vec![5, 8]));
+}

@@ -126,6 +126,8 @@ struct CsvParser {
     header: Option<Vec<String>>,
     /// Line on which the next record starts, and the current line.
     record_line: u64,
+    /// Between records (blank lines there are skipped, not part of a field).
+    at_record_start: bool,
     line: u64,
     index: u64,
 }
@@ -154,6 +156,20 @@ impl CsvParser {
     fn read(&mut self, input: &[u8], out: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
         let mut pos = 0;
         loop {
+            if self.at_record_start {
+                // Blank lines between records: skip them here so the next
+                // record's line number is where its first byte is.
+                while pos < input.len() && matches!(input[pos], b'\n' | b'\r') {
+                    if input[pos] == b'\n' {
+                        self.line += 1;
+                    }
+                    pos += 1;
+                }
+                if pos == input.len() && !input.is_empty() {
+                    return Ok(());
+                }
+                self.record_line = self.line;
+            }
             let reader = self.reader.as_mut().expect("started");
             let (res, nin, nout, nend) = reader.read_record(
                 &input[pos..],
@@ -165,6 +181,9 @@ impl CsvParser {
                 .filter(|b| **b == b'\n')
                 .count() as u64;
             pos += nin;
+            if nin > 0 {
+                self.at_record_start = false;
+            }
             self.out_len += nout;
             self.ends_len += nend;
             match res {
@@ -182,7 +201,7 @@ impl CsvParser {
                     self.record(out)?;
                     self.out_len = 0;
                     self.ends_len = 0;
-                    self.record_line = self.line;
+                    self.at_record_start = true;
                 }
                 ReadRecordResult::End => return Ok(()),
             }
@@ -310,6 +329,7 @@ impl RecordParser for CsvParser {
             too_large: None,
             header: None,
             record_line: 1,
+            at_record_start: true,
             line: 1,
             index: 0,
         })
