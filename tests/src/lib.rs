@@ -196,3 +196,19 @@ impl CountingServer {
         self.hits.lock().unwrap().clone()
     }
 }
+
+/// The `tuner` binary of this workspace, for suites that run it as a
+/// process (integration tests outside the `tuner` package get no
+/// `CARGO_BIN_EXE_tuner`): builds it if needed and returns its path.
+pub fn tuner_bin() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "-q", "-p", "tuner", "--bin", "tuner"])
+        .status()
+        .expect("running cargo build");
+    assert!(status.success(), "building the tuner binary failed");
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("tuner");
+    assert!(bin.is_file(), "{}", bin.display());
+    bin
+}

@@ -1,19 +1,7 @@
 //! `tuner data` as a process: the `--json` contract and exit statuses.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-
-/// The `tuner` binary of this workspace, built if needed.
-fn tuner_bin() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "tuner", "--bin", "tuner"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("tuner")
-}
 
 fn tuner(bin: &Path, home: &Path, args: &[&str]) -> Output {
     Command::new(bin)
@@ -31,7 +19,7 @@ fn json(out: &Output) -> serde_json::Value {
 
 #[test]
 fn data_commands_keep_their_json_contract_and_exit_statuses() {
-    let bin = tuner_bin();
+    let bin = tuner_tests::tuner_bin();
     let home = tempfile::tempdir().unwrap();
     let dir = home.path();
     std::fs::write(

@@ -9,20 +9,6 @@ use tuner_tests::hub_emulator::{HubEmulator, pseudo_random};
 
 const MIB: usize = 1 << 20;
 
-/// The `tuner` binary of this workspace, built if needed.
-fn tuner_bin() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "tuner", "--bin", "tuner"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("tuner");
-    assert!(bin.is_file(), "{}", bin.display());
-    bin
-}
-
 fn pull(bin: &PathBuf, home: &std::path::Path, emu: &HubEmulator) -> Command {
     let mut c = Command::new(bin);
     c.args([
@@ -47,7 +33,9 @@ fn pull(bin: &PathBuf, home: &std::path::Path, emu: &HubEmulator) -> Command {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_transfer_then_rerun_completes() {
-    let bin = tokio::task::spawn_blocking(tuner_bin).await.unwrap();
+    let bin = tokio::task::spawn_blocking(tuner_tests::tuner_bin)
+        .await
+        .unwrap();
     let emu = HubEmulator::start().await;
     let size = 8 * MIB;
     let weights = pseudo_random(size, 11);

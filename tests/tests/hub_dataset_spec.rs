@@ -2,25 +2,15 @@
 //! users write it): it is fetched into the cache like a model, its data files
 //! are loaded, and N samples are taken.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use tuner_tests::hub_emulator::HubEmulator;
 
-fn tuner_bin() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "tuner", "--bin", "tuner"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("tuner")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_dataset_spec_is_fetched_once_and_sampled() {
-    let bin = tokio::task::spawn_blocking(tuner_bin).await.unwrap();
+    let bin = tokio::task::spawn_blocking(tuner_tests::tuner_bin)
+        .await
+        .unwrap();
     let emu = HubEmulator::start().await;
     let records: Vec<String> = (0..5)
         .map(|i| {
