@@ -223,10 +223,46 @@ fn pair(value: &str, what: &str) -> Result<(String, String), ApiError> {
 }
 
 /// Streams the multipart form to a temporary file, enforcing the size limit.
+///
+/// A refused upload is answered only after the rest of the body has been read
+/// and thrown away (bounded in time and bytes, like nginx's lingering close):
+/// closing the connection on a client that is still sending makes it see
+/// "connection reset" instead of the 413 that explains what to do.
 async fn receive(
     state: &AppState,
     headers: &HeaderMap,
     mut form: Multipart,
+) -> Result<Received, ApiError> {
+    let result = receive_into(state, headers, &mut form).await;
+    if let Err(e) = &result {
+        if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+            discard_rest(&mut form).await;
+        }
+    }
+    result
+}
+
+/// Reads and drops what is left of a refused form, for at most 64 MiB or 5 s.
+async fn discard_rest(form: &mut Multipart) {
+    const MAX_BYTES: usize = 64 << 20;
+    let drain = async {
+        let mut discarded = 0usize;
+        while let Ok(Some(mut field)) = form.next_field().await {
+            while let Ok(Some(chunk)) = field.chunk().await {
+                discarded += chunk.len();
+                if discarded > MAX_BYTES {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+}
+
+async fn receive_into(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &mut Multipart,
 ) -> Result<Received, ApiError> {
     let settings = state.settings();
     let limit = settings.server.max_upload_bytes;
