@@ -22,3 +22,4 @@ pub mod hub;
 pub mod model;
 pub mod plugins;
 pub mod store;
+pub mod train;

@@ -15,6 +15,8 @@
 //! tokenizer of one model directory.
 
 pub mod encode;
+pub mod lora;
+pub mod quant;
 pub mod preview;
 pub mod python;
 pub mod render;
