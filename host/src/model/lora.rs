@@ -19,6 +19,6 @@ impl Lora {
     /// The adapter's contribution for input `x` `[.., in]`.
     pub fn forward(&self, x: &Tensor, _training: bool) -> Result<Tensor> {
         let h = x.broadcast_matmul(&self.a.as_tensor().t()?)?;
-        (h.broadcast_matmul(&self.b.as_tensor().t()?)? * self.scale)
+        h.broadcast_matmul(&self.b.as_tensor().t()?)? * self.scale
     }
 }
