@@ -16,9 +16,10 @@ use serde::Serialize;
 use super::Context;
 use crate::data::Sample;
 use crate::data::load::{self, LoadOptions, LoadReport};
-use crate::data::spec::{self, Spec};
+use crate::data::resolve::DataResolver;
+use crate::data::spec;
 use crate::data::stats::{self, Chars, DataStats};
-use crate::data::store::{Datasets, StoreError};
+use crate::data::store::Datasets;
 use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
@@ -369,108 +370,9 @@ fn display(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// The samples a spec names: a stored dataset when one has that name and
-/// no such file exists, else a file; `#N` samples them.
+/// The samples a spec names (see [`crate::data::resolve`]).
 fn resolve(ctx: &Context, text: &str, options: &LoadOptions, seed: u64) -> Result<Vec<Sample>> {
-    let spec: Spec = if Path::new(text).exists() {
-        Spec {
-            source: text.to_string(),
-            count: None,
-        }
-    } else {
-        text.parse()?
-    };
-    let path = Path::new(&spec.source);
-    let all = if path.exists() {
-        let host = ctx.start_plugins()?;
-        let mut all = Vec::new();
-        load::load(&host, path, &spec.source, options, |s| {
-            all.push(s);
-            Ok(())
-        })?;
-        all
-    } else {
-        let store = Store::open(&ctx.settings.database)?;
-        match Datasets::new(&ctx.settings.data_dir, &store).samples(&spec.source, None) {
-            Ok(all) => all,
-            Err(StoreError::NotFound(_) | StoreError::InvalidName(_))
-                if looks_like_hub_repo(&spec.source) =>
-            {
-                load_hub_dataset(ctx, &spec.source, options)?
-            }
-            Err(StoreError::NotFound(_) | StoreError::InvalidName(_)) => bail!(
-                "`{}` is neither a file, a stored dataset (see `tuner data list`) nor a hub \
-                 dataset (`org/name`)",
-                spec.source
-            ),
-            Err(e) => return Err(e.into()),
-        }
-    };
-    Ok(spec::take(&all, spec.count, seed))
-}
-
-/// `org/name`, as ms-swift users name hub datasets (`AI-ModelScope/alpaca-gpt4-data-zh`).
-fn looks_like_hub_repo(text: &str) -> bool {
-    let mut parts = text.split('/');
-    matches!((parts.next(), parts.next(), parts.next()), (Some(org), Some(name), None)
-        if !org.is_empty() && !name.is_empty() && !org.starts_with('.'))
-}
-
-/// Fetches a hub dataset into the model cache (like `tuner pull --dataset`;
-/// nothing is downloaded when it is already complete) and loads its data
-/// files: every `.jsonl`, `.json`, `.csv`, `.tsv` and `.txt` in the snapshot
-/// except metadata (`dataset_info*.json`, dot-files, READMEs).
-fn load_hub_dataset(ctx: &Context, repo: &str, options: &LoadOptions) -> Result<Vec<Sample>> {
-    use crate::hub::pull::HubDatasetSpec;
-    let hub = super::pull::open_hub(ctx, true)?;
-    let spec = HubDatasetSpec::parse(repo)?;
-    let progress: crate::hub::Progress = std::sync::Arc::new(crate::hub::progress::Silent);
-    eprintln!("fetching hub dataset {repo} (cached after the first time)");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let report = runtime
-        .block_on(hub.fetch_dataset(&spec, false, &progress))
-        .with_context(|| format!("fetching hub dataset {repo}"))?;
-    let mut files = Vec::new();
-    let mut pending = vec![report.path.clone()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir)?.flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().to_lowercase();
-            if name.starts_with('.') {
-                continue;
-            }
-            if path.is_dir() {
-                pending.push(path);
-            } else if ["jsonl", "json", "csv", "tsv", "txt"]
-                .iter()
-                .any(|ext| name.ends_with(&format!(".{ext}")))
-                && !name.starts_with("dataset_info")
-                && !name.starts_with("readme")
-            {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    if files.is_empty() {
-        bail!(
-            "hub dataset {repo} ({}) has no data file tuner reads (.jsonl, .json, .csv, .tsv, .txt)",
-            report.path.display()
-        );
-    }
-    let host = ctx.start_plugins()?;
-    let mut all = Vec::new();
-    for file in &files {
-        let label = file.display().to_string();
-        load::load(&host, file, &label, options, |s| {
-            all.push(s);
-            Ok(())
-        })?;
-    }
-    Ok(all)
+    DataResolver::new(&ctx.settings).resolve(text, options, seed)
 }
 
 fn write_openai(path: &Path, samples: &[Sample]) -> Result<()> {

@@ -1,0 +1,186 @@
+//! From what a user typed (`train.jsonl`, `alpaca_zh#500`,
+//! `AI-ModelScope/alpaca-gpt4-data-zh#1000`) to samples.
+//!
+//! Shared by `tuner data`, training jobs and the API, so a dataset spec means
+//! the same thing everywhere: an existing file wins, then a stored dataset of
+//! that name, then a hub dataset (`org/name`) fetched once into the cache.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::load::{self, LoadOptions};
+use super::spec::{self, Spec};
+use super::store::{Datasets, StoreError};
+use super::Sample;
+use crate::config::Settings;
+use crate::plugins::PluginHost;
+use crate::store::Store;
+
+/// Resolves dataset specs; starts the plugin runtime only when a file has to
+/// be parsed (stored datasets are already normalised).
+pub struct DataResolver<'a> {
+    settings: &'a Settings,
+    host: OnceLock<Arc<PluginHost>>,
+}
+
+impl<'a> DataResolver<'a> {
+    pub fn new(settings: &'a Settings) -> Self {
+        Self {
+            settings,
+            host: OnceLock::new(),
+        }
+    }
+
+    /// Uses an already running plugin runtime instead of starting one.
+    pub fn with_host(settings: &'a Settings, host: Arc<PluginHost>) -> Self {
+        let resolver = Self::new(settings);
+        let _ = resolver.host.set(host);
+        resolver
+    }
+
+    fn host(&self) -> Result<Arc<PluginHost>> {
+        if let Some(h) = self.host.get() {
+            return Ok(h.clone());
+        }
+        let started = Arc::new(PluginHost::start(
+            self.settings.plugin_limits(),
+            Some(self.settings.plugin_dir.clone()),
+            Some(self.settings.compile_cache_dir.clone()),
+        )?);
+        Ok(self.host.get_or_init(|| started).clone())
+    }
+
+    /// The samples one spec names, `#N` sampled with `seed`.
+    pub fn resolve(&self, text: &str, options: &LoadOptions, seed: u64) -> Result<Vec<Sample>> {
+        let spec: Spec = if Path::new(text).exists() {
+            Spec {
+                source: text.to_string(),
+                count: None,
+            }
+        } else {
+            text.parse()?
+        };
+        let path = Path::new(&spec.source);
+        let all = if path.exists() {
+            let host = self.host()?;
+            let mut all = Vec::new();
+            load::load(&host, path, &spec.source, options, |s| {
+                all.push(s);
+                Ok(())
+            })?;
+            all
+        } else {
+            let store = Store::open(&self.settings.database)?;
+            match Datasets::new(&self.settings.data_dir, &store).samples(&spec.source, None) {
+                Ok(all) => all,
+                Err(StoreError::NotFound(_) | StoreError::InvalidName(_))
+                    if looks_like_hub_repo(&spec.source) =>
+                {
+                    self.load_hub_dataset(&spec.source, options)?
+                }
+                Err(StoreError::NotFound(_) | StoreError::InvalidName(_)) => bail!(
+                    "`{}` is neither a file, a stored dataset (see `tuner data list`) nor a hub \
+                     dataset (`org/name`)",
+                    spec.source
+                ),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        Ok(spec::take(&all, spec.count, seed))
+    }
+
+    /// Several specs mixed into one set (each sampled with its own seed).
+    pub fn resolve_all(
+        &self,
+        texts: &[String],
+        options: &LoadOptions,
+        seed: u64,
+    ) -> Result<Vec<Sample>> {
+        let mut parts = Vec::new();
+        for (i, d) in texts.iter().enumerate() {
+            parts.push(self.resolve(d, options, seed.wrapping_add(i as u64))?);
+        }
+        Ok(if parts.len() == 1 {
+            parts.pop().unwrap_or_default()
+        } else {
+            spec::mix(parts, seed)
+        })
+    }
+
+    /// Fetches a hub dataset into the model cache (nothing is downloaded when
+    /// it is already complete) and loads its data files: every `.jsonl`,
+    /// `.json`, `.csv`, `.tsv` and `.txt` in the snapshot except metadata
+    /// (`dataset_info*.json`, dot-files, READMEs).
+    fn load_hub_dataset(&self, repo: &str, options: &LoadOptions) -> Result<Vec<Sample>> {
+        use crate::hub::pull::{Hub, HubConfig, HubDatasetSpec};
+        let host = self.host()?;
+        let store = Arc::new(Store::open(&self.settings.database)?);
+        let hub = Hub::new(host.clone(), Some(store), HubConfig::from_settings(self.settings));
+        let spec = HubDatasetSpec::parse(repo)?;
+        let progress: crate::hub::Progress = Arc::new(crate::hub::progress::Silent);
+        tracing::info!("fetching hub dataset {repo} (cached after the first time)");
+        let fetch = hub.fetch_dataset(&spec, false, &progress);
+        let report = match tokio::runtime::Handle::try_current() {
+            // Inside a runtime (a training job's thread is not), block in place.
+            Ok(handle) => tokio::task::block_in_place(|| handle.block_on(fetch)),
+            Err(_) => tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(fetch),
+        }
+        .with_context(|| format!("fetching hub dataset {repo}"))?;
+        let files = data_files(&report.path)?;
+        if files.is_empty() {
+            bail!(
+                "hub dataset {repo} ({}) has no data file tuner reads (.jsonl, .json, .csv, .tsv, .txt)",
+                report.path.display()
+            );
+        }
+        let mut all = Vec::new();
+        for file in &files {
+            let label = file.display().to_string();
+            load::load(&host, file, &label, options, |s| {
+                all.push(s);
+                Ok(())
+            })?;
+        }
+        Ok(all)
+    }
+}
+
+/// `org/name`, as ms-swift users name hub datasets (`AI-ModelScope/alpaca-gpt4-data-zh`).
+pub fn looks_like_hub_repo(text: &str) -> bool {
+    let mut parts = text.split('/');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(org), Some(name), None)
+        if !org.is_empty() && !name.is_empty() && !org.starts_with('.'))
+}
+
+/// The data files of a downloaded dataset snapshot, sorted.
+fn data_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_lowercase();
+            if name.starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+            } else if ["jsonl", "json", "csv", "tsv", "txt"]
+                .iter()
+                .any(|ext| name.ends_with(&format!(".{ext}")))
+                && !name.starts_with("dataset_info")
+                && !name.starts_with("readme")
+            {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
