@@ -17,6 +17,7 @@
 pub mod encode;
 pub mod lora;
 pub mod quant;
+pub mod random_init;
 pub mod preview;
 pub mod python;
 pub mod render;
