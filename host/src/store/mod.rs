@@ -33,6 +33,19 @@ const MIGRATIONS: &[&str] = &[
         size_bytes INTEGER NOT NULL, format TEXT NOT NULL, layout TEXT NOT NULL,
         encoding TEXT NOT NULL, samples INTEGER NOT NULL, kinds TEXT NOT NULL,
         layouts TEXT NOT NULL, rejected INTEGER NOT NULL, created TEXT NOT NULL);",
+    // 4: training jobs and their per-step events (host/src/train/jobs.rs).
+    "CREATE TABLE training_jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, status TEXT NOT NULL,
+        config TEXT NOT NULL, output_dir TEXT NOT NULL, device TEXT NOT NULL,
+        created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, error TEXT,
+        last_checkpoint TEXT, last_checkpoint_step INTEGER,
+        step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER, loss REAL, owner_pid INTEGER);
+     CREATE INDEX training_jobs_status ON training_jobs (status);
+     CREATE TABLE training_events (
+        job_id INTEGER NOT NULL REFERENCES training_jobs (id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL, step INTEGER NOT NULL, epoch REAL NOT NULL, loss REAL, lr REAL,
+        grad_norm REAL, tokens_per_s REAL, memory_bytes INTEGER, metrics TEXT,
+        at TEXT NOT NULL, PRIMARY KEY (job_id, seq));",
 ];
 
 /// An open database, shareable between threads (`Arc<Store>`); access is

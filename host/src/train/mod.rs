@@ -4,3 +4,23 @@
 //! what trains and compose the loss through the tensor API
 //! ([`crate::plugins::imports::tensors`]). This module owns everything around
 //! one optimisation step.
+
+pub mod config;
+pub mod jobs;
+
+pub use config::TrainConfig;
+pub use jobs::{JobContext, JobOutcome, JobQueue, TrainEvent, Trainer};
+
+/// What a trainer may need from the process that runs it.
+pub struct TrainerEnv {
+    pub host: std::sync::Arc<crate::plugins::PluginHost>,
+    pub store: std::sync::Arc<crate::store::Store>,
+    pub settings: crate::config::Settings,
+}
+
+/// The trainer the CLI and `tuner serve` use. `Err` (why training cannot
+/// run) makes submissions fail with that message; records stay readable.
+pub fn default_trainer(env: &TrainerEnv) -> anyhow::Result<std::sync::Arc<dyn Trainer>> {
+    let _ = env;
+    anyhow::bail!("training engine not wired yet")
+}
