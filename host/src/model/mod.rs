@@ -15,8 +15,10 @@
 //! tokenizer of one model directory.
 
 pub mod encode;
+pub mod linear;
 pub mod lora;
 pub mod quant;
+pub mod qwen3;
 pub mod random_init;
 pub mod preview;
 pub mod python;
