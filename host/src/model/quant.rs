@@ -25,8 +25,6 @@
 use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
-use std::sync::Mutex;
-
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, DType, Device, Layout, MetalStorage, Result, Shape,
     Storage, Tensor,
@@ -407,109 +405,89 @@ impl FrozenWeight for Tensor {
     }
 }
 
-/// `x @ W^T` for `x` `[.., in]` and a frozen `W` `[out, in]`, where the
-/// backward pass returns only the input gradient `grad @ W`.
+/// `x @ W^T` for `x` `[.., in]` and a frozen `W` `[out, in]` produced on
+/// demand, where the backward pass returns only the input gradient `grad @ W`.
 ///
 /// candle's matmul backward always computes both operand gradients, which
 /// for a frozen base would allocate a weight-sized buffer per layer per step.
-/// Here the product is computed on a detached `x`, then a custom op on `x`
-/// hands that product out as its result (one copy: candle offers no way to
-/// wrap existing storage) and its backward gives `x` the gradient `grad @ W`.
-/// The graph holds only `x` and the result, and no weight gradient exists.
-/// `W` is materialised (for a quantised weight: dequantised) in the forward
-/// pass and again in the backward pass, and dropped each time.
+/// This is a custom op on `x` alone (same scheme as
+/// [`crate::model::linear::frozen_matmul`] for dense weights): `W` is
+/// materialised (for a quantised weight: dequantised) in the forward pass
+/// and again in the backward pass, and dropped each time, so the graph keeps
+/// only the packed codes.
 pub fn frozen_matmul(x: &Tensor, weight: Arc<dyn FrozenWeight>) -> Result<Tensor> {
-    let w = weight.weight(x.dtype())?;
-    let y = matmul_t(&x.detach(), &w)?.contiguous()?;
-    drop(w);
-    x.apply_op1(FrozenMatmul {
-        weight,
-        product: Mutex::new(Some(y)),
-    })
-}
-
-/// `x [.., in] @ w^T` with `w` `[out, in]`, flattening the leading dims.
-fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let Some((&in_f, lead)) = dims.split_last() else {
-        candle_core::bail!("frozen_matmul: input is a scalar")
+        candle_core::bail!("quantized linear: input is a scalar")
     };
     let rows: usize = lead.iter().product();
-    let y = x.reshape((rows, in_f))?.matmul(&w.t()?)?;
+    let x2 = x.reshape((rows, in_f))?.contiguous()?;
+    let y = x2.apply_op1(FrozenMatmul { weight })?;
     let mut out = dims;
-    *out.last_mut().expect("checked above") = w.dim(0)?;
+    *out.last_mut().expect("checked above") = y.dim(1)?;
     y.reshape(out)
 }
 
-/// The custom op of [`frozen_matmul`]: forward returns the precomputed
-/// product (taken, so the op does not keep it alive), backward `grad @ W`.
+/// The custom op of [`frozen_matmul`]: `x [n, in] -> x W^T [n, out]`.
 struct FrozenMatmul {
     weight: Arc<dyn FrozenWeight>,
-    product: Mutex<Option<Tensor>>,
 }
 
 impl FrozenMatmul {
-    fn take_product(&self) -> Result<Tensor> {
-        match self.product.lock() {
-            Ok(mut p) => p.take(),
-            Err(_) => None,
+    fn fwd<S: BackendStorage>(
+        &self,
+        x: &S,
+        xl: &Layout,
+        w: &S,
+        wl: &Layout,
+    ) -> Result<(S, Shape)> {
+        let (n, in_f) = xl.shape().dims2()?;
+        let (out_f, w_in) = wl.shape().dims2()?;
+        if w_in != in_f {
+            candle_core::bail!("quantized linear: input has {in_f} features, weight [{out_f}, {w_in}]")
         }
-        .ok_or_else(|| candle_core::Error::Msg("frozen_matmul: forward ran twice".into()))
+        // W^T is the weight seen through a transposed layout: no copy.
+        let y = x.matmul(w, (1, n, out_f, in_f), xl, &wl.transpose(0, 1)?)?;
+        Ok((y, Shape::from((n, out_f))))
     }
-}
-
-fn clone_storage<S: BackendStorage>(s: &S, l: &Layout) -> Result<(S, Shape)> {
-    if !l.is_contiguous() || l.start_offset() != 0 {
-        candle_core::bail!("frozen_matmul: product is not contiguous");
-    }
-    Ok((s.try_clone(l)?, l.shape().clone()))
 }
 
 impl CustomOp1 for FrozenMatmul {
     fn name(&self) -> &'static str {
-        "frozen-matmul"
+        "quantized-linear"
     }
 
-    fn cpu_fwd(&self, _x: &CpuStorage, _l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let y = self.take_product()?;
-        let (storage, layout) = y.storage_and_layout();
-        match &*storage {
-            Storage::Cpu(s) => clone_storage(s, layout),
-            _ => candle_core::bail!("frozen_matmul: product is not on the cpu"),
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let w = self.weight.weight(s.dtype())?.contiguous()?;
+        let (ws, wl) = w.storage_and_layout();
+        match &*ws {
+            Storage::Cpu(ws) => self.fwd(s, l, ws, wl),
+            _ => candle_core::bail!("quantized linear: weight and input on different devices"),
         }
     }
 
-    fn cuda_fwd(&self, _x: &CudaStorage, _l: &Layout) -> Result<(CudaStorage, Shape)> {
-        let y = self.take_product()?;
-        let (storage, layout) = y.storage_and_layout();
-        match &*storage {
-            Storage::Cuda(s) => clone_storage(s, layout),
-            _ => candle_core::bail!("frozen_matmul: product is not on the cuda device"),
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let w = self.weight.weight(s.dtype())?.contiguous()?;
+        let (ws, wl) = w.storage_and_layout();
+        match &*ws {
+            Storage::Cuda(ws) => self.fwd(s, l, ws, wl),
+            _ => candle_core::bail!("quantized linear: weight and input on different devices"),
         }
     }
 
-    fn metal_fwd(&self, _x: &MetalStorage, _l: &Layout) -> Result<(MetalStorage, Shape)> {
-        let y = self.take_product()?;
-        let (storage, layout) = y.storage_and_layout();
-        match &*storage {
-            Storage::Metal(s) => clone_storage(s, layout),
-            _ => candle_core::bail!("frozen_matmul: product is not on the metal device"),
+    fn metal_fwd(&self, s: &MetalStorage, l: &Layout) -> Result<(MetalStorage, Shape)> {
+        let w = self.weight.weight(s.dtype())?.contiguous()?;
+        let (ws, wl) = w.storage_and_layout();
+        match &*ws {
+            Storage::Metal(ws) => self.fwd(s, l, ws, wl),
+            _ => candle_core::bail!("quantized linear: weight and input on different devices"),
         }
     }
 
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        // d(x W^T)/dx = grad @ W; W is a constant, so no weight gradient.
         let w = self.weight.weight(grad.dtype())?;
-        let dims = grad.dims().to_vec();
-        let Some((&out_f, lead)) = dims.split_last() else {
-            candle_core::bail!("frozen_matmul: gradient is a scalar")
-        };
-        let rows: usize = lead.iter().product();
-        let gx = grad
-            .reshape((rows, out_f))?
-            .matmul(&w)?
-            .reshape(x.dims())?
-            .to_dtype(x.dtype())?;
-        Ok(Some(gx))
+        Ok(Some(grad.matmul(&w)?))
     }
 }
 

@@ -277,3 +277,50 @@ fn quantized_full_fine_tuning_is_refused() {
     let err = error_vs_reference(&model, &e);
     assert!(err > 0.0 && err < 0.5, "int8 error {err}");
 }
+
+#[test]
+fn quantized_bases_equal_their_dequantized_weights() {
+    use crate::model::linear::LinearBase;
+    use crate::model::quant::QuantizedWeight;
+    let e = expected("untied");
+    for q in [Quant::Nf4, Quant::Int8] {
+        let quantized = load("untied", &LoadOptions { quantization: q, ..LoadOptions::default() });
+        let n = quantized.linears().filter(|l| matches!(l.base, LinearBase::Quantized(_))).count();
+        assert_eq!(n, 14, "every decoder linear, not lm_head");
+        // The same model with each decoder linear replaced by the dense
+        // dequantised weight: the quantised path must compute exactly that.
+        let mut dense = load("untied", &LoadOptions::default());
+        for lin in dense.linears_mut().filter(|l| l.name != "lm_head") {
+            let w = lin.base_weight().unwrap();
+            let qw = match q {
+                Quant::Nf4 => QuantizedWeight::nf4(&w),
+                _ => QuantizedWeight::int8(&w),
+            };
+            lin.base = LinearBase::Frozen(qw.unwrap().dequantize().unwrap());
+        }
+        let a = quantized.forward(&e.input, Mode::EVAL).unwrap();
+        let b = dense.forward(&e.input, Mode::EVAL).unwrap();
+        assert_close(&a, &b, 1e-4);
+    }
+}
+
+#[test]
+fn bf16_trains_with_checkpointing() {
+    // bf16 weights and activations (norms and softmax in f32): logits near
+    // the f32 reference, and checkpointed gradients equal to plain ones.
+    let e = expected("tied");
+    for ckpt in [false, true] {
+        let o = LoadOptions { dtype: DType::BF16, ..opts(TrainMode::Full, ckpt) };
+        let model = load("tied", &o);
+        let err = error_vs_reference(&model, &e);
+        assert!(err < 0.25, "bf16 error {err}");
+    }
+    let o = |ckpt| LoadOptions { dtype: DType::BF16, ..opts(TrainMode::Full, ckpt) };
+    let a = loss_and_grads(&load("tied", &o(false)));
+    let b = loss_and_grads(&load("tied", &o(true)));
+    assert_eq!(a.0, b.0);
+    for ((n, ga), (_, gb)) in a.1.iter().zip(&b.1) {
+        assert_eq!(ga.dtype(), DType::BF16, "{n}");
+        assert_eq!(max_abs_diff(ga, gb), 0.0, "{n}");
+    }
+}
