@@ -12,6 +12,7 @@ mod health;
 mod models;
 mod openapi;
 mod plugins;
+mod training;
 pub use plugins::{PluginList, PluginView};
 
 use std::net::SocketAddr;
@@ -50,6 +51,8 @@ struct Inner {
     hub: std::sync::OnceLock<Arc<crate::hub::Hub>>,
     /// Downloads started through `/api/models/download`.
     downloads: crate::hub::jobs::DownloadJobs,
+    /// Training jobs, opened on first use (or set by [`AppState::set_training`]).
+    training: std::sync::Mutex<Option<Arc<crate::train::JobQueue>>>,
 }
 
 impl AppState {
@@ -71,6 +74,7 @@ impl AppState {
                 config_write: std::sync::Mutex::new(()),
                 hub: std::sync::OnceLock::new(),
                 downloads: Default::default(),
+                training: Default::default(),
             }),
         }
     }
@@ -107,6 +111,46 @@ impl AppState {
             .clone()
     }
 
+    /// The training job queue: opened on first use with
+    /// [`crate::train::default_trainer`]; jobs left running by a dead
+    /// process become `interrupted` then.
+    pub fn training(&self) -> anyhow::Result<Arc<crate::train::JobQueue>> {
+        let mut slot = self.inner.training.lock().unwrap();
+        if let Some(q) = slot.as_ref() {
+            return Ok(q.clone());
+        }
+        let env = crate::train::TrainerEnv {
+            host: self.inner.host.clone(),
+            store: self.inner.store.clone(),
+            settings: self.settings(),
+        };
+        let trainer = crate::train::default_trainer(&env).map_err(|e| format!("{e:#}"));
+        let q = crate::train::JobQueue::open(
+            self.inner.store.clone(),
+            trainer,
+            crate::train::jobs::QueueOptions { adopt_queued: true },
+        )?;
+        *slot = Some(q.clone());
+        Ok(q)
+    }
+
+    /// Uses `queue` for training (tests: a fake trainer). False when a queue
+    /// is already in use.
+    pub fn set_training(&self, queue: Arc<crate::train::JobQueue>) -> bool {
+        let mut slot = self.inner.training.lock().unwrap();
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(queue);
+        true
+    }
+
+    /// Where jobs submitted through the API put a relative `output_dir`.
+    pub fn runs_dir(&self) -> std::path::PathBuf {
+        let db = &self.inner.home.database;
+        db.parent().unwrap_or(std::path::Path::new(".")).join("runs")
+    }
+
     /// Downloads started through the API.
     pub fn downloads(&self) -> &crate::hub::jobs::DownloadJobs {
         &self.inner.downloads
@@ -120,6 +164,7 @@ pub fn router(state: AppState) -> Router {
         .merge(plugins::routes())
         .merge(data::routes())
         .merge(models::routes())
+        .merge(training::routes())
         .merge(config::routes())
         .merge(openapi::routes())
         .fallback(|| async { ApiError::not_found("no_such_route", "no such API route") })

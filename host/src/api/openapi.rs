@@ -30,6 +30,12 @@ use super::AppState;
         super::data::stats_of,
         super::data::upload,
         super::data::validate,
+        super::training::submit,
+        super::training::list,
+        super::training::get_one,
+        super::training::events,
+        super::training::stop,
+        super::training::resume,
         openapi_json,
     ),
     modifiers(&BearerToken),
@@ -39,6 +45,7 @@ use super::AppState;
         (name = "config", description = "Configuration"),
         (name = "data", description = "Training datasets: upload, validate, preview, stats"),
         (name = "models", description = "Recommended models, downloads and the model cache"),
+        (name = "training", description = "Training jobs: submit, follow, stop, resume"),
     )
 )]
 pub struct ApiDoc;

@@ -6,6 +6,7 @@ mod data;
 mod plugins;
 mod pull;
 mod serve;
+mod train;
 
 use std::path::PathBuf;
 
@@ -48,6 +49,11 @@ pub enum Command {
     /// List, remove, verify, import and export cached models and datasets.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Fine-tune a model from a config file (TOML, YAML or JSON).
+    Train(train::TrainArgs),
+    /// List and show training jobs.
+    #[command(subcommand)]
+    Jobs(train::JobsCommand),
 }
 
 /// What every command needs: where files are and the effective settings.
@@ -90,5 +96,7 @@ pub fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Data(cmd) => data::run(ctx, cmd),
         Command::Pull(args) => pull::run(ctx, args),
         Command::Cache(cmd) => cache::run(ctx, cmd),
+        Command::Train(args) => train::run(ctx, args),
+        Command::Jobs(cmd) => train::run_jobs(ctx, cmd),
     }
 }

@@ -64,6 +64,11 @@ pub fn run(ctx: Context, args: ServeArgs) -> Result<ExitCode> {
         ctx.settings.clone(),
         args.token,
     );
+    // Opened now, not on first request: jobs a dead server left running are
+    // marked interrupted and queued ones start again.
+    if let Err(e) = state.training() {
+        tracing::warn!("training jobs unavailable: {e:#}");
+    }
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr} (is another tuner running? try --port)")
