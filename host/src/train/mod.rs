@@ -5,6 +5,10 @@
 //! ([`crate::plugins::imports::tensors`]). This module owns everything around
 //! one optimisation step.
 
+pub mod batch;
+pub mod optim;
+pub mod rng;
+pub mod schedule;
 pub mod config;
 pub mod jobs;
 
