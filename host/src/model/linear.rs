@@ -9,7 +9,9 @@
 //! returns only the input gradient `grad @ W`.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CudaStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor, Var};
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor, Var,
+};
 
 use crate::model::lora::Lora;
 use crate::model::quant::QuantizedWeight;
@@ -43,15 +45,25 @@ pub struct Mode {
 
 impl Mode {
     /// Training with adapters.
-    pub const TRAIN: Mode = Mode { training: true, adapters: true };
+    pub const TRAIN: Mode = Mode {
+        training: true,
+        adapters: true,
+    };
     /// Evaluation with adapters.
-    pub const EVAL: Mode = Mode { training: false, adapters: true };
+    pub const EVAL: Mode = Mode {
+        training: false,
+        adapters: true,
+    };
 }
 
 impl Linear {
     /// A linear without adapter.
     pub fn new(name: impl Into<String>, base: LinearBase) -> Self {
-        Linear { name: name.into(), base, lora: None }
+        Linear {
+            name: name.into(),
+            base,
+            lora: None,
+        }
     }
 
     /// `x [.., in] -> [.., out]`: `x W^T (+ lora(x))`.
@@ -134,7 +146,11 @@ pub fn frozen_matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         candle_core::bail!("frozen linear: input has {in_f} features, weight [{out_f}, {w_in}]")
     }
     if x.dtype() != w.dtype() {
-        candle_core::bail!("frozen linear: input is {:?}, weight {:?}", x.dtype(), w.dtype())
+        candle_core::bail!(
+            "frozen linear: input is {:?}, weight {:?}",
+            x.dtype(),
+            w.dtype()
+        )
     }
     let x2 = x.reshape((rows, in_f))?.contiguous()?;
     let y = x2.apply_op1(FrozenMatmul { w: w.contiguous()? })?;
@@ -152,13 +168,7 @@ struct FrozenMatmul {
 impl FrozenMatmul {
     /// One product on any backend: `W^T` is the stored weight seen through a
     /// transposed layout, so nothing is copied.
-    fn fwd<S: BackendStorage>(
-        &self,
-        x: &S,
-        xl: &Layout,
-        w: &S,
-        wl: &Layout,
-    ) -> Result<(S, Shape)> {
+    fn fwd<S: BackendStorage>(&self, x: &S, xl: &Layout, w: &S, wl: &Layout) -> Result<(S, Shape)> {
         let (n, in_f) = xl.shape().dims2()?;
         let (out_f, _) = wl.shape().dims2()?;
         let wt = wl.transpose(0, 1)?;
@@ -224,7 +234,11 @@ mod tests {
         let x = randn(&[2, 3, 3], 4);
         // A non-linear readout so every input element matters differently.
         let probe = randn(&[2, 3, 4], 5);
-        finite_diff_check(&x, |x| (frozen_matmul(x, &w)?.sqr()? * &probe)?.sum_all(), 1e-3);
+        finite_diff_check(
+            &x,
+            |x| (frozen_matmul(x, &w)?.sqr()? * &probe)?.sum_all(),
+            1e-3,
+        );
     }
 
     #[test]
@@ -241,7 +255,10 @@ mod tests {
             assert_ne!(grads.get_id(*id).unwrap().dims(), &[4, 3]);
         }
         // And it equals grad @ W = ones [2,4] @ W.
-        let expect = Tensor::ones((2, 4), DType::F64, &Device::Cpu).unwrap().matmul(&w).unwrap();
+        let expect = Tensor::ones((2, 4), DType::F64, &Device::Cpu)
+            .unwrap()
+            .matmul(&w)
+            .unwrap();
         assert_close(grads.get(x.as_tensor()).unwrap(), &expect, 1e-6);
     }
 }

@@ -53,8 +53,16 @@ impl Attention {
             };
             t.transpose(1, 2)?.contiguous()
         };
-        let q = apply_rope(&heads(&self.q_proj, h, Some(&self.q_norm))?, &ctx.cos, &ctx.sin)?;
-        let k = apply_rope(&heads(&self.k_proj, kvh, Some(&self.k_norm))?, &ctx.cos, &ctx.sin)?;
+        let q = apply_rope(
+            &heads(&self.q_proj, h, Some(&self.q_norm))?,
+            &ctx.cos,
+            &ctx.sin,
+        )?;
+        let k = apply_rope(
+            &heads(&self.k_proj, kvh, Some(&self.k_norm))?,
+            &ctx.cos,
+            &ctx.sin,
+        )?;
         let v = heads(&self.v_proj, kvh, None)?;
         let (k, v) = (repeat_kv(&k, h / kvh)?, repeat_kv(&v, h / kvh)?);
 
@@ -65,7 +73,12 @@ impl Attention {
     }
 
     pub fn linears_mut(&mut self) -> [&mut Linear; 4] {
-        [&mut self.q_proj, &mut self.k_proj, &mut self.v_proj, &mut self.o_proj]
+        [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.o_proj,
+        ]
     }
 
     pub fn linears(&self) -> [&Linear; 4] {
@@ -81,5 +94,7 @@ fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let (b, kv, s, d) = x.dims4()?;
-    x.unsqueeze(2)?.broadcast_as((b, kv, n_rep, s, d))?.reshape((b, kv * n_rep, s, d))
+    x.unsqueeze(2)?
+        .broadcast_as((b, kv, n_rep, s, d))?
+        .reshape((b, kv * n_rep, s, d))
 }

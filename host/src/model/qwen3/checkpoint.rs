@@ -77,9 +77,16 @@ pub fn checkpointed(
     grads: &CheckpointGrads,
     anchor: &Var,
 ) -> Result<Tensor> {
-    let out = layer.forward(&x.detach(), ctx, mode)?.detach().contiguous()?;
+    let out = layer
+        .forward(&x.detach(), ctx, mode)?
+        .detach()
+        .contiguous()?;
     let x_tracked = x.track_op();
-    let arg = if x_tracked { x.clone() } else { x.broadcast_add(&anchor.as_tensor().to_dtype(x.dtype())?)? };
+    let arg = if x_tracked {
+        x.clone()
+    } else {
+        x.broadcast_add(&anchor.as_tensor().to_dtype(x.dtype())?)?
+    };
     out.apply_op2(
         &arg,
         Recompute {
@@ -110,11 +117,23 @@ impl CustomOp2 for Recompute {
         "checkpointed-layer"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         clone_first(s1, l1)
     }
 
-    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
         clone_first(s1, l1)
     }
 
@@ -136,8 +155,12 @@ impl CustomOp2 for Recompute {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let x_var = Var::from_tensor(&x.detach())?;
-        let out = self.layer.forward(x_var.as_tensor(), &self.ctx, self.mode)?;
-        let inner = (out * grad.detach().to_dtype(x.dtype())?)?.sum_all()?.backward()?;
+        let out = self
+            .layer
+            .forward(x_var.as_tensor(), &self.ctx, self.mode)?;
+        let inner = (out * grad.detach().to_dtype(x.dtype())?)?
+            .sum_all()?
+            .backward()?;
         for var in self.layer.vars() {
             if let Some(g) = inner.get(var.as_tensor()) {
                 self.grads.add(&var, g.clone())?;
@@ -174,7 +197,10 @@ mod tests {
         // Norm weights near 1, as variables (so they train too).
         let norm = |n: usize| {
             let w = (var(&[n], 0.1).as_tensor() + 1.0).unwrap().detach();
-            RmsNorm { weight: Var::from_tensor(&w).unwrap().as_tensor().clone(), eps: 1e-6 }
+            RmsNorm {
+                weight: Var::from_tensor(&w).unwrap().as_tensor().clone(),
+                eps: 1e-6,
+            }
         };
         DecoderLayer {
             input_layernorm: norm(8),
@@ -190,7 +216,11 @@ mod tests {
                 head_dim: 4,
             },
             post_attention_layernorm: norm(8),
-            mlp: Mlp { gate_proj: lin("g", 12, 8), up_proj: lin("u", 12, 8), down_proj: lin("d", 8, 12) },
+            mlp: Mlp {
+                gate_proj: lin("g", 12, 8),
+                up_proj: lin("u", 12, 8),
+                down_proj: lin("d", 8, 12),
+            },
         }
     }
 
@@ -199,22 +229,36 @@ mod tests {
         let positions = Tensor::new(&[[0u32, 1, 2, 0], [0, 1, 0, 1]], &dev).unwrap();
         let segments = Tensor::new(&[[1u32, 1, 1, 0], [1, 1, 2, 2]], &dev).unwrap();
         let (cos, sin) = rope_tables(&positions, 4, 1e4, DType::F64).unwrap();
-        Arc::new(LayerCtx { cos, sin, mask: AttnMask::new(&segments, DType::F64).unwrap() })
+        Arc::new(LayerCtx {
+            cos,
+            sin,
+            mask: AttnMask::new(&segments, DType::F64).unwrap(),
+        })
     }
 
     #[test]
     fn layer_gradient_matches_finite_differences() {
         let (layer, ctx) = (random_layer(), ctx());
         let probe = randn(&[2, 4, 8], 3);
-        let mode = Mode { training: false, adapters: true };
-        finite_diff_check(&randn(&[2, 4, 8], 4), |x| (layer.forward(x, &ctx, mode)? * &probe)?.sum_all(), 1e-6);
+        let mode = Mode {
+            training: false,
+            adapters: true,
+        };
+        finite_diff_check(
+            &randn(&[2, 4, 8], 4),
+            |x| (layer.forward(x, &ctx, mode)? * &probe)?.sum_all(),
+            1e-6,
+        );
     }
 
     #[test]
     fn checkpoint_op_gradients() {
         let (layer, ctx) = (Arc::new(random_layer()), ctx());
         let probe = randn(&[2, 4, 8], 5);
-        let mode = Mode { training: true, adapters: true };
+        let mode = Mode {
+            training: true,
+            adapters: true,
+        };
         let anchor = Var::zeros(1, DType::F64, &Device::Cpu).unwrap();
         let collected = CheckpointGrads::default();
         // Input gradient (the op's own backward) against finite differences.
@@ -228,9 +272,13 @@ mod tests {
         // Parameter gradients: collected in the recomputation, equal to
         // those of the plain graph, and only after merging.
         let x = Var::from_tensor(&randn(&[2, 4, 8], 7)).unwrap();
-        let plain = (layer.forward(x.as_tensor(), &ctx, mode).unwrap() * &probe).unwrap().sum_all().unwrap();
+        let plain = (layer.forward(x.as_tensor(), &ctx, mode).unwrap() * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap();
         let plain = plain.backward().unwrap();
-        let ck = (checkpointed(&layer, x.as_tensor(), &ctx, mode, &collected, &anchor).unwrap() * &probe)
+        let ck = (checkpointed(&layer, x.as_tensor(), &ctx, mode, &collected, &anchor).unwrap()
+            * &probe)
             .unwrap()
             .sum_all()
             .unwrap();
@@ -240,7 +288,10 @@ mod tests {
         assert!(vars.iter().all(|v| grads.get(v.as_tensor()).is_none()));
         collected.merge_into(&mut grads).unwrap();
         for v in vars.iter().chain([&x]) {
-            let d = max_abs_diff(grads.get(v.as_tensor()).unwrap(), plain.get(v.as_tensor()).unwrap());
+            let d = max_abs_diff(
+                grads.get(v.as_tensor()).unwrap(),
+                plain.get(v.as_tensor()).unwrap(),
+            );
             assert!(d < 1e-12, "{d}");
         }
         assert!(collected.take().is_empty());
@@ -254,7 +305,10 @@ mod tests {
         let anchor = Var::zeros(1, DType::F64, &Device::Cpu).unwrap();
         let collected = CheckpointGrads::default();
         let x = randn(&[2, 4, 8], 8);
-        let loss = checkpointed(&layer, &x, &ctx, Mode::TRAIN, &collected, &anchor).unwrap().sum_all().unwrap();
+        let loss = checkpointed(&layer, &x, &ctx, Mode::TRAIN, &collected, &anchor)
+            .unwrap()
+            .sum_all()
+            .unwrap();
         let mut grads = loss.backward().unwrap();
         collected.merge_into(&mut grads).unwrap();
         for v in layer.vars() {

@@ -64,7 +64,11 @@ fn default_max_pos() -> usize {
 impl Qwen3Config {
     /// Reads and checks `config.json` (a file, or a model folder holding one).
     pub fn from_path(path: &Path) -> Result<Self> {
-        let file = if path.is_dir() { path.join("config.json") } else { path.to_path_buf() };
+        let file = if path.is_dir() {
+            path.join("config.json")
+        } else {
+            path.to_path_buf()
+        };
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("reading model config {}", file.display()))?;
         Self::from_json(&text).with_context(|| format!("model config {}", file.display()))
@@ -114,22 +118,29 @@ impl Qwen3Config {
                 bail!("{key} must be positive");
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
             bail!(
                 "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
                 self.num_attention_heads,
                 self.num_key_value_heads
             );
         }
-        if self.head_dim() % 2 != 0 {
-            bail!("head_dim ({}) must be even for rotary embeddings", self.head_dim());
+        if !self.head_dim().is_multiple_of(2) {
+            bail!(
+                "head_dim ({}) must be even for rotary embeddings",
+                self.head_dim()
+            );
         }
         Ok(())
     }
 
     /// Per-head size (`head_dim`, else `hidden_size / num_attention_heads`).
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
     /// Rotary base, from either spelling; transformers' default otherwise.
@@ -158,7 +169,9 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures")
+            .join(name)
     }
 
     #[test]
@@ -171,13 +184,17 @@ mod tests {
             ("Qwen3-8B", 8.2, false),
             ("Qwen3-14B", 14.8, false),
         ] {
-            let c = Qwen3Config::from_path(&fixture(&format!("qwen3-configs/{name}.json"))).unwrap();
+            let c =
+                Qwen3Config::from_path(&fixture(&format!("qwen3-configs/{name}.json"))).unwrap();
             assert_eq!(c.head_dim(), 128, "{name}");
             assert_eq!(c.rope_theta(), 1e6, "{name}");
             assert_eq!(c.tie_word_embeddings, tied, "{name}");
             assert_eq!(c.torch_dtype.as_deref(), Some("bfloat16"));
             let b = c.num_parameters() as f64 / 1e9;
-            assert!((b - billions).abs() / billions < 0.05, "{name}: {b:.3}B vs {billions}B");
+            assert!(
+                (b - billions).abs() / billions < 0.05,
+                "{name}: {b:.3}B vs {billions}B"
+            );
         }
     }
 
@@ -206,7 +223,10 @@ mod tests {
             .unwrap_err();
         assert!(format!("{err:#}").contains("attention_bias"), "{err:#}");
         let err = Qwen3Config::from_json(&cfg(r#""num_key_value_heads":3"#)).unwrap_err();
-        assert!(format!("{err:#}").contains("not a multiple of num_key_value_heads"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("not a multiple of num_key_value_heads"),
+            "{err:#}"
+        );
         let err = Qwen3Config::from_json(r#"{"hidden_size":8}"#).unwrap_err();
         assert!(format!("{err:#}").contains("vocab_size"), "{err:#}");
     }

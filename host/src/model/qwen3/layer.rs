@@ -15,16 +15,26 @@ pub struct DecoderLayer {
 
 impl DecoderLayer {
     pub fn forward(&self, x: &Tensor, ctx: &LayerCtx, mode: Mode) -> Result<Tensor> {
-        let h = (x + self.self_attn.forward(&self.input_layernorm.forward(x)?, ctx, mode)?)?;
-        &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h)?, mode)?
+        let h = (x + self
+            .self_attn
+            .forward(&self.input_layernorm.forward(x)?, ctx, mode)?)?;
+        &h + self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h)?, mode)?
     }
 
     pub fn linears(&self) -> impl Iterator<Item = &Linear> + Clone {
-        self.self_attn.linears().into_iter().chain(self.mlp.linears())
+        self.self_attn
+            .linears()
+            .into_iter()
+            .chain(self.mlp.linears())
     }
 
     pub fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
-        self.self_attn.linears_mut().into_iter().chain(self.mlp.linears_mut())
+        self.self_attn
+            .linears_mut()
+            .into_iter()
+            .chain(self.mlp.linears_mut())
     }
 
     /// Every variable this layer's forward pass reads: the base weights when

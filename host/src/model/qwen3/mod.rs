@@ -149,15 +149,25 @@ impl Qwen3 {
         opts: &LoadOptions,
     ) -> Result<Qwen3> {
         if opts.train == TrainMode::Full && opts.quantization != Quant::None {
-            bail!("quantized base weights cannot be fully fine-tuned: use adapters (LoRA) with 4/8-bit loading");
+            bail!(
+                "quantized base weights cannot be fully fine-tuned: use adapters (LoRA) with 4/8-bit loading"
+            );
         }
-        let mut loader = Loader { files, device, opts, vars: Vec::new() };
+        let mut loader = Loader {
+            files,
+            device,
+            opts,
+            vars: Vec::new(),
+        };
         let c = &config;
         let (hid, d) = (c.hidden_size, c.head_dim());
         let (q_dim, kv_dim) = (c.num_attention_heads * d, c.num_key_value_heads * d);
         let embed_tokens = loader.param("model.embed_tokens.weight", &[c.vocab_size, hid])?;
         let norm = |l: &mut Loader, name: &str, n: usize| -> Result<RmsNorm> {
-            Ok(RmsNorm { weight: l.param(&format!("{name}.weight"), &[n])?, eps: c.rms_norm_eps })
+            Ok(RmsNorm {
+                weight: l.param(&format!("{name}.weight"), &[n])?,
+                eps: c.rms_norm_eps,
+            })
         };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
@@ -244,14 +254,28 @@ impl Qwen3 {
         let (b, s) = input.ids.dims2()?;
         let c = &self.config;
         let ids = input.ids.flatten_all()?;
-        let mut x = self.embed_tokens.index_select(&ids, 0)?.reshape((b, s, c.hidden_size))?;
+        let mut x = self
+            .embed_tokens
+            .index_select(&ids, 0)?
+            .reshape((b, s, c.hidden_size))?;
         let (cos, sin) = rope_tables(&input.positions, c.head_dim(), c.rope_theta(), self.dtype)?;
-        let mask_dtype = if self.dtype == DType::F64 { DType::F64 } else { DType::F32 };
+        let mask_dtype = if self.dtype == DType::F64 {
+            DType::F64
+        } else {
+            DType::F32
+        };
         let mask = AttnMask::new(&input.segments, mask_dtype)?;
         let ctx = Arc::new(LayerCtx { cos, sin, mask });
         for layer in &self.layers {
             x = if self.checkpointing {
-                checkpoint::checkpointed(layer, &x, &ctx, mode, &self.checkpoint_grads, &self.anchor)?
+                checkpoint::checkpointed(
+                    layer,
+                    &x,
+                    &ctx,
+                    mode,
+                    &self.checkpoint_grads,
+                    &self.anchor,
+                )?
             } else {
                 layer.forward(&x, &ctx, mode)?
             };
@@ -291,7 +315,10 @@ impl Qwen3 {
 
     /// Every linear, by HF module path, lm_head last.
     pub fn linears(&self) -> impl Iterator<Item = &Linear> + Clone {
-        self.layers.iter().flat_map(|l| l.linears()).chain(std::iter::once(&self.lm_head))
+        self.layers
+            .iter()
+            .flat_map(|l| l.linears())
+            .chain(std::iter::once(&self.lm_head))
     }
 
     /// What the optimiser updates: base weights under full fine-tuning (HF
@@ -301,8 +328,14 @@ impl Qwen3 {
         let mut vars = self.base_vars.clone();
         for lin in self.linears() {
             if let Some(lora) = &lin.lora {
-                vars.push((format!("base_model.model.{}.lora_A.weight", lin.name), lora.a.clone()));
-                vars.push((format!("base_model.model.{}.lora_B.weight", lin.name), lora.b.clone()));
+                vars.push((
+                    format!("base_model.model.{}.lora_A.weight", lin.name),
+                    lora.a.clone(),
+                ));
+                vars.push((
+                    format!("base_model.model.{}.lora_B.weight", lin.name),
+                    lora.b.clone(),
+                ));
             }
         }
         vars
@@ -311,7 +344,10 @@ impl Qwen3 {
     /// Every base weight under its HF name (quantised ones dequantised;
     /// `lm_head.weight` only when untied), e.g. for exporting merged models.
     pub fn named_weights(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
-        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed_tokens.detach())];
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            self.embed_tokens.detach(),
+        )];
         for (i, layer) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             for (name, norm) in [
@@ -389,7 +425,9 @@ impl Loader<'_> {
                 let t = self.param(&name, &[out_f, in_f])?;
                 LinearBase::Trainable(Var::from_tensor(&t)?)
             }
-            (TrainMode::Frozen, Quant::None) => LinearBase::Frozen(self.load(&name, &[out_f, in_f])?),
+            (TrainMode::Frozen, Quant::None) => {
+                LinearBase::Frozen(self.load(&name, &[out_f, in_f])?)
+            }
             (TrainMode::Frozen, Quant::Nf4) => {
                 LinearBase::Quantized(QuantizedWeight::nf4(&self.load(&name, &[out_f, in_f])?)?)
             }

@@ -9,7 +9,11 @@ use candle_core::{D, DType, Device, Result, Tensor};
 
 /// f32 for half types and f32, f64 for f64.
 fn compute_dtype(dtype: DType) -> DType {
-    if dtype == DType::F64 { DType::F64 } else { DType::F32 }
+    if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
 }
 
 /// Qwen3RMSNorm: `w * (x / sqrt(mean(x^2) + eps))` over the last dim, the
@@ -17,7 +21,9 @@ fn compute_dtype(dtype: DType) -> DType {
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let c = x.to_dtype(compute_dtype(x.dtype()))?;
     let inv = (c.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-    c.broadcast_mul(&inv)?.to_dtype(x.dtype())?.broadcast_mul(weight)
+    c.broadcast_mul(&inv)?
+        .to_dtype(x.dtype())?
+        .broadcast_mul(weight)
 }
 
 /// Rotary `cos`/`sin` tables `[b, 1, s, head_dim]` for positions `[b, s]`
@@ -34,7 +40,10 @@ pub fn rope_tables(
         .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
         .collect();
     let inv_freq = Tensor::from_vec(inv_freq, (1, 1, half), positions.device())?;
-    let freqs = positions.to_dtype(DType::F32)?.unsqueeze(2)?.broadcast_mul(&inv_freq)?;
+    let freqs = positions
+        .to_dtype(DType::F32)?
+        .unsqueeze(2)?
+        .broadcast_mul(&inv_freq)?;
     let emb = Tensor::cat(&[&freqs, &freqs], 2)?.unsqueeze(1)?;
     Ok((emb.cos()?.to_dtype(dtype)?, emb.sin()?.to_dtype(dtype)?))
 }
@@ -96,7 +105,9 @@ fn causal_mask(s: usize, dtype: DType, device: &Device) -> Result<Tensor> {
 /// Max-subtracted for stability; the max is detached because softmax does
 /// not depend on it, so its gradient is exactly zero anyway.
 pub fn masked_softmax(scores: &Tensor, mask: &AttnMask) -> Result<Tensor> {
-    let s = scores.to_dtype(mask.bias.dtype())?.broadcast_add(&mask.bias)?;
+    let s = scores
+        .to_dtype(mask.bias.dtype())?
+        .broadcast_add(&mask.bias)?;
     let max = s.max_keepdim(D::Minus1)?.detach();
     let e = s.broadcast_sub(&max)?.exp()?.broadcast_mul(&mask.allowed)?;
     let sum = e.sum_keepdim(D::Minus1)?.broadcast_add(&mask.empty)?;
@@ -166,13 +177,23 @@ pub(crate) mod testing {
         let var = Var::from_tensor(&x.to_dtype(DType::F64).unwrap()).unwrap();
         let y = f(var.as_tensor()).unwrap();
         let grads = y.backward().unwrap();
-        let analytic: Vec<f64> =
-            grads.get(var.as_tensor()).expect("x has a gradient").flatten_all().unwrap().to_vec1().unwrap();
+        let analytic: Vec<f64> = grads
+            .get(var.as_tensor())
+            .expect("x has a gradient")
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
         let h = 1e-5;
         let eval = |v: &[f64]| -> f64 {
             let t = Tensor::from_slice(v, x.dims(), &Device::Cpu).unwrap();
-            f(&t).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+            f(&t)
+                .unwrap()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
         };
         for i in 0..base.len() {
             let mut plus = base.clone();
@@ -208,14 +229,32 @@ mod tests {
         let pos = Tensor::new(&[[0u32, 1, 5]], &Device::Cpu).unwrap();
         let (cos, sin) = rope_tables(&pos, 4, 10_000.0, DType::F64).unwrap();
         // Position 1, pair (x0, x2) rotated by angle 1 (inv_freq[0] = 1).
-        let x = Tensor::new(&[1.0f64, 0.0, 0.0, 0.0], &Device::Cpu).unwrap().reshape((1, 1, 1, 4)).unwrap();
+        let x = Tensor::new(&[1.0f64, 0.0, 0.0, 0.0], &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 1, 4))
+            .unwrap();
         let x = x.broadcast_as((1, 1, 3, 4)).unwrap().contiguous().unwrap();
         let y = apply_rope(&x, &cos, &sin).unwrap();
-        let row: Vec<f64> = y.get(0).unwrap().get(0).unwrap().get(1).unwrap().to_vec1().unwrap();
-        assert!((row[0] - 1f64.cos()).abs() < 1e-6 && (row[2] - 1f64.sin()).abs() < 1e-6, "{row:?}");
+        let row: Vec<f64> = y
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .get(1)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(
+            (row[0] - 1f64.cos()).abs() < 1e-6 && (row[2] - 1f64.sin()).abs() < 1e-6,
+            "{row:?}"
+        );
         let probe = randn(&[1, 2, 3, 4], 4);
         let x = randn(&[1, 2, 3, 4], 5);
-        finite_diff_check(&x, |x| (apply_rope(x, &cos, &sin)?.sqr()? * &probe)?.sum_all(), 1e-6);
+        finite_diff_check(
+            &x,
+            |x| (apply_rope(x, &cos, &sin)?.sqr()? * &probe)?.sum_all(),
+            1e-6,
+        );
     }
 
     #[test]
@@ -223,7 +262,14 @@ mod tests {
         // Two packed sequences then padding.
         let seg = Tensor::new(&[[1u32, 1, 2, 2, 0]], &Device::Cpu).unwrap();
         let mask = AttnMask::new(&seg, DType::F64).unwrap();
-        let allowed: Vec<Vec<f64>> = mask.allowed.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        let allowed: Vec<Vec<f64>> = mask
+            .allowed
+            .squeeze(0)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
         let expect = [
             [1., 0., 0., 0., 0.],
             [1., 1., 0., 0., 0.],
@@ -245,7 +291,11 @@ mod tests {
             assert!((s - want).abs() < 1e-12, "row {i}: {s}");
         }
         let probe = randn(&[1, 2, 5, 5], 7);
-        finite_diff_check(&scores, |s| (masked_softmax(s, &mask)? * &probe)?.sum_all(), 1e-6);
+        finite_diff_check(
+            &scores,
+            |s| (masked_softmax(s, &mask)? * &probe)?.sum_all(),
+            1e-6,
+        );
     }
 
     #[test]
@@ -262,6 +312,10 @@ mod tests {
                 assert!((got[b][i] - (l[b][i][t[b][i] as usize] - lse)).abs() < 1e-12);
             }
         }
-        finite_diff_check(&logits, |x| (log_softmax_gather(x, &targets)? * 1.7)?.sum_all(), 1e-6);
+        finite_diff_check(
+            &logits,
+            |x| (log_softmax_gather(x, &targets)? * 1.7)?.sum_all(),
+            1e-6,
+        );
     }
 }

@@ -10,11 +10,18 @@ use super::*;
 use crate::model::lora::Lora;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-qwen3").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/tiny-qwen3")
+        .join(name)
 }
 
 fn opts(train: TrainMode, checkpointing: bool) -> LoadOptions {
-    LoadOptions { dtype: DType::F32, train, quantization: Quant::None, gradient_checkpointing: checkpointing }
+    LoadOptions {
+        dtype: DType::F32,
+        train,
+        quantization: Quant::None,
+        gradient_checkpointing: checkpointing,
+    }
 }
 
 fn load(name: &str, o: &LoadOptions) -> Qwen3 {
@@ -29,12 +36,18 @@ struct Expected {
 }
 
 fn expected(name: &str) -> Expected {
-    let t = candle_core::safetensors::load(fixture(name).join("expected.safetensors"), &Device::Cpu).unwrap();
+    let t =
+        candle_core::safetensors::load(fixture(name).join("expected.safetensors"), &Device::Cpu)
+            .unwrap();
     let u32_of = |k: &str| t[k].to_dtype(DType::U32).unwrap();
     let segments = u32_of("attention_mask");
     Expected {
         mask: segments.to_vec2().unwrap(),
-        input: ModelInput { ids: u32_of("input_ids"), positions: u32_of("position_ids"), segments },
+        input: ModelInput {
+            ids: u32_of("input_ids"),
+            positions: u32_of("position_ids"),
+            segments,
+        },
         logits: t["logits"].clone(),
     }
 }
@@ -48,7 +61,10 @@ fn error_vs_reference(model: &Qwen3, e: &Expected) -> f64 {
     let mut worst = 0f64;
     for (b, row) in got3.iter().enumerate() {
         for (i, logits) in row.iter().enumerate() {
-            assert!(logits.iter().all(|v| v.is_finite()), "row {b} token {i} not finite");
+            assert!(
+                logits.iter().all(|v| v.is_finite()),
+                "row {b} token {i} not finite"
+            );
             if e.mask[b][i] == 1 {
                 for (g, w) in logits.iter().zip(&want3[b][i]) {
                     worst = worst.max((g - w).abs() as f64);
@@ -66,7 +82,10 @@ fn logits_match_transformers() {
         for train in [TrainMode::Frozen, TrainMode::Full] {
             for ckpt in [false, true] {
                 let err = error_vs_reference(&load(name, &opts(train, ckpt)), &e);
-                assert!(err <= 1e-4, "{name} {train:?} checkpointing={ckpt}: max abs error {err}");
+                assert!(
+                    err <= 1e-4,
+                    "{name} {train:?} checkpointing={ckpt}: max abs error {err}"
+                );
             }
         }
     }
@@ -76,7 +95,8 @@ fn logits_match_transformers() {
 fn write_sharded(dir: &Path, drop: Option<&str>) {
     let src = fixture("untied");
     std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
-    let tensors = candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let tensors =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
     let mut map = serde_json::Map::new();
@@ -106,17 +126,32 @@ fn sharded_checkpoint_loads_and_missing_tensor_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let missing = "model.layers.1.mlp.up_proj.weight";
     write_sharded(dir.path(), Some(missing));
-    let err = Qwen3::load(dir.path(), &Device::Cpu, &LoadOptions::default()).err().unwrap();
+    let err = Qwen3::load(dir.path(), &Device::Cpu, &LoadOptions::default())
+        .err()
+        .unwrap();
     let msg = format!("{err:#}");
     assert!(msg.contains(missing) && msg.contains("model-0000"), "{msg}");
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(fixture("untied/config.json"), dir.path().join("config.json")).unwrap();
-    let mut t = candle_core::safetensors::load(fixture("untied/model.safetensors"), &Device::Cpu).unwrap();
+    std::fs::copy(
+        fixture("untied/config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let mut t =
+        candle_core::safetensors::load(fixture("untied/model.safetensors"), &Device::Cpu).unwrap();
     t.remove("lm_head.weight");
     candle_core::safetensors::save(&t, dir.path().join("model.safetensors")).unwrap();
-    let msg = format!("{:#}", Qwen3::load(dir.path(), &Device::Cpu, &LoadOptions::default()).err().unwrap());
-    assert!(msg.contains("lm_head.weight") && msg.contains("model.safetensors"), "{msg}");
+    let msg = format!(
+        "{:#}",
+        Qwen3::load(dir.path(), &Device::Cpu, &LoadOptions::default())
+            .err()
+            .unwrap()
+    );
+    assert!(
+        msg.contains("lm_head.weight") && msg.contains("model.safetensors"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -131,14 +166,31 @@ fn packed_segments_equal_separate_sequences() {
     let segments: Vec<u32> = vec![1, 1, 1, 1, 1, 2, 2, 2, 0];
     let dev = Device::Cpu;
     let packed = ModelInput {
-        ids: Tensor::new(ids.as_slice(), &dev).unwrap().unsqueeze(0).unwrap(),
-        positions: Tensor::new(positions.as_slice(), &dev).unwrap().unsqueeze(0).unwrap(),
-        segments: Tensor::new(segments.as_slice(), &dev).unwrap().unsqueeze(0).unwrap(),
+        ids: Tensor::new(ids.as_slice(), &dev)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap(),
+        positions: Tensor::new(positions.as_slice(), &dev)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap(),
+        segments: Tensor::new(segments.as_slice(), &dev)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap(),
     };
-    let packed = model.forward(&packed, Mode::EVAL).unwrap().squeeze(0).unwrap();
+    let packed = model
+        .forward(&packed, Mode::EVAL)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
     let alone = |seq: &Vec<u32>| {
         let input = ModelInput::from_rows(std::slice::from_ref(seq), &dev).unwrap();
-        model.forward(&input, Mode::EVAL).unwrap().squeeze(0).unwrap()
+        model
+            .forward(&input, Mode::EVAL)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
     };
     assert_close(&packed.narrow(0, 0, 5).unwrap(), &alone(&a), 1e-5);
     assert_close(&packed.narrow(0, 5, 3).unwrap(), &alone(&b), 1e-5);
@@ -152,7 +204,11 @@ fn token_logprobs_are_log_softmax_at_next_token() {
     let input = ModelInput::from_rows(&[vec![1, 2, 3, 4], vec![9, 8]], &Device::Cpu).unwrap();
     let lp = model.token_logprobs(&input, Mode::EVAL).unwrap();
     assert_eq!(lp.dims(), &[2, 3]);
-    let logits: Vec<Vec<Vec<f32>>> = model.forward(&input, Mode::EVAL).unwrap().to_vec3().unwrap();
+    let logits: Vec<Vec<Vec<f32>>> = model
+        .forward(&input, Mode::EVAL)
+        .unwrap()
+        .to_vec3()
+        .unwrap();
     let lp: Vec<Vec<f32>> = lp.to_vec2().unwrap();
     let ids = [[1usize, 2, 3, 4], [9, 8, 0, 0]];
     for b in 0..2 {
@@ -168,11 +224,26 @@ fn token_logprobs_are_log_softmax_at_next_token() {
 /// A loss over a padded and a packed row, as training sees it.
 fn loss_input() -> (ModelInput, Tensor) {
     let dev = Device::Cpu;
-    let ids = Tensor::new(&[[3u32, 9, 27, 81, 115, 2, 0], [4, 5, 6, 7, 8, 9, 10]], &dev).unwrap();
+    let ids = Tensor::new(
+        &[[3u32, 9, 27, 81, 115, 2, 0], [4, 5, 6, 7, 8, 9, 10]],
+        &dev,
+    )
+    .unwrap();
     let positions = Tensor::new(&[[0u32, 1, 2, 3, 4, 5, 0], [0, 1, 2, 0, 1, 2, 3]], &dev).unwrap();
     let segments = Tensor::new(&[[1u32, 1, 1, 1, 1, 1, 0], [1, 1, 1, 2, 2, 2, 2]], &dev).unwrap();
-    let weights = Tensor::new(&[[1f32, 1., 1., 0.5, 1., 0.], [1., 1., 0., 1., 1., 1.]], &dev).unwrap();
-    (ModelInput { ids, positions, segments }, weights)
+    let weights = Tensor::new(
+        &[[1f32, 1., 1., 0.5, 1., 0.], [1., 1., 0., 1., 1., 1.]],
+        &dev,
+    )
+    .unwrap();
+    (
+        ModelInput {
+            ids,
+            positions,
+            segments,
+        },
+        weights,
+    )
 }
 
 fn loss_and_grads(model: &Qwen3) -> (f32, Vec<(String, Tensor)>) {
@@ -184,7 +255,10 @@ fn loss_and_grads(model: &Qwen3) -> (f32, Vec<(String, Tensor)>) {
         .trainable_vars()
         .into_iter()
         .map(|(n, v)| {
-            let g = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("no gradient for {n}")).clone();
+            let g = grads
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {n}"))
+                .clone();
             (n, g)
         })
         .collect();
@@ -192,7 +266,12 @@ fn loss_and_grads(model: &Qwen3) -> (f32, Vec<(String, Tensor)>) {
 }
 
 fn assert_same_grads(a: &(f32, Vec<(String, Tensor)>), b: &(f32, Vec<(String, Tensor)>)) {
-    assert!((a.0 - b.0).abs() <= 1e-5 * a.0.abs().max(1.0), "loss {} vs {}", a.0, b.0);
+    assert!(
+        (a.0 - b.0).abs() <= 1e-5 * a.0.abs().max(1.0),
+        "loss {} vs {}",
+        a.0,
+        b.0
+    );
     assert_eq!(a.1.len(), b.1.len());
     for ((na, ga), (nb, gb)) in a.1.iter().zip(&b.1) {
         assert_eq!(na, nb);
@@ -212,7 +291,15 @@ fn checkpointing_gives_the_same_full_gradients() {
         let per_layer = 4 + 7;
         let n = 1 + 2 * per_layer + 1 + usize::from(name == "untied");
         assert_eq!(a.1.len(), n, "{name}");
-        assert!(a.1.iter().all(|(_, g)| g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0));
+        assert!(a.1.iter().all(|(_, g)| {
+            g.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+        }));
         assert_same_grads(&a, &b);
     }
 }
@@ -225,9 +312,15 @@ fn attach(model: &mut Qwen3) {
             continue;
         }
         let (out_f, in_f) = lin.shape();
-        let a = super::ops::testing::randn(&[2, in_f], 100 + i as u64).to_dtype(DType::F32).unwrap();
-        let b = super::ops::testing::randn(&[out_f, 2], 200 + i as u64).to_dtype(DType::F32).unwrap();
-        lin.lora = Some(Lora::from_tensors((a * 0.3).unwrap(), (b * 0.3).unwrap(), 2.0, 0.2, i as u64).unwrap());
+        let a = super::ops::testing::randn(&[2, in_f], 100 + i as u64)
+            .to_dtype(DType::F32)
+            .unwrap();
+        let b = super::ops::testing::randn(&[out_f, 2], 200 + i as u64)
+            .to_dtype(DType::F32)
+            .unwrap();
+        lin.lora = Some(
+            Lora::from_tensors((a * 0.3).unwrap(), (b * 0.3).unwrap(), 2.0, 0.2, i as u64).unwrap(),
+        );
     }
 }
 
@@ -240,7 +333,10 @@ fn checkpointing_gives_the_same_lora_gradients() {
         attach(&mut ckpt);
         let a = loss_and_grads(&plain);
         assert_eq!(a.1.len(), 2 * 7 * 2);
-        assert!(a.1.iter().all(|(n, _)| n.starts_with("base_model.model.model.layers.")));
+        assert!(
+            a.1.iter()
+                .all(|(n, _)| n.starts_with("base_model.model.model.layers."))
+        );
         assert_same_grads(&a, &loss_and_grads(&ckpt));
     }
 }
@@ -251,13 +347,21 @@ fn frozen_base_has_no_variables_and_full_shares_tied_embedding() {
     assert!(frozen.trainable_vars().is_empty());
     let full = load("tied", &opts(TrainMode::Full, false));
     let vars = full.trainable_vars();
-    let embed = &vars.iter().find(|(n, _)| n == "model.embed_tokens.weight").unwrap().1;
+    let embed = &vars
+        .iter()
+        .find(|(n, _)| n == "model.embed_tokens.weight")
+        .unwrap()
+        .1;
     let head = full.linears().last().unwrap();
     assert_eq!(head.name, "lm_head");
-    assert_eq!(head.trainable_var().unwrap().as_tensor().id(), embed.as_tensor().id());
+    assert_eq!(
+        head.trainable_var().unwrap().as_tensor().id(),
+        embed.as_tensor().id()
+    );
     assert!(!vars.iter().any(|(n, _)| n == "lm_head.weight"));
     // named_weights round-trips the checkpoint.
-    let src = candle_core::safetensors::load(fixture("tied/model.safetensors"), &Device::Cpu).unwrap();
+    let src =
+        candle_core::safetensors::load(fixture("tied/model.safetensors"), &Device::Cpu).unwrap();
     let named = full.named_weights().unwrap();
     assert_eq!(named.len(), src.len());
     for (n, t) in named {
@@ -267,10 +371,22 @@ fn frozen_base_has_no_variables_and_full_shares_tied_embedding() {
 
 #[test]
 fn quantized_full_fine_tuning_is_refused() {
-    let o = LoadOptions { quantization: Quant::Nf4, train: TrainMode::Full, ..LoadOptions::default() };
-    let msg = format!("{:#}", Qwen3::load(&fixture("tied"), &Device::Cpu, &o).err().unwrap());
+    let o = LoadOptions {
+        quantization: Quant::Nf4,
+        train: TrainMode::Full,
+        ..LoadOptions::default()
+    };
+    let msg = format!(
+        "{:#}",
+        Qwen3::load(&fixture("tied"), &Device::Cpu, &o)
+            .err()
+            .unwrap()
+    );
     assert!(msg.contains("quantized"), "{msg}");
-    let o = LoadOptions { quantization: Quant::Int8, ..LoadOptions::default() };
+    let o = LoadOptions {
+        quantization: Quant::Int8,
+        ..LoadOptions::default()
+    };
     let model = load("tied", &o);
     let e = expected("tied");
     // 8-bit blockwise weights: close to, not equal to, the reference.
@@ -284,8 +400,17 @@ fn quantized_bases_equal_their_dequantized_weights() {
     use crate::model::quant::QuantizedWeight;
     let e = expected("untied");
     for q in [Quant::Nf4, Quant::Int8] {
-        let quantized = load("untied", &LoadOptions { quantization: q, ..LoadOptions::default() });
-        let n = quantized.linears().filter(|l| matches!(l.base, LinearBase::Quantized(_))).count();
+        let quantized = load(
+            "untied",
+            &LoadOptions {
+                quantization: q,
+                ..LoadOptions::default()
+            },
+        );
+        let n = quantized
+            .linears()
+            .filter(|l| matches!(l.base, LinearBase::Quantized(_)))
+            .count();
         assert_eq!(n, 14, "every decoder linear, not lm_head");
         // The same model with each decoder linear replaced by the dense
         // dequantised weight: the quantised path must compute exactly that.
@@ -310,12 +435,18 @@ fn bf16_trains_with_checkpointing() {
     // the f32 reference, and checkpointed gradients equal to plain ones.
     let e = expected("tied");
     for ckpt in [false, true] {
-        let o = LoadOptions { dtype: DType::BF16, ..opts(TrainMode::Full, ckpt) };
+        let o = LoadOptions {
+            dtype: DType::BF16,
+            ..opts(TrainMode::Full, ckpt)
+        };
         let model = load("tied", &o);
         let err = error_vs_reference(&model, &e);
         assert!(err < 0.25, "bf16 error {err}");
     }
-    let o = |ckpt| LoadOptions { dtype: DType::BF16, ..opts(TrainMode::Full, ckpt) };
+    let o = |ckpt| LoadOptions {
+        dtype: DType::BF16,
+        ..opts(TrainMode::Full, ckpt)
+    };
     let a = loss_and_grads(&load("tied", &o(false)));
     let b = loss_and_grads(&load("tied", &o(true)));
     assert_eq!(a.0, b.0);

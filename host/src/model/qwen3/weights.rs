@@ -52,13 +52,21 @@ impl WeightFiles {
         files.dedup();
         for f in &files {
             if !f.is_file() {
-                bail!("{} lists shard {}, which does not exist", index.display(), f.display());
+                bail!(
+                    "{} lists shard {}, which does not exist",
+                    index.display(),
+                    f.display()
+                );
             }
         }
         let mut this = Self::open_files(files, index.display().to_string())?;
         // The index is the contract: a tensor it routes to a shard that lacks
         // it is reported against that shard.
-        this.routing = parsed.weight_map.into_iter().map(|(k, f)| (k, dir.join(f))).collect();
+        this.routing = parsed
+            .weight_map
+            .into_iter()
+            .map(|(k, f)| (k, dir.join(f)))
+            .collect();
         Ok(this)
     }
 
@@ -76,7 +84,11 @@ impl WeightFiles {
                 routing.insert(name, f.clone());
             }
         }
-        Ok(WeightFiles { st, routing, describe })
+        Ok(WeightFiles {
+            st,
+            routing,
+            describe,
+        })
     }
 
     /// Whether the checkpoint holds `name`.
@@ -85,7 +97,13 @@ impl WeightFiles {
     }
 
     /// Loads `name`, checks its shape and converts it to `dtype` on `device`.
-    pub fn load(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn load(
+        &self,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         let Some(file) = self.routing.get(name) else {
             bail!("tensor {name} is missing from {}", self.describe);
         };
