@@ -44,7 +44,9 @@ pub struct JobList {
 fn job_error(e: JobError) -> ApiError {
     match e {
         JobError::NotFound(_) => ApiError::not_found("job_not_found", e.to_string()),
-        JobError::Finished { .. } => ApiError::new(StatusCode::CONFLICT, "job_finished", e.to_string()),
+        JobError::Finished { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "job_finished", e.to_string())
+        }
         JobError::NotResumable { .. } => {
             ApiError::new(StatusCode::CONFLICT, "job_not_resumable", e.to_string())
         }

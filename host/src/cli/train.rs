@@ -76,7 +76,13 @@ pub fn run(ctx: Context, args: TrainArgs) -> Result<ExitCode> {
         settings: ctx.settings.clone(),
     };
     let trainer = default_trainer(&env)?;
-    let queue = JobQueue::open(store, Ok(trainer), QueueOptions { adopt_queued: false })?;
+    let queue = JobQueue::open(
+        store,
+        Ok(trainer),
+        QueueOptions {
+            adopt_queued: false,
+        },
+    )?;
     let cwd = std::env::current_dir().context("reading the current folder")?;
     let job = queue.submit(config, &cwd)?;
     stop_on_ctrl_c(queue.clone(), job.id, args.json);
@@ -99,7 +105,9 @@ pub fn run(ctx: Context, args: TrainArgs) -> Result<ExitCode> {
                         view.step(&e);
                     }
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break queue.get(job.id)?,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    break queue.get(job.id)?;
+                }
             }
         },
     };
@@ -250,7 +258,9 @@ impl View {
                         "job {} completed: {} steps{}; output in {}",
                         r.id,
                         r.step,
-                        r.loss.map(|l| format!(", final loss {l:.4}")).unwrap_or_default(),
+                        r.loss
+                            .map(|l| format!(", final loss {l:.4}"))
+                            .unwrap_or_default(),
                         r.output_dir
                     );
                 }
@@ -327,7 +337,9 @@ pub fn run_jobs(ctx: Context, cmd: JobsCommand) -> Result<ExitCode> {
                 println!(
                     "  step         {}{}",
                     j.step,
-                    j.total_steps.map(|t| format!(" of {t}")).unwrap_or_default()
+                    j.total_steps
+                        .map(|t| format!(" of {t}"))
+                        .unwrap_or_default()
                 );
                 if let Some(l) = j.loss {
                     println!("  loss         {l:.4}");

@@ -599,7 +599,10 @@ impl RawConfig {
             probe.insert("dataset".into(), "d".into());
             probe.insert(key.clone(), self.map[key].clone());
             if let Err(e) = serde_json::from_value::<TrainConfig>(Value::Object(probe)) {
-                problems.push(prefixed(self.origin_of(key), format!("{key}: {}", plain(&e))));
+                problems.push(prefixed(
+                    self.origin_of(key),
+                    format!("{key}: {}", plain(&e)),
+                ));
             }
         }
         if problems.is_empty() {
@@ -619,7 +622,10 @@ fn plain(e: &serde_json::Error) -> String {
         .replace("expected u64", "expected a whole number ≥ 0")
         .replace("expected usize", "expected a whole number ≥ 0")
         .replace("expected a boolean", "expected true or false")
-        .replace("a string or a list of strings", "a string or a list of strings")
+        .replace(
+            "a string or a list of strings",
+            "a string or a list of strings",
+        )
 }
 
 /// Reads `"1e-4"` as a number, `"true"` as a boolean, `2.0` as 2 where the
@@ -719,7 +725,11 @@ impl TrainConfig {
                 self.training_method
             ))
         });
-        if dir.is_absolute() { dir } else { base.join(dir) }
+        if dir.is_absolute() {
+            dir
+        } else {
+            base.join(dir)
+        }
     }
 
     /// Warm-up steps for a run of `total_steps`.
@@ -766,7 +776,10 @@ impl TrainConfig {
             bad("model_name", "model_name must not be empty".into());
         }
         if self.training_method.trim().is_empty() {
-            bad("training_method", "training_method must not be empty".into());
+            bad(
+                "training_method",
+                "training_method must not be empty".into(),
+            );
         }
         if self.dataset.is_empty() {
             bad("dataset", "dataset must name at least one dataset".into());
@@ -778,25 +791,43 @@ impl TrainConfig {
         }
         let positive = |v: f64| v.is_finite() && v > 0.0;
         if !positive(self.learning_rate) {
-            bad("learning_rate", format!("learning_rate must be > 0 (got {})", self.learning_rate));
+            bad(
+                "learning_rate",
+                format!("learning_rate must be > 0 (got {})", self.learning_rate),
+            );
         }
         if !positive(self.num_train_epochs) {
             bad(
                 "num_train_epochs",
-                format!("num_train_epochs must be > 0 (got {})", self.num_train_epochs),
+                format!(
+                    "num_train_epochs must be > 0 (got {})",
+                    self.num_train_epochs
+                ),
             );
         }
         if self.max_steps == Some(0) {
-            bad("max_steps", "max_steps must be ≥ 1 (leave it out to train by epochs)".into());
+            bad(
+                "max_steps",
+                "max_steps must be ≥ 1 (leave it out to train by epochs)".into(),
+            );
         }
         if self.per_device_train_batch_size == 0 {
-            bad("per_device_train_batch_size", "per_device_train_batch_size must be ≥ 1".into());
+            bad(
+                "per_device_train_batch_size",
+                "per_device_train_batch_size must be ≥ 1".into(),
+            );
         }
         if self.gradient_accumulation_steps == 0 {
-            bad("gradient_accumulation_steps", "gradient_accumulation_steps must be ≥ 1".into());
+            bad(
+                "gradient_accumulation_steps",
+                "gradient_accumulation_steps must be ≥ 1".into(),
+            );
         }
         if !(0.0..1.0).contains(&self.val_size) {
-            bad("val_size", format!("val_size must be in [0, 1) (got {})", self.val_size));
+            bad(
+                "val_size",
+                format!("val_size must be in [0, 1) (got {})", self.val_size),
+            );
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) {
             bad(
@@ -805,12 +836,18 @@ impl TrainConfig {
             );
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            bad("weight_decay", format!("weight_decay must be ≥ 0 (got {})", self.weight_decay));
+            bad(
+                "weight_decay",
+                format!("weight_decay must be ≥ 0 (got {})", self.weight_decay),
+            );
         }
         if !(self.max_grad_norm.is_finite() && self.max_grad_norm >= 0.0) {
             bad(
                 "max_grad_norm",
-                format!("max_grad_norm must be ≥ 0 (0 = no clipping; got {})", self.max_grad_norm),
+                format!(
+                    "max_grad_norm must be ≥ 0 (0 = no clipping; got {})",
+                    self.max_grad_norm
+                ),
             );
         }
         if self.max_seq_length < 2 {
@@ -820,7 +857,10 @@ impl TrainConfig {
             bad("lora_rank", "lora_rank must be ≥ 1".into());
         }
         if !positive(self.lora_alpha) {
-            bad("lora_alpha", format!("lora_alpha must be > 0 (got {})", self.lora_alpha));
+            bad(
+                "lora_alpha",
+                format!("lora_alpha must be > 0 (got {})", self.lora_alpha),
+            );
         }
         if !(0.0..1.0).contains(&self.lora_dropout) {
             bad(
@@ -838,7 +878,10 @@ impl TrainConfig {
             bad("logging_steps", "logging_steps must be ≥ 1".into());
         }
         if self.load_in_4bit && self.load_in_8bit {
-            bad("load_in_8bit", "load_in_4bit and load_in_8bit cannot both be true".into());
+            bad(
+                "load_in_8bit",
+                "load_in_4bit and load_in_8bit cannot both be true".into(),
+            );
         }
         if self.is_full() && (self.load_in_4bit || self.load_in_8bit) {
             bad(
@@ -969,7 +1012,11 @@ mod tests {
         let p = write(dir.path(), "c.yml", "model_name: m\ndataset: d\n");
         let c = TrainConfig::load(
             &p,
-            &["lora_rank=4".into(), "packing=true".into(), "system=Be brief.".into()],
+            &[
+                "lora_rank=4".into(),
+                "packing=true".into(),
+                "system=Be brief.".into(),
+            ],
         )
         .unwrap();
         assert_eq!((c.lora_rank, c.packing), (4, true));
@@ -1004,7 +1051,9 @@ mod tests {
             bad(serde_json::json!({"lr_scheduler_type": "step"})),
             "lr_scheduler_type: unknown variant `step`, expected one of `cosine`, `linear`, `constant`"
         );
-        assert!(bad(serde_json::json!({"device": "tpu"})).starts_with("device: unknown device \"tpu\""));
+        assert!(
+            bad(serde_json::json!({"device": "tpu"})).starts_with("device: unknown device \"tpu\"")
+        );
         assert_eq!(
             bad(serde_json::json!({"per_device_train_batch_size": 0, "lora_dropout": 1.5})),
             "per_device_train_batch_size must be ≥ 1\nlora_dropout must be in [0, 1) (got 1.5)"
@@ -1037,8 +1086,8 @@ mod tests {
 
     #[test]
     fn plugin_json_has_every_key_and_keys_table_matches() {
-        let c = TrainConfig::from_json(serde_json::json!({"model_name": "m", "dataset": "d"}))
-            .unwrap();
+        let c =
+            TrainConfig::from_json(serde_json::json!({"model_name": "m", "dataset": "d"})).unwrap();
         let v: Value = serde_json::from_str(&c.to_plugin_json()).unwrap();
         let mut serialised: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
         serialised.sort();

@@ -464,15 +464,16 @@ impl Shared {
                         stop,
                         shared: self.clone(),
                     };
-                    std::panic::catch_unwind(AssertUnwindSafe(|| trainer.run(&ctx)))
-                        .unwrap_or_else(|panic| {
+                    std::panic::catch_unwind(AssertUnwindSafe(|| trainer.run(&ctx))).unwrap_or_else(
+                        |panic| {
                             let msg = panic
                                 .downcast_ref::<String>()
                                 .cloned()
                                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                                 .unwrap_or_else(|| "unknown cause".into());
                             Err(anyhow::anyhow!("the trainer panicked: {msg}"))
-                        })
+                        },
+                    )
                 }),
         };
         let (status, error) = match result {
@@ -654,8 +655,14 @@ impl JobQueue {
         &self,
         id: i64,
         after: u64,
-    ) -> Result<(JobRecord, Vec<StoredEvent>, Option<broadcast::Receiver<JobUpdate>>), JobError>
-    {
+    ) -> Result<
+        (
+            JobRecord,
+            Vec<StoredEvent>,
+            Option<broadcast::Receiver<JobUpdate>>,
+        ),
+        JobError,
+    > {
         let record = self.get(id)?;
         if record.status.is_finished() {
             let history = self.events(id, after)?;
@@ -848,7 +855,10 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("job {id} never reached the expected state: {:?}", queue.get(id));
+        panic!(
+            "job {id} never reached the expected state: {:?}",
+            queue.get(id)
+        );
     }
 
     fn open(
@@ -868,7 +878,10 @@ mod tests {
         let job = q.submit(config(serde_json::json!({})), dir.path()).unwrap();
         assert_eq!(job.status, JobStatus::Queued);
         assert_eq!(job.device, "cpu");
-        assert_eq!(job.output_dir, dir.path().join("output/m-lora").display().to_string());
+        assert_eq!(
+            job.output_dir,
+            dir.path().join("output/m-lora").display().to_string()
+        );
         let done = wait_until(&q, job.id, |r| r.status.is_finished());
         assert_eq!(done.status, JobStatus::Completed);
         assert_eq!((done.step, done.total_steps), (3, Some(3)));
@@ -897,11 +910,16 @@ mod tests {
             .unwrap();
         let done = wait_until(&q, job.id, |r| r.status.is_finished());
         assert_eq!(done.status, JobStatus::Failed);
-        assert_eq!(done.error.as_deref(), Some("plugin `lora` returned a non-scalar loss"));
+        assert_eq!(
+            done.error.as_deref(),
+            Some("plugin `lora` returned a non-scalar loss")
+        );
 
         let dir2 = tempfile::tempdir().unwrap();
         let (_s, q) = open(dir2.path(), Arc::new(Panics), true);
-        let job = q.submit(config(serde_json::json!({})), dir2.path()).unwrap();
+        let job = q
+            .submit(config(serde_json::json!({})), dir2.path())
+            .unwrap();
         let done = wait_until(&q, job.id, |r| r.status.is_finished());
         assert_eq!(done.error.as_deref(), Some("the trainer panicked: boom"));
     }
@@ -912,13 +930,19 @@ mod tests {
         let (go, gate) = mpsc::channel();
         let fake = Fake::new(Some(gate));
         let (_s, q) = open(dir.path(), fake.clone(), true);
-        let a = q.submit(config(serde_json::json!({"max_steps": 4})), dir.path()).unwrap();
+        let a = q
+            .submit(config(serde_json::json!({"max_steps": 4})), dir.path())
+            .unwrap();
         let b = q.submit(config(serde_json::json!({})), dir.path()).unwrap();
         let c = q.submit(config(serde_json::json!({})), dir.path()).unwrap();
         wait_until(&q, a.id, |r| r.status == JobStatus::Running);
         go.send(()).unwrap();
         wait_until(&q, a.id, |r| r.step == 1);
-        assert_eq!(q.get(b.id).unwrap().status, JobStatus::Queued, "b waits for a");
+        assert_eq!(
+            q.get(b.id).unwrap().status,
+            JobStatus::Queued,
+            "b waits for a"
+        );
         // A queued job stops at once and never runs.
         assert_eq!(q.stop(c.id).unwrap().status, JobStatus::Stopped);
         // A running job stops when its trainer next looks.
@@ -942,7 +966,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (go, gate) = mpsc::channel();
         let (_s, q) = open(dir.path(), Fake::new(Some(gate)), true);
-        let a = q.submit(config(serde_json::json!({"max_steps": 5})), dir.path()).unwrap();
+        let a = q
+            .submit(config(serde_json::json!({"max_steps": 5})), dir.path())
+            .unwrap();
         for _ in 0..3 {
             go.send(()).unwrap();
         }
@@ -965,14 +991,27 @@ mod tests {
         assert_eq!(resumed.step, 2);
         assert_eq!(
             resumed.config.resume_from_checkpoint.as_deref(),
-            Some(dir.path().join("output/m-lora/checkpoint-2").to_str().unwrap())
+            Some(
+                dir.path()
+                    .join("output/m-lora/checkpoint-2")
+                    .to_str()
+                    .unwrap()
+            )
         );
         let done = wait_until(&q2, a.id, |r| r.status.is_finished());
         assert_eq!(done.status, JobStatus::Completed);
         // Steps 1-2 from before the checkpoint, then the fake's 5 again.
-        let steps: Vec<u64> = q2.events(a.id, 0).unwrap().iter().map(|e| e.event.step).collect();
+        let steps: Vec<u64> = q2
+            .events(a.id, 0)
+            .unwrap()
+            .iter()
+            .map(|e| e.event.step)
+            .collect();
         assert_eq!(steps, [1, 2, 1, 2, 3, 4, 5]);
-        assert!(matches!(q2.resume(a.id), Err(JobError::NotResumable { .. })));
+        assert!(matches!(
+            q2.resume(a.id),
+            Err(JobError::NotResumable { .. })
+        ));
     }
 
     #[test]
@@ -980,7 +1019,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (go, gate) = mpsc::channel();
         let (_s, q) = open(dir.path(), Fake::new(Some(gate)), true);
-        let a = q.submit(config(serde_json::json!({"max_steps": 3})), dir.path()).unwrap();
+        let a = q
+            .submit(config(serde_json::json!({"max_steps": 3})), dir.path())
+            .unwrap();
         go.send(()).unwrap();
         wait_until(&q, a.id, |r| r.step == 1);
         let (rec, history, rx) = q.subscribe(a.id, 0).unwrap();
@@ -1016,7 +1057,9 @@ mod tests {
             QueueOptions { adopt_queued: true },
         )
         .unwrap();
-        let e = q.submit(config(serde_json::json!({})), dir.path()).unwrap_err();
+        let e = q
+            .submit(config(serde_json::json!({})), dir.path())
+            .unwrap_err();
         assert_eq!(e.to_string(), "training engine not wired yet");
         assert!(q.list().unwrap().is_empty());
     }
