@@ -18,14 +18,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use candle_core::backend::BackendStorage;
 use candle_core::backprop::GradStore;
-use candle_core::{
-    CpuStorage, CudaStorage, CustomOp2, Layout, MetalStorage, Result, Shape, Tensor, TensorId, Var,
-};
+use candle_core::{Result, Tensor, TensorId, Var};
 
 use super::attention::LayerCtx;
 use super::layer::DecoderLayer;
+use super::ops::with_backward;
 use crate::model::linear::Mode;
 
 /// Parameter gradients produced inside checkpointed backward passes, keyed by
@@ -77,100 +75,31 @@ pub fn checkpointed(
     grads: &CheckpointGrads,
     anchor: &Var,
 ) -> Result<Tensor> {
-    let out = layer
-        .forward(&x.detach(), ctx, mode)?
-        .detach()
-        .contiguous()?;
-    let x_tracked = x.track_op();
-    let arg = if x_tracked {
+    let out = layer.forward(&x.detach(), ctx, mode)?.detach();
+    let arg = if x.track_op() {
         x.clone()
     } else {
         x.broadcast_add(&anchor.as_tensor().to_dtype(x.dtype())?)?
     };
-    out.apply_op2(
-        &arg,
-        Recompute {
-            layer: layer.clone(),
-            ctx: ctx.clone(),
-            mode,
-            grads: grads.clone(),
-        },
-    )
-}
-
-struct Recompute {
-    layer: Arc<DecoderLayer>,
-    ctx: Arc<LayerCtx>,
-    mode: Mode,
-    grads: CheckpointGrads,
-}
-
-fn clone_first<S: BackendStorage>(s: &S, l: &Layout) -> Result<(S, Shape)> {
-    if !l.is_contiguous() || l.start_offset() != 0 {
-        candle_core::bail!("checkpoint: layer output is not contiguous");
-    }
-    Ok((s.try_clone(l)?, l.shape().clone()))
-}
-
-impl CustomOp2 for Recompute {
-    fn name(&self) -> &'static str {
-        "checkpointed-layer"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        clone_first(s1, l1)
-    }
-
-    fn cuda_fwd(
-        &self,
-        s1: &CudaStorage,
-        l1: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        clone_first(s1, l1)
-    }
-
-    fn metal_fwd(
-        &self,
-        s1: &MetalStorage,
-        l1: &Layout,
-        _: &MetalStorage,
-        _: &Layout,
-    ) -> Result<(MetalStorage, Shape)> {
-        clone_first(s1, l1)
-    }
-
-    fn bwd(
-        &self,
-        _out: &Tensor,
-        x: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let (layer, ctx, grads) = (layer.clone(), ctx.clone(), grads.clone());
+    with_backward(out, &arg, "checkpointed-layer", move |x, _out, grad| {
         let x_var = Var::from_tensor(&x.detach())?;
-        let out = self
-            .layer
-            .forward(x_var.as_tensor(), &self.ctx, self.mode)?;
+        let out = layer.forward(x_var.as_tensor(), &ctx, mode)?;
         let inner = (out * grad.detach().to_dtype(x.dtype())?)?
             .sum_all()?
             .backward()?;
-        for var in self.layer.vars() {
+        for var in layer.vars() {
             if let Some(g) = inner.get(var.as_tensor()) {
-                self.grads.add(&var, g.clone())?;
+                grads.add(&var, g.clone())?;
             }
         }
-        // Always returned: candle expects every tracked argument to receive a
-        // gradient, and an anchored input is tracked (the anchor's own
-        // gradient is never read).
-        Ok((None, inner.get(x_var.as_tensor()).cloned()))
-    }
+        // Returned even for an anchored input: candle expects every tracked
+        // argument to receive a gradient (the anchor's is never read).
+        inner
+            .get(x_var.as_tensor())
+            .cloned()
+            .ok_or_else(|| candle_core::Error::Msg("checkpoint: no input gradient".into()))
+    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,11 @@
 //! Norms and softmax compute in f32 whatever the model dtype (like
 //! transformers), or in f64 when given f64 (finite-difference tests).
 
-use candle_core::{D, DType, Device, Result, Tensor};
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp2, D, DType, Device, Layout, MetalStorage, Result, Shape,
+    Tensor,
+};
 
 /// f32 for half types and f32, f64 for f64.
 fn compute_dtype(dtype: DType) -> DType {
@@ -18,12 +22,20 @@ fn compute_dtype(dtype: DType) -> DType {
 
 /// Qwen3RMSNorm: `w * (x / sqrt(mean(x^2) + eps))` over the last dim, the
 /// normalisation in f32 and the scale in the input dtype (as transformers).
+///
+/// A constant weight (frozen base) is applied with an explicit backward
+/// pass: through a plain broadcast multiply candle would also compute and
+/// keep an activation-sized gradient for the broadcast weight.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let c = x.to_dtype(compute_dtype(x.dtype()))?;
     let inv = (c.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-    c.broadcast_mul(&inv)?
-        .to_dtype(x.dtype())?
-        .broadcast_mul(weight)
+    let normed = c.broadcast_mul(&inv)?.to_dtype(x.dtype())?;
+    if weight.track_op() {
+        return normed.broadcast_mul(weight);
+    }
+    let w = weight.clone();
+    let y = normed.detach().broadcast_mul(&w)?;
+    with_backward(y, &normed, "norm-scale", move |_, _, g| g.broadcast_mul(&w))
 }
 
 /// Rotary `cos`/`sin` tables `[b, 1, s, head_dim]` for positions `[b, s]`
@@ -49,7 +61,26 @@ pub fn rope_tables(
 }
 
 /// `x * cos + rotate_half(x) * sin` for `x` `[b, heads, s, d]`.
+///
+/// The backward pass is given explicitly ([`with_backward`]): written with
+/// plain ops, candle would also compute (and keep until the end of the
+/// backward pass) gradients for the broadcast `cos`/`sin` constants.
 pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let y = rope_value(&x.detach(), cos, sin)?;
+    let (cos, sin) = (cos.clone(), sin.clone());
+    with_backward(y, x, "rope", move |_x, _y, g| {
+        // rotate_half is R x = [-x2, x1]; its transpose maps z to [z2, -z1].
+        let gs = g.broadcast_mul(&sin)?;
+        let d = gs.dim(D::Minus1)?;
+        let (z1, z2) = (
+            gs.narrow(D::Minus1, 0, d / 2)?,
+            gs.narrow(D::Minus1, d / 2, d - d / 2)?,
+        );
+        g.broadcast_mul(&cos)? + Tensor::cat(&[&z2, &z1.neg()?], D::Minus1)?
+    })
+}
+
+fn rope_value(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let d = x.dim(D::Minus1)?;
     let x1 = x.narrow(D::Minus1, 0, d / 2)?;
     let x2 = x.narrow(D::Minus1, d / 2, d - d / 2)?;
@@ -102,13 +133,25 @@ fn causal_mask(s: usize, dtype: DType, device: &Device) -> Result<Tensor> {
 /// Softmax over the last dim of `scores` `[b, h, s, s]` restricted to the
 /// allowed keys, in f32 (f64 for f64), returned in f32/f64.
 ///
-/// Max-subtracted for stability; the max is detached because softmax does
-/// not depend on it, so its gradient is exactly zero anyway.
+/// Max-subtracted for stability. The backward pass is the softmax Jacobian
+/// `p * (g - sum(g * p))` ([`with_backward`]): through plain ops candle
+/// would keep score-sized gradients of the mask and max constants for every
+/// layer until the backward pass ends.
 pub fn masked_softmax(scores: &Tensor, mask: &AttnMask) -> Result<Tensor> {
+    let p = masked_softmax_value(&scores.detach(), mask)?;
+    let in_dtype = scores.dtype();
+    with_backward(p, scores, "masked-softmax", move |_x, p, g| {
+        let gp = (g.to_dtype(p.dtype())? * p)?;
+        let dot = gp.sum_keepdim(D::Minus1)?;
+        (gp - p.broadcast_mul(&dot)?)?.to_dtype(in_dtype)
+    })
+}
+
+fn masked_softmax_value(scores: &Tensor, mask: &AttnMask) -> Result<Tensor> {
     let s = scores
         .to_dtype(mask.bias.dtype())?
         .broadcast_add(&mask.bias)?;
-    let max = s.max_keepdim(D::Minus1)?.detach();
+    let max = s.max_keepdim(D::Minus1)?;
     let e = s.broadcast_sub(&max)?.exp()?.broadcast_mul(&mask.allowed)?;
     let sum = e.sum_keepdim(D::Minus1)?.broadcast_add(&mask.empty)?;
     e.broadcast_div(&sum)
@@ -116,13 +159,111 @@ pub fn masked_softmax(scores: &Tensor, mask: &AttnMask) -> Result<Tensor> {
 
 /// `log_softmax(logits)[.., target]` for logits `[b, t, V]` and targets
 /// `[b, t]` (u32): `z[target] - log(sum(exp(z)))` with `z = logits - max`,
-/// without materialising the full log-softmax.
+/// without materialising the full log-softmax. Backward: `g * (onehot -
+/// softmax)`, computed only when needed, so nothing vocabulary-sized is kept.
 pub fn log_softmax_gather(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let z = logits.broadcast_sub(&max)?;
+    let targets = targets
+        .to_dtype(DType::U32)?
+        .unsqueeze(D::Minus1)?
+        .contiguous()?;
+    let x = logits.detach();
+    let z = x.broadcast_sub(&x.max_keepdim(D::Minus1)?)?;
     let lse = z.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    let picked = z.gather(&targets.unsqueeze(D::Minus1)?.contiguous()?, D::Minus1)?;
-    (picked - lse)?.squeeze(D::Minus1)
+    let lp = (z.gather(&targets, D::Minus1)? - lse)?.squeeze(D::Minus1)?;
+    with_backward(lp, logits, "log-softmax-gather", move |x, _lp, g| {
+        let z = x.broadcast_sub(&x.max_keepdim(D::Minus1)?)?;
+        let e = z.exp()?;
+        let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+        let v = x.dim(D::Minus1)?;
+        let vocab = Tensor::arange(0u32, v as u32, x.device())?.reshape((1, 1, v))?;
+        let onehot = targets.broadcast_eq(&vocab)?.to_dtype(x.dtype())?;
+        (onehot - p)?.broadcast_mul(&g.to_dtype(x.dtype())?.unsqueeze(D::Minus1)?)
+    })
+}
+
+type BackwardFn = dyn Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + Sync;
+
+/// Makes `value`, computed from `input` without a graph, differentiable with
+/// respect to `input` with the given backward pass `bwd(input, value, grad)
+/// -> input gradient`.
+///
+/// This is how the model gets hand-written backward passes without writing
+/// kernels: the forward pass runs ordinary (device-agnostic) candle ops on a
+/// detached input, and a custom op that is the identity on `value` carries
+/// `bwd` into the graph. Returns `value` itself when `input` needs no
+/// gradient.
+pub fn with_backward<F>(value: Tensor, input: &Tensor, name: &'static str, bwd: F) -> Result<Tensor>
+where
+    F: Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
+{
+    if !input.track_op() {
+        return Ok(value);
+    }
+    value.contiguous()?.apply_op2(
+        input,
+        Backward {
+            name,
+            bwd: Box::new(bwd),
+        },
+    )
+}
+
+struct Backward {
+    name: &'static str,
+    bwd: Box<BackwardFn>,
+}
+
+fn clone_first<S: BackendStorage>(s: &S, l: &Layout) -> Result<(S, Shape)> {
+    if !l.is_contiguous() || l.start_offset() != 0 {
+        candle_core::bail!("with_backward: value is not contiguous");
+    }
+    Ok((s.try_clone(l)?, l.shape().clone()))
+}
+
+impl CustomOp2 for Backward {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        clone_first(s1, l1)
+    }
+
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        clone_first(s1, l1)
+    }
+
+    fn metal_fwd(
+        &self,
+        s1: &MetalStorage,
+        l1: &Layout,
+        _: &MetalStorage,
+        _: &Layout,
+    ) -> Result<(MetalStorage, Shape)> {
+        clone_first(s1, l1)
+    }
+
+    fn bwd(
+        &self,
+        _value: &Tensor,
+        input: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((None, Some((self.bwd)(input, res, grad)?)))
+    }
 }
 
 /// Helpers for the model's tests: seeded tensors, closeness, finite differences.
@@ -221,7 +362,13 @@ mod tests {
         let w = randn(&[6], 1);
         let probe = randn(&[2, 3, 6], 2);
         let x = randn(&[2, 3, 6], 3);
+        // Constant weight (explicit backward) ...
         finite_diff_check(&x, |x| (rms_norm(x, &w, 1e-6)? * &probe)?.sum_all(), 1e-6);
+        // ... and trained weight (plain ops), same value.
+        let wv = candle_core::Var::from_tensor(&w).unwrap();
+        let a = rms_norm(&x, &w, 1e-6).unwrap();
+        assert_close(&a, &rms_norm(&x, wv.as_tensor(), 1e-6).unwrap(), 0.0);
+        finite_diff_check(&w, |w| (rms_norm(&x, w, 1e-6)? * &probe)?.sum_all(), 1e-6);
     }
 
     #[test]

@@ -455,3 +455,29 @@ fn bf16_trains_with_checkpointing() {
         assert_eq!(max_abs_diff(ga, gb), 0.0, "{n}");
     }
 }
+
+#[test]
+fn frozen_base_keeps_no_weight_or_score_sized_gradients() {
+    // With a frozen base only adapters train; the backward pass must not
+    // leave gradients of base weights, logits or attention scores behind.
+    let mut model = load("untied", &opts(TrainMode::Frozen, false));
+    attach(&mut model);
+    let (input, weights) = loss_input();
+    let lp = model.token_logprobs(&input, Mode::TRAIN).unwrap();
+    let grads = model
+        .backward(&(lp * weights).unwrap().sum_all().unwrap())
+        .unwrap();
+    let base: Vec<Vec<usize>> = model
+        .named_weights()
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t.dims().to_vec())
+        .filter(|d| d.len() == 2)
+        .collect();
+    for id in grads.get_ids() {
+        let d = grads.get_id(*id).unwrap().dims().to_vec();
+        assert!(!base.contains(&d), "weight-sized gradient {d:?}");
+        assert!(d.last() != Some(&128), "vocabulary-sized gradient {d:?}");
+        assert!(d != [2, 4, 7, 7], "score-sized gradient {d:?}");
+    }
+}
