@@ -34,17 +34,8 @@ use serde::{Deserialize, Serialize};
 use super::rng::stream_rng;
 use crate::model::{SampleKind, TokenizedSample, TokenizedSequence};
 
-/// The model's input for one batch (fields as in
-/// `crate::model::qwen3::ModelInput`, which this becomes a re-export of).
-#[derive(Debug, Clone)]
-pub struct ModelInput {
-    /// Token ids, `[b, s]` u32.
-    pub ids: Tensor,
-    /// Position of each token within its sample, `[b, s]` u32.
-    pub positions: Tensor,
-    /// `[b, s]` u32: 0 = padding, k > 0 = k-th sample of the row.
-    pub segments: Tensor,
-}
+/// The model's input for one batch: ids, positions and segments `[b, s]`.
+pub use crate::model::qwen3::ModelInput;
 
 /// One batch, ready for the model and the method's loss.
 #[derive(Debug, Clone)]
@@ -389,7 +380,11 @@ impl TrainBatch {
 }
 
 /// Pads rows (each the concatenation of its samples) into tensors.
-fn rows_to_batch(rows: &[Vec<&TokenizedSequence>], pad_id: u32, device: &Device) -> Result<TrainBatch> {
+fn rows_to_batch(
+    rows: &[Vec<&TokenizedSequence>],
+    pad_id: u32,
+    device: &Device,
+) -> Result<TrainBatch> {
     let b = rows.len();
     let s = rows
         .iter()
@@ -515,7 +510,7 @@ fn group_by_length(order: &[usize], lengths: &[usize], batch_size: usize) -> Vec
         .map(|chunk| {
             let mut chunk = chunk.to_vec();
             // Stable, so equal lengths keep their shuffled order.
-            chunk.sort_by(|a, b| b.1.cmp(&a.1));
+            chunk.sort_by_key(|&(_, len)| std::cmp::Reverse(len));
             chunk
         })
         .collect();
@@ -541,18 +536,25 @@ mod tests {
     fn qwen3() -> &'static ModelFiles {
         static FILES: OnceLock<ModelFiles> = OnceLock::new();
         FILES.get_or_init(|| {
-            ModelFiles::from_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/qwen3"))
-                .expect("tests/fixtures/qwen3 loads")
+            ModelFiles::from_dir(
+                &Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/qwen3"),
+            )
+            .expect("tests/fixtures/qwen3 loads")
         })
     }
 
     fn chat(user: &str, assistant: &str) -> BatchSample {
         let sample = Sample::Chat {
-            messages: vec![Message::new("user", user), Message::new("assistant", assistant)],
+            messages: vec![
+                Message::new("user", user),
+                Message::new("assistant", assistant),
+            ],
             tools: None,
         };
         BatchSample {
-            tokens: qwen3().tokenize(&sample, &RenderOptions::default()).unwrap(),
+            tokens: qwen3()
+                .tokenize(&sample, &RenderOptions::default())
+                .unwrap(),
             kind: SampleKind::Chat,
             answer: None,
         }
@@ -609,14 +611,23 @@ mod tests {
         // The answer and its end-of-turn token; nothing of the prompt.
         for (text, answer) in texts.iter().zip(["4.", "Blue."]) {
             assert!(text.contains(answer), "{text:?}");
-            assert!(text.ends_with("<|im_end|>") || text.ends_with("<|im_end|>\n"), "{text:?}");
-            assert!(!text.contains("user") && !text.contains("colour"), "{text:?}");
+            assert!(
+                text.ends_with("<|im_end|>") || text.ends_with("<|im_end|>\n"),
+                "{text:?}"
+            );
+            assert!(
+                !text.contains("user") && !text.contains("colour"),
+                "{text:?}"
+            );
         }
         // Padding: segment 0, mask 0; tokens counts the rest.
         let segments = u32s(&batch.input.segments);
         let real: usize = segments.iter().flatten().filter(|s| **s != 0).count();
         assert_eq!(batch.tokens, real);
-        assert!(segments.iter().any(|row| row.contains(&0)), "rows differ in length");
+        assert!(
+            segments.iter().any(|row| row.contains(&0)),
+            "rows differ in length"
+        );
         let mask = f32s(&batch.loss_mask);
         for (row, seg) in mask.iter().zip(&segments) {
             for t in 0..row.len() {
@@ -642,8 +653,14 @@ mod tests {
             ],
             tools: None,
         };
-        let tokens = qwen3().tokenize(&sample, &RenderOptions::default()).unwrap();
-        let sample = BatchSample { tokens, kind: SampleKind::Chat, answer: None };
+        let tokens = qwen3()
+            .tokenize(&sample, &RenderOptions::default())
+            .unwrap();
+        let sample = BatchSample {
+            tokens,
+            kind: SampleKind::Chat,
+            answer: None,
+        };
         let batch = Batcher::new(vec![sample], config(1, 64))
             .unwrap()
             .next_batch(&Device::Cpu)
@@ -657,9 +674,9 @@ mod tests {
     fn truncation_is_counted_and_emptied_samples_dropped() {
         let long_prompt = "word ".repeat(40);
         let samples = vec![
-            chat("Hi", "Hello there, friend."),   // fits
-            chat("Hello", &"Yes. ".repeat(20)),   // answer cut, some trained left
-            chat(&long_prompt, "Fine."),          // answer cut away entirely
+            chat("Hi", "Hello there, friend."), // fits
+            chat("Hello", &"Yes. ".repeat(20)), // answer cut, some trained left
+            chat(&long_prompt, "Fine."),        // answer cut away entirely
         ];
         let lens: Vec<usize> = samples.iter().map(|s| s.tokens.main.len()).collect();
         let max = 24;
@@ -674,18 +691,19 @@ mod tests {
         assert_eq!(stats.batches_per_epoch, 1);
         let batch = batcher.next_batch(&Device::Cpu).unwrap();
         assert_eq!(batch.input.ids.dims2().unwrap(), (2, max));
-        let mut members: Vec<usize> = batcher.epoch_plan(0).into_iter().flatten().flatten().collect();
+        let mut members: Vec<usize> = batcher
+            .epoch_plan(0)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
         members.sort();
         assert_eq!(members, vec![0, 1]);
     }
 
     #[test]
     fn packing_restarts_positions_and_separates_segments() {
-        let samples = vec![
-            chat("A?", "a."),
-            chat("B?", "b."),
-            chat("C?", "c."),
-        ];
+        let samples = vec![chat("A?", "a."), chat("B?", "b."), chat("C?", "c.")];
         let lens: Vec<usize> = samples.iter().map(|s| s.tokens.main.len()).collect();
         let total: usize = lens.iter().sum();
         let mut cfg = config(1, total);
@@ -703,7 +721,10 @@ mod tests {
         for k in 1..=3u32 {
             let len = segments.iter().filter(|s| **s == k).count();
             assert!(segments[start..start + len].iter().all(|s| *s == k));
-            assert_eq!(positions[start..start + len], (0..len as u32).collect::<Vec<_>>()[..]);
+            assert_eq!(
+                positions[start..start + len],
+                (0..len as u32).collect::<Vec<_>>()[..]
+            );
             let member = batcher.epoch_plan(0)[0][0][k as usize - 1];
             assert_eq!(ids[start..start + len], samples[member].tokens.main.ids[..]);
             // The sample's own mask, shifted: weights[t + 1] within it.
@@ -741,7 +762,10 @@ mod tests {
         assert_ne!(a.epoch_plan(0), a.epoch_plan(1));
         let mut other = config(3, 64);
         other.seed = 99;
-        assert_ne!(a.epoch_plan(0), Batcher::new(samples, other).unwrap().epoch_plan(0));
+        assert_ne!(
+            a.epoch_plan(0),
+            Batcher::new(samples, other).unwrap().epoch_plan(0)
+        );
         // Every sample exactly once per epoch.
         let mut seen: Vec<usize> = a.epoch_plan(1).into_iter().flatten().flatten().collect();
         seen.sort();
@@ -755,12 +779,20 @@ mod tests {
         let mut cfg = config(2, 64);
         cfg.group_by_length = true;
         let batcher = Batcher::new(samples, cfg).unwrap();
-        let order: Vec<usize> = batcher.epoch_plan(0).into_iter().flatten().flatten().collect();
+        let order: Vec<usize> = batcher
+            .epoch_plan(0)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
         assert_eq!(lens[order[0]], *lens.iter().max().unwrap());
         // 20 / (2·4) = 2 batches per mega-batch: 4 units, sorted by length
         // (the first mega-batch's head was swapped with the longest).
         for group in order.chunks(4).skip(1) {
-            assert!(group.windows(2).all(|w| lens[w[0]] >= lens[w[1]]), "{group:?}");
+            assert!(
+                group.windows(2).all(|w| lens[w[0]] >= lens[w[1]]),
+                "{group:?}"
+            );
         }
     }
 
@@ -796,7 +828,9 @@ mod tests {
                 rejected: vec![Message::new("assistant", bad)],
             };
             BatchSample {
-                tokens: qwen3().tokenize(&sample, &RenderOptions::default()).unwrap(),
+                tokens: qwen3()
+                    .tokenize(&sample, &RenderOptions::default())
+                    .unwrap(),
                 kind: SampleKind::Preference,
                 answer: None,
             }
@@ -819,6 +853,75 @@ mod tests {
         }
     }
 
+    /// Synthetic sequences (ids below the tiny model's vocab of 128).
+    fn seq(ids: &[u32], weights: &[f32]) -> BatchSample {
+        BatchSample {
+            tokens: TokenizedSample {
+                main: TokenizedSequence {
+                    ids: ids.to_vec(),
+                    weights: weights.to_vec(),
+                },
+                rejected: None,
+            },
+            kind: SampleKind::Chat,
+            answer: None,
+        }
+    }
+
+    /// `Σ logprob · mask` of every batch of epoch 0.
+    fn weighted_logprob_sum(
+        model: &crate::model::qwen3::Qwen3,
+        samples: Vec<BatchSample>,
+        packing: bool,
+    ) -> (f32, usize) {
+        let mut cfg = config(4, 16);
+        cfg.packing = packing;
+        cfg.pad_id = 0;
+        let mut batcher = Batcher::new(samples, cfg).unwrap();
+        let mode = crate::model::linear::Mode {
+            training: false,
+            adapters: false,
+        };
+        let mut total = 0.0;
+        for _ in 0..batcher.batches_per_epoch() {
+            let batch = batcher.next_batch(&Device::Cpu).unwrap();
+            let logprobs = model.token_logprobs(&batch.input, mode).unwrap();
+            total += (logprobs * &batch.loss_mask)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+        }
+        (total, batcher.stats().rows)
+    }
+
+    #[test]
+    fn packed_rows_give_the_tiny_model_the_same_loss_as_separate_rows() {
+        use crate::model::qwen3::{LoadOptions, Qwen3, TrainMode};
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-qwen3/untied");
+        let opts = LoadOptions {
+            train: TrainMode::Frozen,
+            ..LoadOptions::default()
+        };
+        let model = Qwen3::load(&dir, &Device::Cpu, &opts).unwrap();
+        let samples = vec![
+            seq(&[5, 17, 99, 3, 42], &[0.0, 0.0, 1.0, 1.0, 1.0]),
+            seq(&[7, 8, 120], &[0.0, 0.5, 0.5]),
+            seq(&[11, 100, 31, 64, 2, 9], &[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]),
+            seq(&[30, 4], &[0.0, 1.0]),
+        ];
+        let (separate, rows) = weighted_logprob_sum(&model, samples.clone(), false);
+        assert_eq!(rows, 4);
+        let (packed, rows) = weighted_logprob_sum(&model, samples, true);
+        assert_eq!(rows, 1, "16 tokens fit one row");
+        assert!(separate < 0.0);
+        assert!(
+            (separate - packed).abs() < 1e-4,
+            "separate {separate} vs packed {packed}"
+        );
+    }
+
     #[test]
     fn prompt_samples_keep_their_answers_and_are_not_dropped() {
         let sample = Sample::Prompt {
@@ -830,7 +933,11 @@ mod tests {
             ..RenderOptions::default()
         };
         let tokens = qwen3().tokenize(&sample, &options).unwrap();
-        let prompt = BatchSample { tokens, kind: SampleKind::Prompt, answer: Some("42".into()) };
+        let prompt = BatchSample {
+            tokens,
+            kind: SampleKind::Prompt,
+            answer: Some("42".into()),
+        };
         let mut batcher = Batcher::new(vec![prompt, chat("Hi", "Hello.")], config(2, 64)).unwrap();
         assert_eq!(batcher.stats().kept, 2);
         // Two kinds: never in one batch.
@@ -839,7 +946,10 @@ mod tests {
             batcher.next_batch(&Device::Cpu).unwrap(),
             batcher.next_batch(&Device::Cpu).unwrap(),
         ];
-        let prompt = batches.iter().find(|b| b.kind == SampleKind::Prompt).unwrap();
+        let prompt = batches
+            .iter()
+            .find(|b| b.kind == SampleKind::Prompt)
+            .unwrap();
         assert_eq!(prompt.answers, vec![Some("42".to_string())]);
         assert!(f32s(&prompt.loss_mask)[0].iter().all(|w| *w == 0.0));
     }

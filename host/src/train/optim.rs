@@ -398,7 +398,11 @@ impl GradAccumulator {
     fn finish(&mut self, scale: f64) -> Result<GradStore> {
         let mut store = GradStore::default();
         for (var, sum) in std::mem::take(&mut self.sums) {
-            let grad = if scale == 1.0 { sum } else { sum.affine(scale, 0.0)? };
+            let grad = if scale == 1.0 {
+                sum
+            } else {
+                sum.affine(scale, 0.0)?
+            };
             store.insert(var.as_tensor(), grad);
         }
         self.index.clear();
@@ -408,6 +412,8 @@ impl GradAccumulator {
 }
 
 #[cfg(test)]
+// The reference numbers are torch's printed f32 values, kept verbatim.
+#[allow(clippy::excessive_precision)]
 mod tests {
     use super::*;
 
@@ -415,19 +421,63 @@ mod tests {
     // torch.optim.AdamW, lr 1e-2 / 5e-3 / 2e-3, betas (0.9, 0.95), eps 1e-8,
     // weight decay 0.1 on `w`, none on the bias `b`).
     const TORCH_W: [[f32; 6]; 3] = [
-        [0.4895000159740448, -0.30970001220703125, 0.7892000079154968, 0.08990000188350677, -0.8891000151634216, 0.40959998965263367],
-        [0.48433271050453186, -0.3139592707157135, 0.7890926003456116, 0.09156020730733871, -0.8903487920761108, 0.409181147813797],
-        [0.4822542667388916, -0.3141118884086609, 0.7890070080757141, 0.09090989083051682, -0.8895436525344849, 0.4089966416358948],
+        [
+            0.4895000159740448,
+            -0.30970001220703125,
+            0.7892000079154968,
+            0.08990000188350677,
+            -0.8891000151634216,
+            0.40959998965263367,
+        ],
+        [
+            0.48433271050453186,
+            -0.3139592707157135,
+            0.7890926003456116,
+            0.09156020730733871,
+            -0.8903487920761108,
+            0.409181147813797,
+        ],
+        [
+            0.4822542667388916,
+            -0.3141118884086609,
+            0.7890070080757141,
+            0.09090989083051682,
+            -0.8895436525344849,
+            0.4089966416358948,
+        ],
     ];
     const TORCH_B: [[f32; 3]; 3] = [
-        [0.1899999976158142, -0.10999999940395355, 0.03999999910593033],
-        [0.18507744371891022, -0.11441411823034286, 0.04028723016381264],
-        [0.18309584259986877, -0.11462951451539993, 0.040359433740377426],
+        [
+            0.1899999976158142,
+            -0.10999999940395355,
+            0.03999999910593033,
+        ],
+        [
+            0.18507744371891022,
+            -0.11441411823034286,
+            0.04028723016381264,
+        ],
+        [
+            0.18309584259986877,
+            -0.11462951451539993,
+            0.040359433740377426,
+        ],
     ];
     // torch.nn.utils.clip_grad_norm_(max_norm=1.0) on 2·grad(w, 0), 2·grad(b, 1).
     const TORCH_CLIP_NORM: f64 = 4.458313941955566;
-    const TORCH_CLIPPED_W: [f32; 6] = [0.28899604082107544, 0.4420727491378784, 0.38723573088645935, 0.15027567744255066, -0.15736135840415955, -0.39098888635635376];
-    const TORCH_CLIPPED_B: [f32; 3] = [0.4420727491378784, 0.15027567744255066, -0.39098888635635376];
+    const TORCH_CLIPPED_W: [f32; 6] = [
+        0.28899604082107544,
+        0.4420727491378784,
+        0.38723573088645935,
+        0.15027567744255066,
+        -0.15736135840415955,
+        -0.39098888635635376,
+    ];
+    const TORCH_CLIPPED_B: [f32; 3] = [
+        0.4420727491378784,
+        0.15027567744255066,
+        -0.39098888635635376,
+    ];
 
     fn cpu() -> Device {
         Device::Cpu
@@ -452,7 +502,12 @@ mod tests {
     }
 
     fn values(t: &Tensor) -> Vec<f32> {
-        t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+        t.to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
     }
 
     fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
@@ -494,8 +549,18 @@ mod tests {
         assert_eq!(opt.decays("model.layers.0.mlp.up_proj.bias"), Some(false));
         for (k, lr) in [1e-2, 5e-3, 2e-3].into_iter().enumerate() {
             opt.step(&grads_for(&w, &b, k), lr).unwrap();
-            assert_close(&values(w.as_tensor()), &TORCH_W[k], 2e-7, &format!("w step {}", k + 1));
-            assert_close(&values(b.as_tensor()), &TORCH_B[k], 2e-7, &format!("b step {}", k + 1));
+            assert_close(
+                &values(w.as_tensor()),
+                &TORCH_W[k],
+                2e-7,
+                &format!("w step {}", k + 1),
+            );
+            assert_close(
+                &values(b.as_tensor()),
+                &TORCH_B[k],
+                2e-7,
+                &format!("b step {}", k + 1),
+            );
         }
         assert_eq!(opt.steps(), 3);
     }
@@ -533,7 +598,10 @@ mod tests {
         let err = resumed.load_state(&missing).unwrap_err().to_string();
         assert!(err.contains("up_proj.weight.exp_avg_sq"), "{err}");
         let mut extra = saved.clone();
-        extra.insert("lm_head.weight.exp_avg".into(), Tensor::zeros(1, DType::F32, &cpu()).unwrap());
+        extra.insert(
+            "lm_head.weight.exp_avg".into(),
+            Tensor::zeros(1, DType::F32, &cpu()).unwrap(),
+        );
         let err = resumed.load_state(&extra).unwrap_err().to_string();
         assert!(err.contains("lm_head.weight.exp_avg"), "{err}");
     }
@@ -542,7 +610,10 @@ mod tests {
     fn bf16_parameters_update_through_an_f32_master_copy() {
         let one = Tensor::ones(4, DType::BF16, &cpu()).unwrap();
         let p = Var::from_tensor(&one).unwrap();
-        let cfg = AdamWConfig { weight_decay: 0.0, ..config() };
+        let cfg = AdamWConfig {
+            weight_decay: 0.0,
+            ..config()
+        };
         let mut opt = AdamW::new(vec![("x.weight".into(), p.clone())], cfg).unwrap();
         // Each step moves the value by ~lr = 1e-4, far below bf16's spacing
         // at 1.0 (2^-7): only a master copy accumulates them.
@@ -603,8 +674,18 @@ mod tests {
         let vars = [w.clone(), b.clone()];
         let norm = clip_grad_norm(&mut grads, &vars, 1.0).unwrap();
         assert!((norm - TORCH_CLIP_NORM).abs() < 1e-5, "{norm}");
-        assert_close(&values(grads.get(w.as_tensor()).unwrap()), &TORCH_CLIPPED_W, 1e-6, "w.grad");
-        assert_close(&values(grads.get(b.as_tensor()).unwrap()), &TORCH_CLIPPED_B, 1e-6, "b.grad");
+        assert_close(
+            &values(grads.get(w.as_tensor()).unwrap()),
+            &TORCH_CLIPPED_W,
+            1e-6,
+            "w.grad",
+        );
+        assert_close(
+            &values(grads.get(b.as_tensor()).unwrap()),
+            &TORCH_CLIPPED_B,
+            1e-6,
+            "b.grad",
+        );
 
         // Below the threshold nothing changes; the norm is still reported.
         let before = values(grads.get(w.as_tensor()).unwrap());
@@ -622,7 +703,10 @@ mod tests {
         grads.insert(w.as_tensor(), grad(&[2, 3], 0));
         let norm = clip_grad_norm(&mut grads, &[w.clone(), b.clone()], 1.0).unwrap();
         assert!(norm.is_nan());
-        assert_eq!(values(grads.get(w.as_tensor()).unwrap()), values(&grad(&[2, 3], 0)));
+        assert_eq!(
+            values(grads.get(w.as_tensor()).unwrap()),
+            values(&grad(&[2, 3], 0))
+        );
     }
 
     /// Loss `mean_i (x_i·w - y_i)²` over the rows of `x`.
@@ -630,12 +714,21 @@ mod tests {
         let rows = x.len();
         let x = Tensor::from_vec(x.concat(), (rows, 3), &cpu()).unwrap();
         let y = Tensor::new(y, &cpu()).unwrap();
-        let pred = x.matmul(&w.as_tensor().unsqueeze(1).unwrap()).unwrap().squeeze(1).unwrap();
+        let pred = x
+            .matmul(&w.as_tensor().unsqueeze(1).unwrap())
+            .unwrap()
+            .squeeze(1)
+            .unwrap();
         let loss = (pred - y).unwrap().sqr().unwrap().mean_all().unwrap();
         loss.backward().unwrap()
     }
 
-    const X: [[f32; 3]; 4] = [[1.0, 2.0, 0.5], [-1.0, 0.3, 2.0], [0.7, -0.2, 1.1], [0.0, 1.5, -0.4]];
+    const X: [[f32; 3]; 4] = [
+        [1.0, 2.0, 0.5],
+        [-1.0, 0.3, 2.0],
+        [0.7, -0.2, 1.1],
+        [0.0, 1.5, -0.4],
+    ];
     const Y: [f32; 4] = [1.0, -2.0, 0.5, 3.0];
 
     #[test]
@@ -658,8 +751,10 @@ mod tests {
         assert_eq!(acc.micro_batches(), 0);
 
         // Unequal micro-batches (1 + 3 samples): weight each by its share.
-        acc.add_scaled(&mse_grads(&w, &X[..1], &Y[..1]), &vars, 0.25).unwrap();
-        acc.add_scaled(&mse_grads(&w, &X[1..], &Y[1..]), &vars, 0.75).unwrap();
+        acc.add_scaled(&mse_grads(&w, &X[..1], &Y[..1]), &vars, 0.25)
+            .unwrap();
+        acc.add_scaled(&mse_grads(&w, &X[1..], &Y[1..]), &vars, 0.75)
+            .unwrap();
         let accumulated = acc.take_sum().unwrap();
         assert_close(
             &values(accumulated.get(w.as_tensor()).unwrap()),

@@ -63,7 +63,10 @@ impl TrainRng {
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         let value = mix(mix(self.state.seed).wrapping_add(
-            self.state.draws.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            self.state
+                .draws
+                .wrapping_add(1)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15),
         ));
         self.state.draws += 1;
         value
@@ -135,18 +138,26 @@ mod tests {
         let values = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let dropped = values.iter().filter(|v| **v == 0.0).count() as f64 / values.len() as f64;
         assert!((dropped - 0.25).abs() < 0.03, "dropped {dropped}");
-        assert!(values
-            .iter()
-            .all(|v| *v == 0.0 || (*v - 1.0 / 0.75).abs() < 1e-6));
+        assert!(
+            values
+                .iter()
+                .all(|v| *v == 0.0 || (*v - 1.0 / 0.75).abs() < 1e-6)
+        );
         // Deterministic for a seed, different on the next draw.
         let again = TrainRng::new(7)
             .dropout_mask((64, 64), 0.25, DType::F32, &Device::Cpu)
             .unwrap();
-        assert_eq!(values, again.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            values,
+            again.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
         let next = rng
             .dropout_mask((64, 64), 0.25, DType::F32, &Device::Cpu)
             .unwrap();
-        assert_ne!(values, next.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_ne!(
+            values,
+            next.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
     }
 
     #[test]
