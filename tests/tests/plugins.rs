@@ -27,8 +27,10 @@ fn bundled_plugins_of_every_kind_load() {
             ("huggingface".into(), Kind::Source, Origin::Bundled),
             ("json".into(), Kind::Format, Origin::Bundled),
             ("jsonl".into(), Kind::Format, Origin::Bundled),
+            ("lora".into(), Kind::Method, Origin::Bundled),
             ("mirror".into(), Kind::Source, Origin::Bundled),
             ("modelscope".into(), Kind::Source, Origin::Bundled),
+            ("qlora".into(), Kind::Method, Origin::Bundled),
             ("sft".into(), Kind::Method, Origin::Bundled),
             ("text".into(), Kind::Format, Origin::Bundled),
         ]

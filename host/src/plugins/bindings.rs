@@ -35,8 +35,8 @@ pub mod method {
             "tuner:plugin/types": crate::plugins::bindings::format::tuner::plugin::types,
             "tuner:plugin/log": crate::plugins::bindings::format::tuner::plugin::log,
             "tuner:plugin/tensors.tensor": crate::plugins::imports::tensors::TensorHandle,
-            "tuner:plugin/model.batch": crate::plugins::imports::tensors::BatchHandle,
-            "tuner:plugin/model.policy": crate::plugins::imports::tensors::PolicyHandle,
+            "tuner:plugin/model.batch": crate::plugins::imports::model::BatchHandle,
+            "tuner:plugin/model.policy": crate::plugins::imports::model::PolicyHandle,
         },
     });
 }

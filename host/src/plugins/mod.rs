@@ -165,6 +165,18 @@ pub enum CallError {
         call: String,
         message: String,
     },
+    #[error("plugin `{plugin}` failed in `{call}`: {message}")]
+    Failed {
+        plugin: String,
+        call: String,
+        message: String,
+    },
+    #[error("plugin `{plugin}` returned an unusable result from `{call}`: {message}")]
+    BadResult {
+        plugin: String,
+        call: String,
+        message: String,
+    },
     #[error("plugin `{plugin}` could not be started: {message}")]
     Instantiate { plugin: String, message: String },
     #[error("plugin `{plugin}` is a {actual} plugin; `{call}` needs a {expected} plugin")]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 use utoipa::ToSchema;
 use wasmtime::Store;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, Resource};
 
 use super::bindings::format::Format;
 use super::bindings::format::exports::tuner::plugin::format_plugin;
@@ -24,6 +24,9 @@ use super::bindings::source::Source;
 use super::bindings::source::exports::tuner::plugin::source_plugin;
 use super::bindings::{PluginInfo, format::tuner::plugin::types::PluginError};
 use super::imports::http::HttpGate;
+use super::imports::model::{
+    BatchHandle, MethodBatch, MethodLoss, Plan, PolicyBackend, PolicyHandle,
+};
 use super::limits::ticks;
 use super::runtime::{CompileSource, Runtime};
 use super::state::PluginState;
@@ -415,5 +418,90 @@ impl Plugin {
                 .call_configure(store, config_json),
             _ => unreachable!("kind checked above"),
         })
+    }
+
+    /// Method plugins: [`Plugin::configure`] with the plugin's refusal and
+    /// an inconsistent plan both turned into errors naming the plugin.
+    pub fn method_configure(&self, config_json: &str) -> Result<Plan, CallError> {
+        let plan = self
+            .configure(config_json)?
+            .map_err(|e| CallError::Failed {
+                plugin: self.meta.name.clone(),
+                call: "configure".into(),
+                message: match e.field {
+                    Some(field) => format!("`{field}`: {}", e.message),
+                    None => e.message,
+                },
+            })?;
+        Plan::from_wit(plan).map_err(|message| CallError::BadResult {
+            plugin: self.meta.name.clone(),
+            call: "configure".into(),
+            message: format!("the plan is inconsistent: {message}"),
+        })
+    }
+
+    /// Method plugins: the loss for one batch, built by the plugin from host
+    /// tensors (so it is on the autograd tape), with the metrics it reported
+    /// during the call. The loss is a 0-d float tensor; anything else is a
+    /// [`CallError::BadResult`] naming the plugin.
+    pub fn method_loss(
+        &self,
+        batch: Arc<MethodBatch>,
+        policy: Arc<dyn PolicyBackend>,
+        step: u64,
+    ) -> Result<MethodLoss, CallError> {
+        if self.meta.kind != Kind::Method {
+            return Err(self.wrong_kind("loss", Kind::Method));
+        }
+        let device = batch.ids.device().clone();
+        let outcome = self.call("loss", self.timeout(), |store, b| {
+            let Bindings::Method(b) = b else {
+                unreachable!("kind checked above")
+            };
+            let state = store.data_mut();
+            state.method.device = device;
+            state.method.metrics.clear();
+            let batch = state.table.push(BatchHandle::new(batch))?;
+            let policy = state.table.push(PolicyHandle::new(policy))?;
+            // Lent, not given: the plugin sees borrows, the table keeps them.
+            let result = b.tuner_plugin_method_plugin().call_loss(
+                &mut *store,
+                Resource::new_borrow(batch.rep()),
+                Resource::new_borrow(policy.rep()),
+                step,
+            );
+            let state = store.data_mut();
+            state.table.delete(batch)?;
+            state.table.delete(policy)?;
+            let metrics = std::mem::take(&mut state.method.metrics);
+            Ok(match result? {
+                Ok(loss) => Ok((state.take_tensor(loss)?, metrics)),
+                Err(e) => Err(e),
+            })
+        })?;
+        let (loss, metrics) = outcome.map_err(|e| CallError::Failed {
+            plugin: self.meta.name.clone(),
+            call: "loss".into(),
+            message: match e.field {
+                Some(field) => format!("`{field}`: {}", e.message),
+                None => e.message,
+            },
+        })?;
+        let bad = |message: String| CallError::BadResult {
+            plugin: self.meta.name.clone(),
+            call: "loss".into(),
+            message,
+        };
+        if loss.elem_count() != 1 || !loss.dtype().is_float() {
+            return Err(bad(format!(
+                "the loss must be a single-element float tensor, got shape {:?} of {}",
+                loss.dims(),
+                loss.dtype().as_str()
+            )));
+        }
+        let loss = loss
+            .reshape(())
+            .map_err(|e| bad(format!("cannot read the loss as a scalar: {e}")))?;
+        Ok(MethodLoss { loss, metrics })
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 
 use super::imports::http::HttpGate;
+use super::imports::model::MethodState;
 use super::limits::PluginLimits;
 
 /// Per-instance state, owned by the `Store`.
@@ -17,12 +18,16 @@ pub struct PluginState {
     pub table: ResourceTable,
     /// Network access, for plugins whose world imports `http`.
     pub http: Option<HttpGate>,
+    /// Method plugins: tensor count, device, reported metrics.
+    pub method: MethodState,
 }
 
 impl PluginState {
     pub fn new(plugin: Arc<str>, limits: &PluginLimits, http: Option<HttpGate>) -> Self {
         let mut table = ResourceTable::new();
-        table.set_max_capacity(limits.max_resources);
+        // `max_resources` caps the tensors a plugin holds (counted by
+        // `MethodState`); the few batch and policy handles come on top.
+        table.set_max_capacity(limits.max_resources.saturating_add(16));
         Self {
             plugin,
             limiter: MemoryLimiter {
@@ -32,6 +37,7 @@ impl PluginState {
             },
             table,
             http,
+            method: MethodState::new(limits.max_resources),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod log;
+pub mod model;
 pub mod tensors;
 
 use super::bindings::format::tuner::plugin::types;

@@ -1,24 +1,36 @@
-//! Supervised fine-tuning of all weights (preview).
+//! Supervised fine-tuning of every weight.
 //!
-//! The loss is the mean negative log-likelihood of the trained tokens:
-//! `-sum(logp * mask) / sum(mask)`. The host's training engine, which
-//! provides `token-logprobs`, arrives with the training-engine work.
+//! Plan: all weights train, the base is not quantised (a quantised weight
+//! cannot take gradient steps). Loss: the mean negative log-likelihood of
+//! the trained tokens, weighted by the loss mask, `-sum(logp * mask) /
+//! sum(mask)`.
 
-use serde_json::Value;
+use method_common::{Config, requested_quantization, supervised_kinds, supervised_loss};
 use tuner_sdk::method::*;
 
 struct Sft;
 
 impl MethodPlugin for Sft {
     fn info() -> PluginInfo {
-        tuner_sdk::plugin_info!(Method, "Full-weight supervised fine-tuning (preview)")
+        tuner_sdk::plugin_info!(
+            Method,
+            "Full fine-tuning: every weight trains on the mean token NLL"
+        )
     }
 
     fn configure(config: &str) -> Result<Plan, PluginError> {
-        let config: Value = serde_json::from_str(config)
-            .map_err(|e| PluginError::msg(format!("configuration is not JSON: {e}")))?;
-        if !config.is_object() {
-            return Err(PluginError::msg("configuration must be a JSON object"));
+        let config = Config::parse(config)?;
+        if let Some(q) = requested_quantization(&config)? {
+            let key = if q == Quantization::Nf4 {
+                "load_in_4bit"
+            } else {
+                "load_in_8bit"
+            };
+            return Err(PluginError::field(
+                key,
+                "full fine-tuning trains every weight, which a quantised base cannot do; \
+                 use training_method = \"qlora\" (or \"lora\") to train adapters on a quantised base",
+            ));
         }
         Ok(Plan {
             trains: Trainable::Full,
@@ -26,16 +38,12 @@ impl MethodPlugin for Sft {
             base_quantization: Quantization::None,
             needs_reference: false,
             needs_generation: false,
-            accepts: vec![BatchKind::Chat, BatchKind::Text],
+            accepts: supervised_kinds(),
         })
     }
 
     fn loss(batch: &Batch, policy: &Policy, _step: u64) -> Result<Tensor, PluginError> {
-        let logprobs = policy.token_logprobs(batch, true)?;
-        let mask = batch.loss_mask()?;
-        let total = logprobs.mul(&mask)?.sum_all()?;
-        let count = mask.sum_all()?.clamp(1.0, f64::MAX)?;
-        Ok(total.div(&count)?.neg()?)
+        supervised_loss(batch, policy)
     }
 }
 

@@ -1,0 +1,402 @@
+//! `tuner:plugin/model`: the batch and the policy as a method plugin sees
+//! them, plus the Rust side of a method's plan.
+//!
+//! The host objects sit behind small seams so the plugin side can be tested
+//! without the real network: a [`MethodBatch`] is the tokenised batch (ids
+//! and loss mask as candle tensors), a [`PolicyBackend`] answers
+//! `token-logprobs` (and, later, `generate`). The trainer wraps its model in
+//! a `PolicyBackend` and hands both to [`Plugin::method_loss`].
+//!
+//! [`Plugin::method_loss`]: crate::plugins::Plugin::method_loss
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use wasmtime::component::Resource;
+
+use super::tensors::ops;
+use crate::model::SampleKind;
+use crate::plugins::bindings::method::exports::tuner::plugin::method_plugin as wit_method;
+use crate::plugins::bindings::method::tuner::plugin::model::{self, BatchKind, Rollout, Sampling};
+use crate::plugins::bindings::method::tuner::plugin::tensors::TensorError;
+use crate::plugins::state::PluginState;
+
+/// Most metrics one `loss` call may report; later ones are dropped.
+pub const MAX_METRICS: usize = 256;
+/// Longest metric name kept, in bytes.
+pub const MAX_METRIC_NAME: usize = 128;
+
+/// Method-plugin state kept in the store: where new tensors go, how many
+/// the plugin holds, and the metrics reported during the current call.
+pub struct MethodState {
+    /// Device for `from-list` and `full` (the batch's device during `loss`).
+    pub device: Device,
+    /// Tensors in the resource table.
+    pub live_tensors: usize,
+    /// The most the plugin may hold (plugin limit `max_resources`).
+    pub max_tensors: usize,
+    /// `report-metric` calls of the current `loss` call, by name (last wins).
+    pub metrics: Vec<(String, f64)>,
+}
+
+impl MethodState {
+    pub fn new(max_tensors: usize) -> Self {
+        Self {
+            device: Device::Cpu,
+            live_tensors: 0,
+            max_tensors,
+            metrics: Vec::new(),
+        }
+    }
+}
+
+/// A tokenised, padded training batch as method plugins see it.
+#[derive(Debug, Clone)]
+pub struct MethodBatch {
+    pub kind: SampleKind,
+    /// `[rows, seq]`, u32.
+    pub ids: Tensor,
+    /// `[rows, seq - 1]`, f32: weight of predicting token `t + 1` at `t`.
+    pub loss_mask: Tensor,
+    /// Preference batches: the number of chosen/rejected pairs.
+    pub pairs: usize,
+    /// Prompt batches: each row's reference answer.
+    pub answers: Vec<Option<String>>,
+}
+
+impl MethodBatch {
+    /// A batch of `kind` with no pairs or answers; checks that the shapes agree.
+    pub fn new(kind: SampleKind, ids: Tensor, loss_mask: Tensor) -> anyhow::Result<Self> {
+        let (rows, seq) = ids
+            .dims2()
+            .map_err(|_| anyhow::anyhow!("batch ids must be [rows, seq], got {:?}", ids.dims()))?;
+        anyhow::ensure!(seq >= 2, "batch ids need at least 2 positions, got {seq}");
+        anyhow::ensure!(
+            loss_mask.dims() == [rows, seq - 1],
+            "batch loss mask must be [{rows}, {}], got {:?}",
+            seq - 1,
+            loss_mask.dims()
+        );
+        Ok(Self {
+            kind,
+            ids,
+            loss_mask,
+            pairs: 0,
+            answers: Vec::new(),
+        })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.ids.dims().first().copied().unwrap_or(0)
+    }
+
+    pub fn seq_len(&self) -> usize {
+        self.ids.dims().get(1).copied().unwrap_or(0)
+    }
+}
+
+/// The operation is not available in this build. A [`PolicyBackend`]
+/// returns it (inside `anyhow::Error`) for what it cannot do yet; plugins
+/// see `tensor-error::not-implemented`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not implemented yet in this tuner build")]
+pub struct NotImplemented(pub &'static str);
+
+/// The model under training, as the `policy` resource exposes it.
+pub trait PolicyBackend: Send + Sync {
+    /// `log p(ids[t + 1] | ids[..=t])`, `[rows, seq - 1]` f32, with the
+    /// trained adapters applied or not. Part of the autograd graph when
+    /// `use_adapters` (the host detaches the other case).
+    fn token_logprobs(&self, batch: &MethodBatch, use_adapters: bool) -> anyhow::Result<Tensor>;
+
+    /// Samples completions for a prompt batch (the generation issue).
+    fn generate(&self, _batch: &MethodBatch, _sampling: &Sampling) -> anyhow::Result<Rollout> {
+        Err(NotImplemented("policy.generate").into())
+    }
+}
+
+/// What a method plugin's `loss` produced.
+#[derive(Debug, Clone)]
+pub struct MethodLoss {
+    /// 0-d float tensor on the autograd tape: call `backward` on it.
+    pub loss: Tensor,
+    /// `report-metric` values of this call, in first-reported order.
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// A batch handed to the plugin.
+pub struct BatchHandle {
+    batch: Arc<MethodBatch>,
+}
+
+impl BatchHandle {
+    pub fn new(batch: Arc<MethodBatch>) -> Self {
+        Self { batch }
+    }
+}
+
+/// The policy handed to the plugin.
+pub struct PolicyHandle {
+    policy: Arc<dyn PolicyBackend>,
+}
+
+impl PolicyHandle {
+    pub fn new(policy: Arc<dyn PolicyBackend>) -> Self {
+        Self { policy }
+    }
+}
+
+type TensorResult = wasmtime::Result<Result<Resource<super::tensors::TensorHandle>, TensorError>>;
+
+impl PluginState {
+    fn batch(&self, handle: &Resource<BatchHandle>) -> wasmtime::Result<Arc<MethodBatch>> {
+        Ok(self.table.get(handle)?.batch.clone())
+    }
+
+    /// Admits a host tensor and stores it for the plugin.
+    fn push_host_tensor(
+        &mut self,
+        tensor: Tensor,
+    ) -> Result<Resource<super::tensors::TensorHandle>, TensorError> {
+        ops::admit(tensor).and_then(|t| self.push_tensor(t))
+    }
+}
+
+impl model::HostBatch for PluginState {
+    fn kind(&mut self, handle: Resource<BatchHandle>) -> wasmtime::Result<BatchKind> {
+        Ok(match self.batch(&handle)?.kind {
+            SampleKind::Chat => BatchKind::Chat,
+            SampleKind::Preference => BatchKind::Preference,
+            SampleKind::Prompt => BatchKind::Prompt,
+            SampleKind::Text => BatchKind::Text,
+        })
+    }
+
+    fn rows(&mut self, handle: Resource<BatchHandle>) -> wasmtime::Result<u32> {
+        Ok(self.batch(&handle)?.rows() as u32)
+    }
+
+    fn seq_len(&mut self, handle: Resource<BatchHandle>) -> wasmtime::Result<u32> {
+        Ok(self.batch(&handle)?.seq_len() as u32)
+    }
+
+    fn pairs(&mut self, handle: Resource<BatchHandle>) -> wasmtime::Result<u32> {
+        Ok(self.batch(&handle)?.pairs as u32)
+    }
+
+    fn input_ids(&mut self, handle: Resource<BatchHandle>) -> TensorResult {
+        let ids = self.batch(&handle)?.ids.clone();
+        Ok(self.push_host_tensor(ids))
+    }
+
+    fn loss_mask(&mut self, handle: Resource<BatchHandle>) -> TensorResult {
+        let mask = self.batch(&handle)?.loss_mask.clone();
+        Ok(self.push_host_tensor(mask))
+    }
+
+    fn answers(&mut self, handle: Resource<BatchHandle>) -> wasmtime::Result<Vec<Option<String>>> {
+        Ok(self.batch(&handle)?.answers.clone())
+    }
+
+    fn drop(&mut self, handle: Resource<BatchHandle>) -> wasmtime::Result<()> {
+        self.table.delete(handle)?;
+        Ok(())
+    }
+}
+
+/// Maps a backend failure to what the plugin sees.
+fn backend_error(op: &str, e: anyhow::Error) -> TensorError {
+    if let Some(ni) = e.downcast_ref::<NotImplemented>() {
+        return TensorError::NotImplemented(ni.to_string());
+    }
+    TensorError::Device(format!("{op}: {e:#}"))
+}
+
+impl model::HostPolicy for PluginState {
+    fn token_logprobs(
+        &mut self,
+        handle: Resource<PolicyHandle>,
+        batch: Resource<BatchHandle>,
+        use_adapters: bool,
+    ) -> TensorResult {
+        let policy = self.table.get(&handle)?.policy.clone();
+        let batch = self.batch(&batch)?;
+        let logprobs = match policy.token_logprobs(&batch, use_adapters) {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(backend_error("policy.token-logprobs", e))),
+        };
+        let want = [batch.rows(), batch.seq_len().saturating_sub(1)];
+        if logprobs.dims() != want {
+            // A host defect, reported rather than handed on.
+            return Ok(Err(TensorError::Shape(format!(
+                "policy.token-logprobs: the model returned shape {:?}, expected {want:?}",
+                logprobs.dims()
+            ))));
+        }
+        // The WIT promises the reference answer carries no gradient.
+        let logprobs = if use_adapters {
+            logprobs
+        } else {
+            logprobs.detach()
+        };
+        Ok(self.push_host_tensor(logprobs))
+    }
+
+    fn generate(
+        &mut self,
+        handle: Resource<PolicyHandle>,
+        batch: Resource<BatchHandle>,
+        sampling: Sampling,
+    ) -> wasmtime::Result<Result<Rollout, TensorError>> {
+        let policy = self.table.get(&handle)?.policy.clone();
+        let batch = self.batch(&batch)?;
+        Ok(policy
+            .generate(&batch, &sampling)
+            .map_err(|e| backend_error("policy.generate", e)))
+    }
+
+    fn drop(&mut self, handle: Resource<PolicyHandle>) -> wasmtime::Result<()> {
+        self.table.delete(handle)?;
+        Ok(())
+    }
+}
+
+impl model::Host for PluginState {
+    fn report_metric(&mut self, name: String, value: f64) -> wasmtime::Result<()> {
+        tracing::debug!(target: "tuner::plugin", plugin = &*self.plugin, metric = %name, value);
+        let mut name = name;
+        if name.len() > MAX_METRIC_NAME {
+            let mut cut = MAX_METRIC_NAME;
+            while !name.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            name.truncate(cut);
+        }
+        let metrics = &mut self.method.metrics;
+        if let Some(slot) = metrics.iter_mut().find(|(n, _)| *n == name) {
+            slot.1 = value;
+        } else if metrics.len() < MAX_METRICS {
+            metrics.push((name, value));
+        }
+        Ok(())
+    }
+}
+
+/// Which weights train (the Rust side of the WIT `trainable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trainable {
+    Full,
+    Adapters,
+}
+
+/// How the frozen base is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    None,
+    Nf4,
+    Int8,
+}
+
+/// LoRA adapter shape asked for by the plan.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AdapterPlan {
+    pub rank: usize,
+    pub alpha: f64,
+    pub dropout: f32,
+    /// Module names (`q_proj`, ...) or `all-linear`.
+    pub target_modules: Vec<String>,
+    /// Scale `alpha / sqrt(rank)` instead of `alpha / rank`.
+    pub rslora: bool,
+}
+
+/// What a method plugin asks the host to prepare, checked.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Plan {
+    pub trains: Trainable,
+    /// Present exactly when `trains` is `Adapters`.
+    pub adapter: Option<AdapterPlan>,
+    pub base_quantization: Quantization,
+    pub needs_reference: bool,
+    pub needs_generation: bool,
+    /// Sample kinds the method trains on.
+    pub accepts: Vec<SampleKind>,
+}
+
+impl Plan {
+    /// Checks a plan as the plugin returned it. The error says what is
+    /// inconsistent, for a "plugin returned an unusable plan" message.
+    pub fn from_wit(plan: wit_method::Plan) -> Result<Plan, String> {
+        let trains = match plan.trains {
+            wit_method::Trainable::Full => Trainable::Full,
+            wit_method::Trainable::Adapters => Trainable::Adapters,
+        };
+        let base_quantization = match plan.base_quantization {
+            wit_method::Quantization::None => Quantization::None,
+            wit_method::Quantization::Nf4 => Quantization::Nf4,
+            wit_method::Quantization::Int8 => Quantization::Int8,
+        };
+        let adapter = match (trains, plan.adapter) {
+            (Trainable::Adapters, None) => {
+                return Err("it trains adapters but gives no adapter spec".into());
+            }
+            (Trainable::Full, Some(_)) => {
+                return Err("it trains all weights but also gives an adapter spec".into());
+            }
+            (Trainable::Full, None) => None,
+            (Trainable::Adapters, Some(a)) => {
+                if a.rank == 0 {
+                    return Err("adapter rank is 0".into());
+                }
+                if !(a.alpha.is_finite() && a.alpha > 0.0) {
+                    return Err(format!(
+                        "adapter alpha {} is not a positive number",
+                        a.alpha
+                    ));
+                }
+                if !(0.0..1.0).contains(&a.dropout) {
+                    return Err(format!("adapter dropout {} is outside [0, 1)", a.dropout));
+                }
+                if a.target_modules.is_empty()
+                    || a.target_modules.iter().any(|m| m.trim().is_empty())
+                {
+                    return Err("adapter target modules are empty".into());
+                }
+                Some(AdapterPlan {
+                    rank: a.rank as usize,
+                    alpha: a.alpha as f64,
+                    dropout: a.dropout,
+                    target_modules: a.target_modules,
+                    rslora: a.rslora,
+                })
+            }
+        };
+        if trains == Trainable::Full && base_quantization != Quantization::None {
+            return Err(
+                "it trains all weights of a quantised base, which cannot be trained".into(),
+            );
+        }
+        if plan.accepts.is_empty() {
+            return Err("it accepts no kind of sample".into());
+        }
+        let accepts = plan
+            .accepts
+            .into_iter()
+            .map(|k| match k {
+                BatchKind::Chat => SampleKind::Chat,
+                BatchKind::Preference => SampleKind::Preference,
+                BatchKind::Prompt => SampleKind::Prompt,
+                BatchKind::Text => SampleKind::Text,
+            })
+            .collect();
+        Ok(Plan {
+            trains,
+            adapter,
+            base_quantization,
+            needs_reference: plan.needs_reference,
+            needs_generation: plan.needs_generation,
+            accepts,
+        })
+    }
+}
