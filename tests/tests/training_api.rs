@@ -309,3 +309,50 @@ async fn unknown_jobs_and_unavailable_training() {
         );
     }
 }
+
+/// `tuner train` and `tuner jobs` as a process: config errors name the file
+/// and key, and the job list is JSON.
+#[test]
+fn cli_reports_config_errors_and_lists_jobs() {
+    let bin = tuner_tests::tuner_bin();
+    let home = tempfile::tempdir().unwrap();
+    // Not the home itself: `config.toml` there is tuner's own configuration.
+    let work = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(&bin)
+            .args(args)
+            .env("TUNER_HOME", home.path())
+            .current_dir(work.path())
+            .output()
+            .unwrap()
+    };
+    std::fs::write(
+        work.path().join("config.toml"),
+        "model_name = \"Qwen/Qwen3-0.6B\"\ndataset = \"d.jsonl\"\nlora_rnak = 8\n",
+    )
+    .unwrap();
+    let out = run(&["train", "config.toml"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: config.toml: unknown key \"lora_rnak\"; did you mean \"lora_rank\"?"
+    );
+    std::fs::write(
+        work.path().join("config.yaml"),
+        "model_name: Qwen/Qwen3-0.6B\ndataset: [d.jsonl]\n",
+    )
+    .unwrap();
+    let out = run(&["train", "config.yaml", "--set", "lr=1e-4"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: --set: unknown key \"lr\"; did you mean \"learning_rate\"?"
+    );
+    let out = run(&["jobs", "list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, json!({"jobs": []}));
+}
