@@ -73,7 +73,8 @@ pub struct BatchConfig {
     /// Rows per batch (pairs, for preference samples; packed rows when
     /// packing).
     pub batch_size: usize,
-    /// Longer samples keep their first `max_seq_len` tokens.
+    /// Longer samples keep their first `max_seq_len` tokens (prompt
+    /// samples their last).
     pub max_seq_len: usize,
     /// Pack text and chat samples into rows of up to `max_seq_len` tokens.
     pub packing: bool,
@@ -147,15 +148,21 @@ pub struct Batcher {
     plan: Option<(u64, Vec<Vec<usize>>)>,
 }
 
-/// Cuts a sequence to `max` tokens; reports whether it was cut.
-fn truncate(seq: &TokenizedSequence, max: usize) -> (TokenizedSequence, bool) {
+/// Cuts a sequence to `max` tokens, keeping the start, or with `keep_end`
+/// the end; reports whether it was cut.
+fn truncate(seq: &TokenizedSequence, max: usize, keep_end: bool) -> (TokenizedSequence, bool) {
     if seq.len() <= max {
         return (seq.clone(), false);
     }
+    let range = if keep_end {
+        seq.len() - max..seq.len()
+    } else {
+        0..max
+    };
     (
         TokenizedSequence {
-            ids: seq.ids[..max].to_vec(),
-            weights: seq.weights[..max].to_vec(),
+            ids: seq.ids[range.clone()].to_vec(),
+            weights: seq.weights[range].to_vec(),
         },
         true,
     )
@@ -184,10 +191,14 @@ impl Batcher {
         };
         let mut prepared = Vec::with_capacity(samples.len());
         for sample in samples {
-            let (main, cut_main) = truncate(&sample.tokens.main, config.max_seq_len);
+            // A prompt is continued by generation, so it keeps its end (the
+            // question and the generation header), as TRL truncates prompts;
+            // everything else keeps its start, like HF tokenizer truncation.
+            let keep_end = sample.kind == SampleKind::Prompt;
+            let (main, cut_main) = truncate(&sample.tokens.main, config.max_seq_len, keep_end);
             let (rejected, cut_rejected) = match &sample.tokens.rejected {
                 Some(r) => {
-                    let (r, cut) = truncate(r, config.max_seq_len);
+                    let (r, cut) = truncate(r, config.max_seq_len, false);
                     (Some(r), cut)
                 }
                 None => (None, false),
@@ -952,5 +963,22 @@ mod tests {
             .unwrap();
         assert_eq!(prompt.answers, vec![Some("42".to_string())]);
         assert!(f32s(&prompt.loss_mask)[0].iter().all(|w| *w == 0.0));
+
+        // A long prompt keeps its last tokens: the generation header.
+        let sample = Sample::Prompt {
+            prompt: vec![Message::new("user", "word ".repeat(40))],
+            answer: None,
+        };
+        let tokens = qwen3().tokenize(&sample, &options).unwrap();
+        let full = tokens.main.ids.clone();
+        let prompt = BatchSample {
+            tokens,
+            kind: SampleKind::Prompt,
+            answer: None,
+        };
+        let mut batcher = Batcher::new(vec![prompt], config(1, 16)).unwrap();
+        assert_eq!(batcher.stats().truncated_samples, 1);
+        let ids = u32s(&batcher.next_batch(&Device::Cpu).unwrap().input.ids);
+        assert_eq!(ids[0], full[full.len() - 16..]);
     }
 }
