@@ -105,6 +105,17 @@ impl Linear {
         }
     }
 
+    /// Every variable this layer reads: the base weight when it trains, and
+    /// the LoRA factors.
+    pub fn vars(&self) -> Vec<Var> {
+        let mut vars: Vec<Var> = self.trainable_var().into_iter().cloned().collect();
+        if let Some(lora) = &self.lora {
+            vars.push(lora.a.clone());
+            vars.push(lora.b.clone());
+        }
+        vars
+    }
+
     /// The trainable base weight, if this layer trains its base.
     pub fn trainable_var(&self) -> Option<&Var> {
         match &self.base {

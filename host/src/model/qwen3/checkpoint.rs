@@ -75,22 +75,40 @@ pub fn checkpointed(
     grads: &CheckpointGrads,
     anchor: &Var,
 ) -> Result<Tensor> {
-    let out = layer.forward(&x.detach(), ctx, mode)?.detach();
+    let (layer2, ctx) = (layer.clone(), ctx.clone());
+    let f = move |x: &Tensor| layer2.forward(x, &ctx, mode);
+    recompute(x, layer.vars(), grads, anchor, "checkpointed-layer", f)
+}
+
+/// `f(x)` without keeping `f`'s intermediate tensors: recomputed in the
+/// backward pass, where the gradients of `vars` (everything `f` reads that
+/// trains) go to `grads` and the input gradient to the outer graph.
+pub fn recompute<F>(
+    x: &Tensor,
+    vars: Vec<Var>,
+    grads: &CheckpointGrads,
+    anchor: &Var,
+    name: &'static str,
+    f: F,
+) -> Result<Tensor>
+where
+    F: Fn(&Tensor) -> Result<Tensor> + Send + Sync + 'static,
+{
+    let out = f(&x.detach())?.detach();
     let arg = if x.track_op() {
         x.clone()
     } else {
         x.broadcast_add(&anchor.as_tensor().to_dtype(x.dtype())?)?
     };
-    let (layer, ctx, grads) = (layer.clone(), ctx.clone(), grads.clone());
-    with_backward(out, &arg, "checkpointed-layer", move |x, _out, grad| {
+    let grads = grads.clone();
+    with_backward(out, &arg, name, move |x, _out, grad| {
         let x_var = Var::from_tensor(&x.detach())?;
-        let out = layer.forward(x_var.as_tensor(), &ctx, mode)?;
-        let inner = (out * grad.detach().to_dtype(x.dtype())?)?
-            .sum_all()?
-            .backward()?;
-        for var in layer.vars() {
+        let out = f(x_var.as_tensor())?;
+        let grad = grad.detach().to_dtype(out.dtype())?;
+        let inner = (out * grad)?.sum_all()?.backward()?;
+        for var in &vars {
             if let Some(g) = inner.get(var.as_tensor()) {
-                grads.add(&var, g.clone())?;
+                grads.add(var, g.clone())?;
             }
         }
         // Returned even for an anchored input: candle expects every tracked
@@ -98,7 +116,7 @@ pub fn checkpointed(
         inner
             .get(x_var.as_tensor())
             .cloned()
-            .ok_or_else(|| candle_core::Error::Msg("checkpoint: no input gradient".into()))
+            .ok_or_else(|| candle_core::Error::Msg(format!("{name}: no input gradient")))
     })
 }
 

@@ -53,13 +53,7 @@ impl DecoderLayer {
             }
         }
         for lin in self.linears() {
-            if let Some(v) = lin.trainable_var() {
-                vars.push(v.clone());
-            }
-            if let Some(lora) = &lin.lora {
-                vars.push(lora.a.clone());
-                vars.push(lora.b.clone());
-            }
+            vars.extend(lin.vars());
         }
         vars
     }

@@ -120,14 +120,18 @@ pub struct Qwen3 {
     layers: Vec<Arc<DecoderLayer>>,
     norm: RmsNorm,
     /// With tied embeddings its base is `embed_tokens` (the same `Var` under
-    /// full fine-tuning).
-    lm_head: Linear,
+    /// full fine-tuning). Shared like the layers when the head is recomputed.
+    lm_head: Arc<Linear>,
     /// HF-named base variables (full fine-tuning), each once.
     base_vars: Vec<(String, Var)>,
     checkpointing: bool,
     checkpoint_grads: CheckpointGrads,
     /// Keeps checkpoint ops in the graph when their input needs no gradient.
     anchor: Var,
+    /// With checkpointing, `token_logprobs` computes logits in chunks of
+    /// about this many elements (256 MB in f32) and recomputes them in the
+    /// backward pass, so the `[b, s, vocab]` logits never exist at once.
+    logits_chunk_elems: usize,
     dtype: DType,
     device: Device,
 }
@@ -222,11 +226,12 @@ impl Qwen3 {
             embed_tokens,
             layers,
             norm,
-            lm_head,
+            lm_head: Arc::new(lm_head),
             base_vars,
             checkpointing: opts.gradient_checkpointing,
             checkpoint_grads: CheckpointGrads::default(),
             anchor: Var::zeros(1, DType::F32, device)?,
+            logits_chunk_elems: 1 << 26,
             dtype: opts.dtype,
             device: device.clone(),
         })
@@ -239,14 +244,43 @@ impl Qwen3 {
     }
 
     /// `[b, s-1]`: `log p(ids[t+1] | ids[..=t])` for every position `t`.
+    ///
+    /// With gradient checkpointing the lm_head and log-softmax run in chunks
+    /// of positions that are recomputed in the backward pass (vocabulary-
+    /// sized logits are the largest activation of a small model).
     pub fn token_logprobs(&self, input: &ModelInput, mode: Mode) -> candle_core::Result<Tensor> {
-        let logits = self.forward(input, mode)?;
-        let s = logits.dim(1)?;
+        let (b, s) = input.ids.dims2()?;
         if s < 2 {
             candle_core::bail!("token_logprobs needs at least 2 tokens per row, got {s}");
         }
+        let h = self.hidden_states(input, mode)?.narrow(1, 0, s - 1)?;
         let targets = input.ids.narrow(1, 1, s - 1)?;
-        log_softmax_gather(&logits.narrow(1, 0, s - 1)?, &targets)
+        if !self.checkpointing {
+            let logits = self.lm_head.forward(&h, mode)?.to_dtype(DType::F32)?;
+            return log_softmax_gather(&logits, &targets);
+        }
+        let t = s - 1;
+        let len = (self.logits_chunk_elems / (b * self.config.vocab_size).max(1)).clamp(1, t);
+        let mut parts = Vec::new();
+        for start in (0..t).step_by(len) {
+            let n = len.min(t - start);
+            let (head, targets) = (self.lm_head.clone(), targets.narrow(1, start, n)?);
+            let f = move |h: &Tensor| {
+                log_softmax_gather(&head.forward(h, mode)?.to_dtype(DType::F32)?, &targets)
+            };
+            let vars = self.lm_head.vars();
+            let hc = h.narrow(1, start, n)?;
+            let grads = &self.checkpoint_grads;
+            parts.push(checkpoint::recompute(
+                &hc,
+                vars,
+                grads,
+                &self.anchor,
+                "checkpointed-head",
+                f,
+            )?);
+        }
+        Tensor::cat(&parts, 1)
     }
 
     /// The final normed hidden states `[b, s, hidden]` in the model dtype.
@@ -310,7 +344,9 @@ impl Qwen3 {
                     .expect("no forward graph may be alive while linears are modified")
                     .linears_mut()
             })
-            .chain(std::iter::once(&mut self.lm_head))
+            .chain(std::iter::once(Arc::get_mut(&mut self.lm_head).expect(
+                "no forward graph may be alive while linears are modified",
+            )))
     }
 
     /// Every linear, by HF module path, lm_head last.
@@ -318,7 +354,7 @@ impl Qwen3 {
         self.layers
             .iter()
             .flat_map(|l| l.linears())
-            .chain(std::iter::once(&self.lm_head))
+            .chain(std::iter::once(&*self.lm_head))
     }
 
     /// What the optimiser updates: base weights under full fine-tuning (HF

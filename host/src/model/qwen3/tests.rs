@@ -284,9 +284,13 @@ fn assert_same_grads(a: &(f32, Vec<(String, Tensor)>), b: &(f32, Vec<(String, Te
 fn checkpointing_gives_the_same_full_gradients() {
     for name in ["tied", "untied"] {
         let plain = load(name, &opts(TrainMode::Full, false));
-        let ckpt = load(name, &opts(TrainMode::Full, true));
+        let mut ckpt = load(name, &opts(TrainMode::Full, true));
         let a = loss_and_grads(&plain);
         let b = loss_and_grads(&ckpt);
+        // Logits recomputed in chunks of 2 positions (the last one shorter).
+        ckpt.logits_chunk_elems = 2 * 2 * 128;
+        let c = loss_and_grads(&ckpt);
+        assert_same_grads(&a, &c);
         // Every weight trains once (tied: embed_tokens doubles as lm_head).
         let per_layer = 4 + 7;
         let n = 1 + 2 * per_layer + 1 + usize::from(name == "untied");
@@ -452,7 +456,16 @@ fn bf16_trains_with_checkpointing() {
     assert_eq!(a.0, b.0);
     for ((n, ga), (_, gb)) in a.1.iter().zip(&b.1) {
         assert_eq!(ga.dtype(), DType::BF16, "{n}");
-        assert_eq!(max_abs_diff(ga, gb), 0.0, "{n}");
+        // Same values up to bf16 rounding: a tied embedding sums its two
+        // gradients in another order when the head is recomputed.
+        let scale = ga.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+        let scale = scale
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let d = max_abs_diff(ga, gb);
+        assert!(d <= 1e-2 * scale, "{n}: {d} vs gradient scale {scale}");
     }
 }
 
