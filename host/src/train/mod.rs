@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod optim;
+pub mod peft;
 pub mod rng;
 pub mod schedule;
 pub mod config;
