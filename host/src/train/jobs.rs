@@ -260,6 +260,14 @@ pub struct QueueOptions {
     pub adopt_queued: bool,
 }
 
+/// What [`JobQueue::subscribe`] returns: the record, the stored events,
+/// and a live receiver unless the job has finished.
+pub type Subscription = (
+    JobRecord,
+    Vec<StoredEvent>,
+    Option<broadcast::Receiver<JobUpdate>>,
+);
+
 /// Jobs waiting and running in this process.
 pub struct JobQueue {
     shared: Arc<Shared>,
@@ -651,18 +659,7 @@ impl JobQueue {
     /// The record, the stored events after `after`, and (unless the job has
     /// finished) a receiver of what follows. Live events with a `seq` at or
     /// below the last one returned here are repeats: skip them.
-    pub fn subscribe(
-        &self,
-        id: i64,
-        after: u64,
-    ) -> Result<
-        (
-            JobRecord,
-            Vec<StoredEvent>,
-            Option<broadcast::Receiver<JobUpdate>>,
-        ),
-        JobError,
-    > {
+    pub fn subscribe(&self, id: i64, after: u64) -> Result<Subscription, JobError> {
         let record = self.get(id)?;
         if record.status.is_finished() {
             let history = self.events(id, after)?;
