@@ -206,11 +206,11 @@ impl MethodPlugin for MySft {
     }
 
     fn loss(batch: &Batch, policy: &Policy, _step: u64) -> Result<Tensor, PluginError> {
+        // -sum(logp * mask) / sum(mask): the mask may carry fractional
+        // per-turn weights, and is all zero for a batch with nothing to train.
         let logprobs = policy.token_logprobs(batch, true)?;
         let mask = batch.loss_mask()?;
-        let total = logprobs.mul(&mask)?.sum_all()?;
-        let count = mask.sum_all()?.clamp(1.0, f64::MAX)?;
-        Ok(total.div(&count)?.neg()?)
+        Ok(logprobs.weighted_mean(&mask)?.neg()?)
     }
 }
 
