@@ -286,6 +286,14 @@ impl Qwen3 {
     /// The final normed hidden states `[b, s, hidden]` in the model dtype.
     pub fn hidden_states(&self, input: &ModelInput, mode: Mode) -> candle_core::Result<Tensor> {
         let (b, s) = input.ids.dims2()?;
+        for (name, t) in [
+            ("positions", &input.positions),
+            ("segments", &input.segments),
+        ] {
+            if t.dims() != [b, s] {
+                candle_core::bail!("ModelInput.{name} is {:?}, ids are [{b}, {s}]", t.dims());
+            }
+        }
         let c = &self.config;
         let ids = input.ids.flatten_all()?;
         let mut x = self

@@ -494,3 +494,14 @@ fn frozen_base_keeps_no_weight_or_score_sized_gradients() {
         assert!(d != [2, 4, 7, 7], "score-sized gradient {d:?}");
     }
 }
+
+#[test]
+fn model_is_shareable_across_threads_and_inputs_are_checked() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Qwen3>();
+    let model = load("tied", &opts(TrainMode::Frozen, false));
+    let mut input = ModelInput::from_rows(&[vec![1, 2, 3]], &Device::Cpu).unwrap();
+    input.segments = Tensor::new(&[[1u32, 1]], &Device::Cpu).unwrap();
+    let err = model.forward(&input, Mode::EVAL).unwrap_err().to_string();
+    assert!(err.contains("ModelInput.segments"), "{err}");
+}
