@@ -542,6 +542,153 @@ async fn api_uploads_previews_validates_and_deletes_datasets() {
     assert_eq!(status, 404);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn api_stats_and_preview_take_a_model_for_tokens_and_the_rendered_template() {
+    let home = TestHome::new();
+    let settings = home.settings();
+    let cache = settings.model_cache_dir.clone();
+    let store = Arc::new(store_in(&home));
+    let state = tuner::api::AppState::new(host().clone(), store, home.home.clone(), settings, None);
+    let s = TestServer::start(state).await;
+    let data = "{\"instruction\": \"你好\", \"output\": \"你好！有什么可以帮你？\"}\n\
+                {\"messages\": [{\"role\": \"user\", \"content\": \"2+2?\"}, {\"role\": \"assistant\", \"content\": \"4\"}]}\n";
+    let (status, body) = upload(&s, "/api/data/upload", Some("zh"), "t.jsonl", data.into()).await;
+    assert_eq!(status, 201, "{body}");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/qwen3");
+    let folder = fixtures.display().to_string();
+    let q = |route: &str, model: &str, extra: &str| {
+        let model: String = url_encode(model);
+        format!("/api/data/zh/{route}?model={model}{extra}")
+    };
+
+    // A local model folder: token statistics beside the character ones.
+    let (status, stats) = s.get_json(&q("stats", &folder, "&max_seq_len=12")).await;
+    assert_eq!(status, 200, "{stats}");
+    let tokens = &stats["tokens"];
+    assert_eq!(
+        (tokens["samples"].as_u64(), tokens["failed"].as_u64()),
+        (Some(2), Some(0))
+    );
+    for key in ["prompt_tokens", "response_tokens", "total_tokens"] {
+        let d = &tokens[key];
+        for field in ["min", "mean", "p50", "p95", "max"] {
+            assert!(d[field].is_number(), "{key}.{field}: {stats}");
+        }
+    }
+    assert!(
+        tokens["total_tokens"]["min"].as_u64().unwrap() > 5,
+        "{stats}"
+    );
+    assert_eq!(tokens["max_seq_len"], 12);
+    assert!(tokens["over_max_seq_len"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["unit"], "chars");
+    let (_, plain) = s.get_json("/api/data/zh/stats").await;
+    assert!(plain["tokens"].is_null(), "{plain}");
+
+    // The rendered template with the trained span: the answer and its end of turn.
+    let (status, preview) = s
+        .get_json(&q("preview", &folder, "&n=1&enable_thinking=false"))
+        .await;
+    assert_eq!(status, 200, "{preview}");
+    let seq = &preview["rendered"][0]["sequences"][0];
+    let text = seq["text"].as_str().unwrap();
+    assert!(text.contains("<|im_start|>user\n你好<|im_end|>"), "{text}");
+    let trained: String = seq["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["weight"].as_f64().unwrap() > 0.0)
+        .map(|g| g["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        trained.contains("你好！有什么可以帮你？<|im_end|>"),
+        "{trained}"
+    );
+    assert!(!trained.contains("<|im_start|>user"), "{trained}");
+    assert_eq!(preview["samples"].as_array().unwrap().len(), 1);
+
+    // A model id found in the cache (nothing downloaded).
+    let snapshot = cache.join("models--Qwen--Qwen3-Fixture/snapshots/abc123");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixtures.join(f), snapshot.join(f)).unwrap();
+    }
+    let (status, stats) = s.get_json(&q("stats", "Qwen/Qwen3-Fixture", "")).await;
+    assert_eq!(
+        (status, stats["tokens"]["samples"].as_u64()),
+        (200, Some(2)),
+        "{stats}"
+    );
+    assert_eq!(stats["tokens"]["max_seq_len"], 4096);
+
+    // Clear errors when there is no such model or it has no tokenizer.
+    let code = |v: &Value| v["error"]["code"].as_str().map(str::to_string);
+    let (status, body) = s.get_json(&q("stats", "Qwen/NotDownloaded", "")).await;
+    assert_eq!(
+        (status, code(&body).as_deref()),
+        (404, Some("model_not_found")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tuner pull"),
+        "{body}"
+    );
+    let (status, body) = s.get_json(&q("preview", "/no/such/model/dir", "")).await;
+    assert_eq!(
+        (status, code(&body).as_deref()),
+        (404, Some("model_not_found")),
+        "{body}"
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let (status, body) = s
+        .get_json(&q("stats", &empty.path().display().to_string(), ""))
+        .await;
+    assert_eq!(
+        (status, code(&body).as_deref()),
+        (404, Some("tokenizer_not_found")),
+        "{body}"
+    );
+    let (status, body) = s.get_json(&q("stats", "bad name!", "")).await;
+    assert_eq!(
+        (status, code(&body).as_deref()),
+        (400, Some("invalid_model")),
+        "{body}"
+    );
+    let (status, body) = s.get_json(&q("stats", &folder, "&max_seq_len=0")).await;
+    assert_eq!(
+        (status, code(&body).as_deref()),
+        (400, Some("invalid_query")),
+        "{body}"
+    );
+    let (status, body) = s
+        .get_json(&format!(
+            "/api/data/nope/stats?model={}",
+            url_encode(&folder)
+        ))
+        .await;
+    assert_eq!(
+        (status, code(&body).as_deref()),
+        (404, Some("dataset_not_found")),
+        "{body}"
+    );
+}
+
+/// Percent-encodes a query value.
+fn url_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 #[test]
 fn loaded_samples_get_token_statistics_from_the_qwen3_tokenizer() {
     let dir = tempfile::tempdir().unwrap();

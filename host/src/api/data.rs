@@ -21,6 +21,8 @@ use crate::data::Sample;
 use crate::data::load::{self, LoadError, LoadOptions, LoadReport};
 use crate::data::stats::{self, Chars, DataStats};
 use crate::data::store::{DatasetRecord, Datasets, StoreError};
+use crate::hub::HubError;
+use crate::model::{ModelFiles, RenderOptions, RenderPreview};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -109,6 +111,13 @@ pub async fn remove(
 pub struct PreviewQuery {
     /// Samples to return (default 5, at most 100).
     n: Option<usize>,
+    /// Also render each sample with this model's chat template, trained
+    /// text marked: a local model folder, or a model id in the model cache
+    /// (`Qwen/Qwen3-0.6B`). Nothing is downloaded.
+    model: Option<String>,
+    /// Qwen3 hybrid thinking, passed to the chat template as
+    /// `enable_thinking` (only with `model`).
+    enable_thinking: Option<bool>,
 }
 
 /// The first samples of a dataset.
@@ -117,43 +126,194 @@ pub struct Preview {
     pub dataset: DatasetRecord,
     /// Normalised samples, in file order.
     pub samples: Vec<Sample>,
+    /// The model folder whose chat template rendered `rendered` (with `model`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_path: Option<String>,
+    /// With `model`: each sample as the model sees it, one entry per sample
+    /// in the order of `samples`; `segments` with a weight above 0 are
+    /// trained (the assistant answers), the rest is context.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rendered: Option<Vec<RenderPreview>>,
 }
 
-/// The first N normalised samples of a stored dataset.
+/// The first N normalised samples of a stored dataset; with `model`, also
+/// rendered with that model's chat template, trained spans marked.
 #[utoipa::path(get, path = "/api/data/{name}/preview", tag = "data",
     params(("name" = String, Path, description = "Dataset name"), PreviewQuery),
     responses((status = 200, body = Preview),
-              (status = 404, description = "No such dataset", body = super::error::ErrorBody)))]
+              (status = 400, description = "Invalid dataset name or `model`, or a tokenizer/chat template that does not load", body = super::error::ErrorBody),
+              (status = 404, description = "No such dataset, model or tokenizer", body = super::error::ErrorBody),
+              (status = 422, description = "The chat template refused a sample", body = super::error::ErrorBody)))]
 pub async fn preview(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<PreviewQuery>,
 ) -> Result<Json<Preview>, ApiError> {
     let n = q.n.unwrap_or(5).min(100);
-    let d = datasets(&state);
-    Ok(Json(Preview {
-        dataset: d.get(&name)?,
-        samples: d.samples(&name, Some(n))?,
-    }))
+    let state2 = state.clone();
+    let preview = tokio::task::spawn_blocking(move || -> Result<Preview, ApiError> {
+        let d = datasets(&state2);
+        let dataset = d.get(&name)?;
+        let samples = d.samples(&name, Some(n))?;
+        let (model_path, rendered) = match &q.model {
+            None => (None, None),
+            Some(model) => {
+                let (dir, files) = model_files(&state2, model)?;
+                let options = render_options(q.enable_thinking);
+                let rendered = samples
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        files.preview(&s.into(), &options).map_err(|e| {
+                            ApiError::new(
+                                StatusCode::UNPROCESSABLE_ENTITY,
+                                "render_failed",
+                                format!("rendering sample {} with `{model}`: {e}", i + 1),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                (Some(dir.display().to_string()), Some(rendered))
+            }
+        };
+        Ok(Preview {
+            dataset,
+            samples,
+            model_path,
+            rendered,
+        })
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Json(preview))
 }
 
-/// Counts and lengths (in characters) of a stored dataset.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct StatsQuery {
+    /// Add token statistics (`tokens`) measured with this model's chat
+    /// template and tokenizer: a local model folder, or a model id in the
+    /// model cache (`Qwen/Qwen3-0.6B`). Nothing is downloaded.
+    model: Option<String>,
+    /// Count samples longer than this (`over_max_seq_len`): in tokens with
+    /// `model` (default 4096), in characters without (no count by default).
+    max_seq_len: Option<u64>,
+    /// Qwen3 hybrid thinking, passed to the chat template as
+    /// `enable_thinking` (only with `model`).
+    enable_thinking: Option<bool>,
+}
+
+/// The sequence length token statistics check when the query names none
+/// (as `tuner data stats --tokenizer`).
+const DEFAULT_MAX_SEQ_LEN: u64 = 4096;
+
+/// Counts and lengths of a stored dataset: in characters, and with `model`
+/// also in tokens (prompt/response/total min, mean, p50, p95, max, and how
+/// many samples `max_seq_len` would truncate).
 #[utoipa::path(get, path = "/api/data/{name}/stats", tag = "data",
-    params(("name" = String, Path, description = "Dataset name")),
+    params(("name" = String, Path, description = "Dataset name"), StatsQuery),
     responses((status = 200, body = DataStats),
-              (status = 404, description = "No such dataset", body = super::error::ErrorBody)))]
+              (status = 400, description = "Invalid dataset name, `model` or `max_seq_len`, or a tokenizer/chat template that does not load", body = super::error::ErrorBody),
+              (status = 404, description = "No such dataset, model or tokenizer", body = super::error::ErrorBody)))]
 pub async fn stats_of(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Query(q): Query<StatsQuery>,
 ) -> Result<Json<DataStats>, ApiError> {
+    if q.max_seq_len == Some(0) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "`max_seq_len` must be at least 1",
+        ));
+    }
     let state2 = state.clone();
     let stats = tokio::task::spawn_blocking(move || -> Result<DataStats, ApiError> {
         let samples = datasets(&state2).samples(&name, None)?;
-        Ok(stats::compute(&samples, &Chars, None))
+        let Some(model) = &q.model else {
+            return Ok(stats::compute(&samples, &Chars, q.max_seq_len));
+        };
+        let (_, files) = model_files(&state2, model)?;
+        // Lengths in characters stay; the limit applies to tokens.
+        let mut stats = stats::compute(&samples, &Chars, None);
+        let converted: Vec<crate::model::Sample> = samples.iter().map(Into::into).collect();
+        let limit = q.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN) as usize;
+        stats.tokens =
+            Some(files.stats_parallel(&converted, &render_options(q.enable_thinking), limit));
+        Ok(stats)
     })
     .await
     .map_err(ApiError::internal)??;
     Ok(Json(stats))
+}
+
+fn render_options(enable_thinking: Option<bool>) -> RenderOptions {
+    RenderOptions {
+        enable_thinking,
+        ..RenderOptions::default()
+    }
+}
+
+/// Whether `model` is meant as a folder path rather than a hub id
+/// (`org/name`).
+fn looks_like_path(model: &str) -> bool {
+    model.starts_with(['/', '.', '~'])
+        || model.contains('\\')
+        || model.matches('/').count() > 1
+        || FsPath::new(model).is_absolute()
+}
+
+/// The chat template and tokenizer of `model` (a local model folder, or a
+/// model id resolved in the model cache without downloading), and the
+/// folder they came from. 404 when there is no such model or it has no
+/// tokenizer files; 400 when the name is not usable or the files do not load.
+fn model_files(state: &AppState, model: &str) -> Result<(PathBuf, ModelFiles), ApiError> {
+    let model = model.trim();
+    if model.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_model",
+            "`model` is empty: give a local model folder or a cached model id (`Qwen/Qwen3-0.6B`)",
+        ));
+    }
+    let hub = state.hub();
+    let dir = hub.local_path(model).map_err(|e| match e {
+        HubError::NotCached(_) | HubError::InvalidName { .. } if looks_like_path(model) => {
+            ApiError::not_found(
+                "model_not_found",
+                format!("no model folder at `{model}` on the server"),
+            )
+        }
+        HubError::NotCached(_) => ApiError::not_found(
+            "model_not_found",
+            format!(
+                "`{model}` is neither a model folder nor a model in the cache ({}); download it \
+                 first (`tuner pull {model}` or POST /api/models/download)",
+                hub.cache.root.display()
+            ),
+        ),
+        HubError::InvalidName { .. } => ApiError::bad_request(
+            "invalid_model",
+            format!("`{model}` is neither a model folder nor a model id: {e}"),
+        ),
+        other => ApiError::internal(other),
+    })?;
+    for file in ["tokenizer.json", "tokenizer_config.json"] {
+        if !dir.join(file).is_file() {
+            return Err(ApiError::not_found(
+                "tokenizer_not_found",
+                format!(
+                    "{}: no {file}; token statistics and rendering need the model's \
+                     tokenizer.json and tokenizer_config.json (with its chat template)",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    let files = ModelFiles::from_dir(&dir).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_tokenizer",
+            format!("loading the tokenizer and chat template of `{model}`: {e}"),
+        )
+    })?;
+    Ok((dir, files))
 }
 
 /// The multipart form of `upload` and `validate`.

@@ -126,16 +126,22 @@ fn first_invalid_utf8(path: &Path) -> Result<Option<u64>, DecodeError> {
             return Ok((carry > 0).then_some(offset));
         }
         let len = carry + n;
-        match std::str::from_utf8(&buf[..len]) {
-            Ok(_) => {
-                offset += len as u64;
-                carry = 0;
-            }
+        // encoding_rs validates with SIMD (simdutf8); `str::from_utf8` falls
+        // back to a byte loop on non-ASCII text and made this pass cost as
+        // much as the parse on Chinese data.
+        let valid = Encoding::utf8_valid_up_to(&buf[..len]);
+        if valid == len {
+            offset += len as u64;
+            carry = 0;
+            continue;
+        }
+        // Invalid, or a sequence cut by the end of the read: the bytes from
+        // `valid` on tell which (`error_len` is `None` for a cut sequence).
+        match std::str::from_utf8(&buf[valid..len]) {
             Err(e) if e.error_len().is_some() => {
-                return Ok(Some(offset + e.valid_up_to() as u64));
+                return Ok(Some(offset + (valid + e.valid_up_to()) as u64));
             }
-            Err(e) => {
-                let valid = e.valid_up_to();
+            _ => {
                 buf.copy_within(valid..len, 0);
                 carry = len - valid;
                 offset += valid as u64;

@@ -204,9 +204,9 @@ pub fn load(
             match record {
                 RecordOutcome::Sample(s) => {
                     report.samples += 1;
-                    *report.layouts.entry(s.layout).or_default() += 1;
+                    count(&mut report.layouts, &s.layout);
                     let sample = Sample::from(s.sample);
-                    *report.kinds.entry(sample.kind().into()).or_default() += 1;
+                    count(&mut report.kinds, sample.kind());
                     if sink_error.is_none()
                         && let Err(e) = sink(sample)
                     {
@@ -255,6 +255,17 @@ pub fn load(
         });
     }
     Ok(report)
+}
+
+/// Adds one to `key`'s count, allocating the key only the first time (this
+/// runs once per record).
+fn count(counts: &mut BTreeMap<String, u64>, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.to_string(), 1);
+        }
+    }
 }
 
 /// The named format plugin, or the one most confident about the file

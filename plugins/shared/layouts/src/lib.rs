@@ -13,13 +13,16 @@
 //! Plain Rust, no WebAssembly specifics: `cargo test --manifest-path
 //! plugins/Cargo.toml -p layouts` runs its tests natively.
 
+mod fast;
 mod lines;
 mod normalise;
 mod settings;
+mod size_class;
 
 pub use lines::{BoundedLines, LineEvent};
 pub use normalise::{FieldError, Layout, Normaliser};
 pub use settings::{DEFAULT_MAX_RECORD_BYTES, Settings};
+pub use size_class::SizeClassAlloc;
 pub use tuner_sdk::{ChatSample, Message, PreferenceSample, PromptSample, Sample};
 
 /// The JSON type name used in messages (`expected string, found number`).

@@ -36,7 +36,7 @@ impl BoundedLines {
     /// Feeds a chunk, calling `each` for every line it completes.
     pub fn feed(&mut self, chunk: &str, mut each: impl FnMut(LineEvent<'_>)) {
         let mut rest = chunk;
-        while let Some(pos) = rest.find('\n') {
+        while let Some(pos) = find_newline(rest.as_bytes()) {
             let head = &rest[..pos];
             rest = &rest[pos + 1..];
             self.complete(head, &mut each);
@@ -91,6 +91,31 @@ impl BoundedLines {
     }
 }
 
+/// The index of the first `\n` in `bytes`, eight bytes at a time: a u64
+/// word is native in WebAssembly, while `str::find` (core's memchr) works a
+/// `usize`, four bytes on wasm32, at a time. The zero-byte test
+/// `(x - 0x01..) & !x & 0x80..` flags the first matching byte exactly.
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = LO * b'\n' as u64;
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in words.by_ref() {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or([0; 8])) ^ NL;
+        let found = x.wrapping_sub(LO) & !x & HI;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|b| *b == b'\n')
+        .map(|p| at + p)
+}
+
 fn strip_cr(line: &str) -> &str {
     line.strip_suffix('\r').unwrap_or(line)
 }
@@ -113,6 +138,28 @@ mod tests {
         }
         lines.finish(&mut push);
         out
+    }
+
+    #[test]
+    fn newlines_are_found_at_every_position() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut bytes = vec![b'x'; len];
+                // Bytes just above and below `\n` must not match.
+                bytes.iter_mut().step_by(3).for_each(|b| *b = 0x0b);
+                bytes.iter_mut().skip(1).step_by(5).for_each(|b| *b = 0x09);
+                bytes.iter_mut().skip(2).step_by(7).for_each(|b| *b = 0x8a);
+                let want = (at < len).then(|| {
+                    bytes[at] = b'\n';
+                    at
+                });
+                assert_eq!(find_newline(&bytes), want, "len {len}, at {at}");
+                if at + 1 < len {
+                    bytes[at + 1] = b'\n';
+                    assert_eq!(find_newline(&bytes), want, "two, len {len}, at {at}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -231,6 +231,20 @@ impl Normaliser {
         Ok((sample, layout))
     }
 
+    /// No column mapping and the default ShareGPT tags.
+    pub(crate) fn plain_columns(&self) -> bool {
+        self.columns.is_empty()
+            && self
+                .tags
+                .iter()
+                .all(|(k, v)| TAG_KEYS.iter().any(|(tk, tv)| tk == k && tv == v))
+    }
+
+    /// The layout forced by the options, if any.
+    pub(crate) fn forced(&self) -> Option<Layout> {
+        self.forced
+    }
+
     fn col<'a>(&'a self, key: &'a str) -> &'a str {
         self.columns.get(key).map(String::as_str).unwrap_or(key)
     }
