@@ -407,6 +407,7 @@ fn reference_terms(lp: &[f64], c: &[f64]) -> Vec<(&'static str, f64)> {
         ),
         ("to_dtype", lp.iter().sum()),
         ("detach", sum(&|i, x| c[i] * x)),
+        ("reference", sum(&|i, x| c[i] * x)),
     ]
 }
 
@@ -694,6 +695,29 @@ fn the_live_tensor_cap_is_enforced_and_released() {
     }
     assert_eq!(plugin.stats().instances, 1);
     plugin.method_loss(batch(&MASK), p, 5).unwrap();
+}
+
+/// A model that takes longer than the plugin call deadline.
+struct SlowPolicy(Arc<dyn PolicyBackend>);
+
+impl PolicyBackend for SlowPolicy {
+    fn token_logprobs(&self, batch: &MethodBatch, use_adapters: bool) -> anyhow::Result<Tensor> {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        self.0.token_logprobs(batch, use_adapters)
+    }
+}
+
+#[test]
+fn time_in_the_model_does_not_count_against_the_plugin_deadline() {
+    // test_limits() gives calls 1 s; the forward pass alone takes 1.5 s.
+    let host = TestHome::new().start(test_limits());
+    let (_var, p) = policy(&LP);
+    let out = host
+        .get("sft")
+        .unwrap()
+        .method_loss(batch(&MASK), Arc::new(SlowPolicy(p)), 0)
+        .unwrap();
+    assert!(out.loss.to_scalar::<f32>().unwrap() > 0.0);
 }
 
 #[test]

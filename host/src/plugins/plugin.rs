@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use utoipa::ToSchema;
-use wasmtime::Store;
 use wasmtime::component::{Component, Resource};
+use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::format::Format;
 use super::bindings::format::exports::tuner::plugin::format_plugin;
@@ -164,6 +164,18 @@ impl Plugin {
         let mut store = Store::new(&rt.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(ticks(deadline));
+        if self.meta.kind == Kind::Method {
+            // The deadline bounds the plugin's own work, not the model's:
+            // time spent in host forward passes is given back once.
+            store.epoch_deadline_callback(|mut ctx| {
+                let spent = std::mem::take(&mut ctx.data_mut().method.host_time);
+                Ok(if spent.is_zero() {
+                    UpdateDeadline::Interrupt
+                } else {
+                    UpdateDeadline::Continue(ticks(spent))
+                })
+            });
+        }
         let fail = |e: wasmtime::Error| CallError::Instantiate {
             plugin: self.meta.name.clone(),
             message: format!("{e:#}"),
@@ -461,6 +473,7 @@ impl Plugin {
             let state = store.data_mut();
             state.method.device = device;
             state.method.metrics.clear();
+            state.method.host_time = Duration::ZERO;
             let batch = state.table.push(BatchHandle::new(batch))?;
             let policy = state.table.push(PolicyHandle::new(policy))?;
             // Lent, not given: the plugin sees borrows, the table keeps them.

@@ -10,6 +10,7 @@
 //! [`Plugin::method_loss`]: crate::plugins::Plugin::method_loss
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
 use wasmtime::component::Resource;
@@ -37,6 +38,12 @@ pub struct MethodState {
     pub max_tensors: usize,
     /// `report-metric` calls of the current `loss` call, by name (last wins).
     pub metrics: Vec<(String, f64)>,
+    /// Time spent in the model for the plugin (`token-logprobs`,
+    /// `generate`) since the deadline was last extended. The call deadline
+    /// limits the plugin's own work: when it passes, it is extended by this
+    /// much (see [`Plugin`](crate::plugins::Plugin)'s epoch callback), so a
+    /// slow forward pass of a large model does not stop the plugin.
+    pub host_time: Duration,
 }
 
 impl MethodState {
@@ -46,6 +53,7 @@ impl MethodState {
             live_tensors: 0,
             max_tensors,
             metrics: Vec::new(),
+            host_time: Duration::ZERO,
         }
     }
 }
@@ -221,7 +229,10 @@ impl model::HostPolicy for PluginState {
     ) -> TensorResult {
         let policy = self.table.get(&handle)?.policy.clone();
         let batch = self.batch(&batch)?;
-        let logprobs = match policy.token_logprobs(&batch, use_adapters) {
+        let started = Instant::now();
+        let answer = policy.token_logprobs(&batch, use_adapters);
+        self.method.host_time += started.elapsed();
+        let logprobs = match answer {
             Ok(t) => t,
             Err(e) => return Ok(Err(backend_error("policy.token-logprobs", e))),
         };
@@ -250,9 +261,10 @@ impl model::HostPolicy for PluginState {
     ) -> wasmtime::Result<Result<Rollout, TensorError>> {
         let policy = self.table.get(&handle)?.policy.clone();
         let batch = self.batch(&batch)?;
-        Ok(policy
-            .generate(&batch, &sampling)
-            .map_err(|e| backend_error("policy.generate", e)))
+        let started = Instant::now();
+        let answer = policy.generate(&batch, &sampling);
+        self.method.host_time += started.elapsed();
+        Ok(answer.map_err(|e| backend_error("policy.generate", e)))
     }
 
     fn drop(&mut self, handle: Resource<PolicyHandle>) -> wasmtime::Result<()> {

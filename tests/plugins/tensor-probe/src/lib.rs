@@ -83,6 +83,8 @@ impl MethodPlugin for Probe {
         t.add("where_else", lp.where_else(&mask, &Tensor::scalar(0.25)?)?)?;
         t.add("to_dtype", lp.to_dtype(Dtype::Bf16)?.to_dtype(Dtype::F32)?)?;
         t.add("detach", lp.detach()?.mul(&lp)?)?;
+        // Without adapters the host answers without a gradient.
+        t.add("reference", policy.token_logprobs(batch, false)?.mul(&lp)?)?;
 
         let mut terms = t.0.into_iter();
         let mut loss = terms.next().expect("terms");
