@@ -6,9 +6,11 @@
 //! transformers), or in f64 when given f64 (finite-difference tests).
 
 use candle_core::backend::BackendStorage;
+use std::sync::Mutex;
+
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp2, D, DType, Device, Layout, MetalStorage, Result, Shape,
-    Tensor,
+    CpuStorage, CudaStorage, CustomOp1, D, DType, Device, Layout, MetalStorage, Result, Shape,
+    Storage, Tensor,
 };
 
 /// f32 for half types and f32, f64 for f64.
@@ -189,9 +191,11 @@ type BackwardFn = dyn Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + S
 ///
 /// This is how the model gets hand-written backward passes without writing
 /// kernels: the forward pass runs ordinary (device-agnostic) candle ops on a
-/// detached input, and a custom op that is the identity on `value` carries
-/// `bwd` into the graph. Returns `value` itself when `input` needs no
-/// gradient.
+/// detached input, and a custom op on `input` whose output is `value` carries
+/// `bwd` into the graph. The op hands `value` over once (one copy, as candle
+/// cannot adopt another tensor's storage) and keeps no reference to it, so
+/// the graph holds the result only once. Returns `value` itself when `input`
+/// needs no gradient.
 pub fn with_backward<F>(value: Tensor, input: &Tensor, name: &'static str, bwd: F) -> Result<Tensor>
 where
     F: Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
@@ -199,70 +203,73 @@ where
     if !input.track_op() {
         return Ok(value);
     }
-    value.contiguous()?.apply_op2(
-        input,
-        Backward {
-            name,
-            bwd: Box::new(bwd),
-        },
-    )
+    let value = Mutex::new(Some(value.contiguous()?));
+    input.apply_op1(Backward {
+        name,
+        value,
+        bwd: Box::new(bwd),
+    })
 }
 
 struct Backward {
     name: &'static str,
+    /// Taken by the forward pass.
+    value: Mutex<Option<Tensor>>,
     bwd: Box<BackwardFn>,
 }
 
-fn clone_first<S: BackendStorage>(s: &S, l: &Layout) -> Result<(S, Shape)> {
+impl Backward {
+    fn take(&self) -> Result<Tensor> {
+        let taken = self
+            .value
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("poisoned".into()))?
+            .take();
+        taken.ok_or_else(|| candle_core::Error::Msg(format!("{}: forward ran twice", self.name)))
+    }
+}
+
+fn copy_out<S: BackendStorage>(s: &S, l: &Layout) -> Result<(S, Shape)> {
     if !l.is_contiguous() || l.start_offset() != 0 {
         candle_core::bail!("with_backward: value is not contiguous");
     }
     Ok((s.try_clone(l)?, l.shape().clone()))
 }
 
-impl CustomOp2 for Backward {
+impl CustomOp1 for Backward {
     fn name(&self) -> &'static str {
         self.name
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        clone_first(s1, l1)
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        let value = self.take()?;
+        let (storage, layout) = value.storage_and_layout();
+        match &*storage {
+            Storage::Cpu(s) => copy_out(s, layout),
+            _ => candle_core::bail!("{}: value and input on different devices", self.name),
+        }
     }
 
-    fn cuda_fwd(
-        &self,
-        s1: &CudaStorage,
-        l1: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-    ) -> Result<(CudaStorage, Shape)> {
-        clone_first(s1, l1)
+    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
+        let value = self.take()?;
+        let (storage, layout) = value.storage_and_layout();
+        match &*storage {
+            Storage::Cuda(s) => copy_out(s, layout),
+            _ => candle_core::bail!("{}: value and input on different devices", self.name),
+        }
     }
 
-    fn metal_fwd(
-        &self,
-        s1: &MetalStorage,
-        l1: &Layout,
-        _: &MetalStorage,
-        _: &Layout,
-    ) -> Result<(MetalStorage, Shape)> {
-        clone_first(s1, l1)
+    fn metal_fwd(&self, _: &MetalStorage, _: &Layout) -> Result<(MetalStorage, Shape)> {
+        let value = self.take()?;
+        let (storage, layout) = value.storage_and_layout();
+        match &*storage {
+            Storage::Metal(s) => copy_out(s, layout),
+            _ => candle_core::bail!("{}: value and input on different devices", self.name),
+        }
     }
 
-    fn bwd(
-        &self,
-        _value: &Tensor,
-        input: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((None, Some((self.bwd)(input, res, grad)?)))
+    fn bwd(&self, input: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some((self.bwd)(input, res, grad)?))
     }
 }
 
