@@ -81,14 +81,22 @@ pub fn adapter_config_json(
     target_modules: &[String],
     base_model_name_or_path: &str,
 ) -> serde_json::Value {
+    // Integral alphas as integers, and the f32 dropout by its shortest
+    // decimal (0.05, not 0.05000000074505806), as Python would write them.
+    let alpha = if spec.alpha.fract() == 0.0 && spec.alpha.abs() < 1e15 {
+        serde_json::Value::from(spec.alpha as i64)
+    } else {
+        serde_json::Value::from(spec.alpha)
+    };
+    let dropout: f64 = spec.dropout.to_string().parse().unwrap_or(spec.dropout as f64);
     serde_json::json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
         "base_model_name_or_path": base_model_name_or_path,
         "revision": null,
         "r": spec.rank,
-        "lora_alpha": spec.alpha,
-        "lora_dropout": spec.dropout,
+        "lora_alpha": alpha,
+        "lora_dropout": dropout,
         "target_modules": target_modules,
         "use_rslora": spec.rslora,
         "use_dora": false,
@@ -604,7 +612,8 @@ mod tests {
         assert_eq!(config["peft_type"], "LORA");
         assert_eq!(config["task_type"], "CAUSAL_LM");
         assert_eq!(config["r"], 4);
-        assert_eq!(config["lora_alpha"], 8.0);
+        assert_eq!(config["lora_alpha"], 8);
+        assert_eq!(config["lora_dropout"], 0.05);
         assert_eq!(config["target_modules"], serde_json::json!(["q_proj", "v_proj"]));
         assert_eq!(config["base_model_name_or_path"], "Qwen/Qwen3-0.6B");
         assert_eq!(config["use_rslora"], false);
@@ -811,5 +820,75 @@ mod tests {
             let diff = ((&exported[k] - t).unwrap() - 0.5).unwrap().abs().unwrap().max_all().unwrap();
             assert!(diff.to_scalar::<f32>().unwrap() < 1e-6, "{k}");
         }
+    }
+}
+
+/// The PEFT interoperability fixture: an adapter folder and a merged export
+/// written by tuner from the tiny checkpoint, with tuner's logits, which
+/// `tests/fixtures/tiny-qwen3/check_peft.py` loads with PEFT and
+/// transformers. `TUNER_WRITE_FIXTURES=1` rewrites it; otherwise the test
+/// checks the committed fixture is what the current code writes.
+#[cfg(test)]
+mod fixture {
+    use super::*;
+    use crate::model::linear::Mode;
+    use crate::model::lora::attach_lora;
+    use crate::model::qwen3::{LoadOptions, ModelInput};
+
+    #[test]
+    fn peft_fixture_is_current() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-qwen3");
+        let base = root.join("tied");
+        let mut model = Qwen3::load(&base, &Device::Cpu, &LoadOptions::default()).unwrap();
+        let spec = LoraSpec {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.05,
+            target_modules: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
+            rslora: false,
+        };
+        attach_lora(&mut model, &spec, 5).unwrap();
+        for (i, lin) in model.linears().enumerate() {
+            if let Some(lora) = &lin.lora {
+                let n = lora.b.elem_count();
+                let vals: Vec<f32> = (0..n).map(|k| ((k * 5 + i * 3) % 11) as f32 * 0.02 - 0.1).collect();
+                lora.b.set(&Tensor::from_vec(vals, lora.b.dims(), &Device::Cpu).unwrap()).unwrap();
+            }
+        }
+        let input = ModelInput::from_rows(&[vec![1, 5, 9, 3, 7, 2, 11, 4]], &Device::Cpu).unwrap();
+        let logits = model.forward(&input, Mode::EVAL).unwrap();
+
+        let tmp = tempfile::tempdir().unwrap();
+        let adapter = tmp.path().join("peft-adapter");
+        save_adapter(&model, &spec, "tied", &adapter).unwrap();
+        let merged = tmp.path().join("peft-merged");
+        export_merged(&model, &base, &merged, DEFAULT_MAX_SHARD_BYTES).unwrap();
+        let logits_file = tmp.path().join("peft-logits.safetensors");
+        write_safetensors(&logits_file, [("logits", &logits), ("input_ids", &input.ids)].into_iter())
+            .unwrap();
+
+        let fixture = root.join("peft");
+        if std::env::var("TUNER_WRITE_FIXTURES").is_ok_and(|v| v == "1") {
+            let _ = fs::remove_dir_all(&fixture);
+            fs::create_dir_all(&fixture).unwrap();
+            fs::rename(&adapter, fixture.join("adapter")).unwrap();
+            fs::rename(&merged, fixture.join("merged")).unwrap();
+            fs::rename(&logits_file, fixture.join("logits.safetensors")).unwrap();
+            return;
+        }
+        for (ours, committed) in [
+            (adapter.join(ADAPTER_CONFIG), fixture.join("adapter").join(ADAPTER_CONFIG)),
+            (adapter.join(ADAPTER_WEIGHTS), fixture.join("adapter").join(ADAPTER_WEIGHTS)),
+            (
+                merged.join("model-00001-of-00001.safetensors"),
+                fixture.join("merged/model-00001-of-00001.safetensors"),
+            ),
+        ] {
+            let want = fs::read(&committed).unwrap_or_else(|e| panic!("{}: {e}", committed.display()));
+            assert!(fs::read(&ours).unwrap() == want, "{} is stale (TUNER_WRITE_FIXTURES=1 rewrites it)", committed.display());
+        }
+        let committed = candle_core::safetensors::load(fixture.join("logits.safetensors"), &Device::Cpu).unwrap();
+        let diff = (&committed["logits"] - &logits).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
     }
 }
