@@ -220,10 +220,16 @@ async fn the_openapi_document_lists_every_route() {
             "GET /api/openapi.json",
             "GET /api/plugins",
             "GET /api/plugins/{name}",
+            "GET /api/training",
+            "GET /api/training/{id}",
+            "GET /api/training/{id}/events",
             "POST /api/data/upload",
             "POST /api/data/validate",
             "POST /api/models/download",
             "POST /api/plugins/reload",
+            "POST /api/training",
+            "POST /api/training/{id}/resume",
+            "POST /api/training/{id}/stop",
             "PUT /api/config",
         ]
     );
