@@ -193,6 +193,46 @@ impl QuantizedWeight {
 
 impl Nf4Weight {
     fn dequantize_f32(&self) -> Result<Tensor> {
+        if self.packed.device().is_cpu() {
+            self.dequantize_cpu()
+        } else {
+            self.dequantize_tensor_ops()
+        }
+    }
+
+    /// CPU: one pass over the packed bytes, so the only transient is the
+    /// f32 weight itself (the tensor-op path makes several weight-sized
+    /// temporaries).
+    fn dequantize_cpu(&self) -> Result<Tensor> {
+        let (out_f, in_f) = self.shape;
+        let n = out_f * in_f;
+        let map = dynamic_map();
+        let absmax: Vec<f32> = with_cpu_slice(&self.absmax_codes, |codes: &[u8]| {
+            with_cpu_slice(&self.absmax_scales, |scales: &[f32]| {
+                codes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| map[c as usize] * scales[i / DQ_BLOCK] + self.absmax_offset)
+                    .collect()
+            })
+        })??;
+        let values = with_cpu_slice(&self.packed, |packed: &[u8]| {
+            let mut out = Vec::with_capacity(packed.len() * 2);
+            for (block, bytes) in packed.chunks(NF4_BLOCK / 2).enumerate() {
+                let m = absmax[block];
+                for &b in bytes {
+                    out.push(NF4_LEVELS[(b >> 4) as usize] * m);
+                    out.push(NF4_LEVELS[(b & 15) as usize] * m);
+                }
+            }
+            out.truncate(n);
+            out
+        })?;
+        Tensor::from_vec(values, (out_f, in_f), self.packed.device())
+    }
+
+    /// Any device: the same decoding written with tensor ops.
+    fn dequantize_tensor_ops(&self) -> Result<Tensor> {
         let (out_f, in_f) = self.shape;
         let n = out_f * in_f;
         // Block absmax = dyn_map[code] * scale of its group of 256 + mean.
@@ -227,6 +267,31 @@ impl Nf4Weight {
 
 impl Int8Weight {
     fn dequantize_f32(&self) -> Result<Tensor> {
+        if self.codes.device().is_cpu() {
+            self.dequantize_cpu()
+        } else {
+            self.dequantize_tensor_ops()
+        }
+    }
+
+    /// CPU: one pass over the codes (see [`Nf4Weight::dequantize_cpu`]).
+    fn dequantize_cpu(&self) -> Result<Tensor> {
+        let (out_f, in_f) = self.shape;
+        let values = with_cpu_slice(&self.codes, |codes: &[u8]| {
+            with_cpu_slice(&self.scales, |scales: &[f32]| {
+                codes
+                    .iter()
+                    .take(out_f * in_f)
+                    .enumerate()
+                    .map(|(i, &c)| (c as f32 - 128.0) * scales[i / INT8_BLOCK])
+                    .collect::<Vec<f32>>()
+            })
+        })??;
+        Tensor::from_vec(values, (out_f, in_f), self.codes.device())
+    }
+
+    /// Any device: the same decoding written with tensor ops.
+    fn dequantize_tensor_ops(&self) -> Result<Tensor> {
         let (out_f, in_f) = self.shape;
         let n_blocks = self.scales.elem_count();
         (self.codes.to_dtype(DType::F32)? - 128.0)?
@@ -236,6 +301,18 @@ impl Int8Weight {
             .narrow(0, 0, out_f * in_f)?
             .reshape((out_f, in_f))
     }
+}
+
+/// Runs `f` on the contiguous data of a CPU tensor, without copying.
+fn with_cpu_slice<T: candle_core::WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("quantized weight: expected a cpu tensor")
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("quantized weight: codes are not contiguous")
+    };
+    Ok(f(&cpu.as_slice::<T>()?[start..end]))
 }
 
 /// Index of the NF4 level nearest to `x` (already divided by the block
@@ -611,6 +688,20 @@ mod tests {
         .unwrap();
         let back = QuantizedWeight::int8(&exact).unwrap().dequantize().unwrap();
         assert!(mean_abs_err(&exact, &back) < 0.01);
+    }
+
+    #[test]
+    fn cpu_and_tensor_op_dequantisation_agree() {
+        // 700 blocks of 64 (> 256: two double-quant groups) plus a partial one.
+        let w = weight(401, 112, 0.02, 10);
+        let QuantizedWeight::Nf4(q) = QuantizedWeight::nf4(&w).unwrap() else { unreachable!() };
+        let a = q.dequantize_cpu().unwrap().to_vec2::<f32>().unwrap();
+        let b = q.dequantize_tensor_ops().unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(a, b);
+        let QuantizedWeight::Int8(q) = QuantizedWeight::int8(&w).unwrap() else { unreachable!() };
+        let a = q.dequantize_cpu().unwrap().to_vec2::<f32>().unwrap();
+        let b = q.dequantize_tensor_ops().unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]
