@@ -66,9 +66,18 @@ pub fn run(ctx: Context, args: TrainArgs) -> Result<ExitCode> {
         .filter(|p| p.kind() == Kind::Method)
         .map(|p| p.name().to_string())
         .collect();
-    config
-        .check_method(&methods)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    let method_from_set = args
+        .set
+        .iter()
+        .any(|s| s.trim_start().starts_with("training_method"));
+    config.check_method(&methods).map_err(|e| {
+        let origin = if method_from_set {
+            "--set".to_string()
+        } else {
+            args.config.display().to_string()
+        };
+        anyhow::anyhow!("{origin}: {e}")
+    })?;
     let store = Arc::new(Store::open(&ctx.settings.database)?);
     let env = TrainerEnv {
         host,
