@@ -38,6 +38,8 @@ pub const DQ_BLOCK: usize = 256;
 pub const INT8_BLOCK: usize = 64;
 
 /// The 16 NormalFloat levels, exactly as in bitsandbytes (`get_4bit_type("nf4")`).
+// The digits are bitsandbytes' own, kept verbatim so they can be compared.
+#[allow(clippy::excessive_precision)]
 pub const NF4_LEVELS: [f32; 16] = [
     -1.0,
     -0.696_192_800_998_687_7,
