@@ -365,7 +365,9 @@ fn source_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     )
 }
 
-/// Writes the merged model to `out_dir` (which must not exist, or be empty):
+/// Writes the merged model to `out_dir` (created, or updated in place: an
+/// output directory may also hold checkpoints, which are left alone; weight
+/// files of an earlier export that the new one does not use are removed):
 /// the weights of `source_dir` with each adapter of `linears` merged into its
 /// base, and each of `trained` (full fine-tuning: HF tensor names, with or
 /// without the `.weight` suffix) replacing the source tensor of that name.
@@ -378,9 +380,6 @@ pub fn export_merged_from<'a>(
 ) -> Result<ExportSummary> {
     if !source_dir.join("config.json").is_file() {
         bail!("{} has no config.json", source_dir.display());
-    }
-    if out_dir.exists() && fs::read_dir(out_dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        bail!("export destination {} already exists and is not empty", out_dir.display());
     }
     let files = source_weight_files(source_dir)?;
     // SAFETY: read-only maps of model files nobody writes while exporting.
@@ -487,7 +486,24 @@ pub fn export_merged_from<'a>(
         }
         Ok(())
     })?;
+    remove_stale_weights(out_dir, &summary.shards)?;
     Ok(summary)
+}
+
+/// Removes `model.safetensors` and `model-*-of-*.safetensors` files in `dir`
+/// that are not among `keep` (left by an earlier export with other shards).
+fn remove_stale_weights(dir: &Path, keep: &[String]) -> Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_weights = name == "model.safetensors"
+            || (name.starts_with("model-") && name.contains("-of-") && name.ends_with(".safetensors"));
+        if is_weights && !keep.contains(&name) {
+            fs::remove_file(entry.path())
+                .with_context(|| format!("removing stale {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `tensors` to a safetensors file with `{"format": "pt"}` metadata
@@ -794,9 +810,20 @@ mod tests {
         let diff = max_diff(&logits(&dense, Mode::EVAL), &logits(&reloaded, Mode::EVAL));
         assert!(diff < 1e-4, "{diff}");
 
-        // A non-empty destination is refused.
-        let err = export_merged(&model, &src, &out, 8_000).unwrap_err().to_string();
-        assert!(err.contains("already exists"), "{err}");
+        // Exporting again into the folder (an output dir with checkpoints)
+        // keeps other files and drops the earlier shards.
+        fs::create_dir(out.join("checkpoint-2")).unwrap();
+        let again = export_merged(&model, &src, &out, DEFAULT_MAX_SHARD_BYTES).unwrap();
+        assert_eq!(again.shards, vec!["model-00001-of-00001.safetensors"]);
+        let mut left: Vec<String> =
+            fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["checkpoint-2", "config.json", "model-00001-of-00001.safetensors", "model.safetensors.index.json"]
+        );
+        let reloaded = load(&out, Quant::None);
+        assert!(max_diff(&logits(&dense, Mode::EVAL), &logits(&reloaded, Mode::EVAL)) < 1e-4);
     }
 
     #[test]
