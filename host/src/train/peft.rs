@@ -145,6 +145,67 @@ pub fn export_merged(
     export_merged_from(model.linears(), &trained, source_model_dir, out_dir, max_shard_bytes)
 }
 
+/// `tuner export --merge`: the PEFT adapter folder `adapter_dir` merged
+/// into the model folder `base_dir`, written as a full HF folder to
+/// `out_dir`. The base is loaded in bf16 only for its layer shapes; the
+/// merge itself starts from the source tensors in their own dtype.
+pub fn export_merged_adapter(
+    adapter_dir: &Path,
+    base_dir: &Path,
+    out_dir: &Path,
+    max_shard_bytes: usize,
+) -> Result<ExportSummary> {
+    let opts = crate::model::qwen3::LoadOptions {
+        dtype: DType::BF16,
+        ..Default::default()
+    };
+    let mut model = Qwen3::load(base_dir, &Device::Cpu, &opts)
+        .with_context(|| format!("loading the base model {}", base_dir.display()))?;
+    load_adapter(&mut model, adapter_dir)?;
+    export_merged(&model, base_dir, out_dir, max_shard_bytes)
+}
+
+/// The base model folder named by an adapter's `base_model_name_or_path`,
+/// when that is a folder (relative paths are taken from the adapter folder's
+/// parent, then the working directory).
+pub fn adapter_base_dir(adapter_dir: &Path) -> Result<Option<PathBuf>> {
+    let path = adapter_dir.join(ADAPTER_CONFIG);
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let Some(base) = v.get("base_model_name_or_path").and_then(|b| b.as_str()) else {
+        return Ok(None);
+    };
+    let candidates = [
+        adapter_dir.parent().map(|p| p.join(base)),
+        Some(PathBuf::from(base)),
+    ];
+    Ok(candidates.into_iter().flatten().find(|c| c.join("config.json").is_file()))
+}
+
+/// Parses a shard size such as `5GB`, `500MB`, `2GiB` or a byte count.
+pub fn parse_size(text: &str) -> Result<usize> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.parse().with_context(|| format!("size {text:?}: expected e.g. 5GB, 500MB or 1000000"))?;
+    let mult: f64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KIB" => 1024.0,
+        "MIB" => 1024.0 * 1024.0,
+        "GIB" => 1024.0 * 1024.0 * 1024.0,
+        other => bail!("size {text:?}: unknown unit {other:?} (B, KB, MB, GB, KiB, MiB, GiB)"),
+    };
+    let bytes = num * mult;
+    if bytes < 1.0 {
+        bail!("size {text:?} must be at least one byte");
+    }
+    Ok(bytes as usize)
+}
+
 /// Writes the PEFT adapter folder `dir` for the adapters on `linears`.
 pub fn save_adapter_from<'a>(
     linears: impl IntoIterator<Item = &'a Linear> + Clone,
@@ -824,6 +885,33 @@ mod tests {
         );
         let reloaded = load(&out, Quant::None);
         assert!(max_diff(&logits(&dense, Mode::EVAL), &logits(&reloaded, Mode::EVAL)) < 1e-4);
+    }
+
+    #[test]
+    fn exporting_a_saved_adapter_equals_exporting_the_adapted_model() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = fixture("tied");
+        let model = adapted(&["k_proj", "gate_proj"], Quant::None);
+        let adapter = tmp.path().join("adapter");
+        save_adapter(&model, &spec(&["k_proj", "gate_proj"]), src.to_str().unwrap(), &adapter).unwrap();
+        assert_eq!(adapter_base_dir(&adapter).unwrap(), Some(src.clone()));
+        let direct = tmp.path().join("direct");
+        export_merged(&model, &src, &direct, DEFAULT_MAX_SHARD_BYTES).unwrap();
+        let via = tmp.path().join("via");
+        let summary = export_merged_adapter(&adapter, &src, &via, DEFAULT_MAX_SHARD_BYTES).unwrap();
+        assert_eq!(summary.replaced, 4);
+        let shard = "model-00001-of-00001.safetensors";
+        assert!(fs::read(direct.join(shard)).unwrap() == fs::read(via.join(shard)).unwrap());
+    }
+
+    #[test]
+    fn sizes_parse_like_hugging_face() {
+        assert_eq!(parse_size("5GB").unwrap(), 5_000_000_000);
+        assert_eq!(parse_size("500MB").unwrap(), 500_000_000);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert!(parse_size("5XB").unwrap_err().to_string().contains("unknown unit"));
+        assert!(parse_size("GB").is_err());
     }
 
     #[test]
