@@ -3,6 +3,7 @@
 
 mod cache;
 mod data;
+mod export;
 mod plugins;
 mod pull;
 mod serve;
@@ -54,6 +55,8 @@ pub enum Command {
     /// List and show training jobs.
     #[command(subcommand)]
     Jobs(train::JobsCommand),
+    /// Merge a LoRA adapter into its base model (`--merge`): a full HF folder.
+    Export(export::ExportArgs),
 }
 
 /// What every command needs: where files are and the effective settings.
@@ -98,5 +101,6 @@ pub fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Cache(cmd) => cache::run(ctx, cmd),
         Command::Train(args) => train::run(ctx, args),
         Command::Jobs(cmd) => train::run_jobs(ctx, cmd),
+        Command::Export(args) => export::run(ctx, args),
     }
 }
