@@ -1,0 +1,570 @@
+//! The training loop: one job from config to outputs.
+//!
+//! 1. The method plugin `configure`s a plan from the job's config.
+//! 2. The model folder is found (a local folder, the cache, else pulled), the
+//!    data specs resolved, rendered with the model's chat template and
+//!    tokenised; batches come from [`Batcher`].
+//! 3. The model loads as the plan asks (frozen or trainable base, NF4/int8,
+//!    LoRA attached); a checkpoint is loaded when resuming.
+//! 4. Per optimiser step, for each micro-batch the plugin's `loss` builds the
+//!    objective from host tensors; the host runs backward, accumulates,
+//!    clips, steps AdamW with the scheduled rate, and reports an event.
+//! 5. Checkpoints every `save_steps`; at the end a PEFT adapter folder (or a
+//!    full HF model folder for full fine-tuning) in the output folder.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device, Tensor};
+
+use super::batch::{BatchConfig, BatchSample, Batcher, TrainBatch};
+use super::checkpoint::{self, TrainerState};
+use super::config::{DeviceChoice, DtypeChoice, LrScheduler, TrainConfig};
+use super::jobs::{JobContext, JobOutcome, TrainEvent, Trainer};
+use super::optim::{AdamW, AdamWConfig, GradAccumulator, clip_grad_norm};
+use super::schedule::{self, Schedule};
+use crate::config::Settings;
+use crate::data::resolve::DataResolver;
+use crate::data::{LoadOptions as DataLoadOptions, Sample, Turn};
+use crate::model::ModelFiles;
+use crate::model::lora::{self, LoraSpec};
+use crate::model::qwen3::{self, ModelInput, Qwen3};
+use crate::model::RenderOptions;
+use crate::model::linear::Mode;
+use crate::plugins::PluginHost;
+use crate::plugins::imports::model::{
+    MethodBatch, Plan, PolicyBackend, Quantization, Trainable,
+};
+
+/// The real trainer: candle on the CPU (or CUDA in CUDA builds).
+pub struct Engine {
+    host: Arc<PluginHost>,
+    settings: Settings,
+}
+
+impl Engine {
+    pub fn new(host: Arc<PluginHost>, settings: Settings) -> Self {
+        Self { host, settings }
+    }
+}
+
+impl Trainer for Engine {
+    fn run(&self, job: &JobContext) -> Result<JobOutcome> {
+        let run = Run::prepare(self, job)?;
+        run.train(job)
+    }
+}
+
+/// The model as the `policy` resource shows it to a method plugin.
+struct ModelPolicy {
+    model: Arc<Qwen3>,
+    /// The batch's positions and segments (packing), which the WIT batch
+    /// does not carry.
+    input: std::sync::Mutex<Option<ModelInput>>,
+}
+
+impl PolicyBackend for ModelPolicy {
+    fn token_logprobs(&self, batch: &MethodBatch, use_adapters: bool) -> Result<Tensor> {
+        let input = self
+            .input
+            .lock()
+            .map_err(|_| anyhow::anyhow!("policy lock poisoned"))?
+            .clone()
+            .filter(|i| i.ids.dims() == batch.ids.dims())
+            .unwrap_or_else(|| plain_input(&batch.ids));
+        let mode = Mode {
+            training: use_adapters,
+            adapters: use_adapters,
+        };
+        let lp = self.model.token_logprobs(&input, mode)?;
+        Ok(if use_adapters { lp } else { lp.detach() })
+    }
+}
+
+/// Unpacked rows: positions `0..s`, every token real.
+fn plain_input(ids: &Tensor) -> ModelInput {
+    let (rows, seq) = ids.dims2().unwrap_or((0, 0));
+    let device = ids.device();
+    let positions = Tensor::arange(0u32, seq as u32, device)
+        .and_then(|t| t.unsqueeze(0)?.repeat((rows, 1)))
+        .expect("positions");
+    let segments = Tensor::ones((rows, seq), DType::U32, device).expect("segments");
+    ModelInput {
+        ids: ids.clone(),
+        positions,
+        segments,
+    }
+}
+
+/// Everything a job needs, loaded.
+struct Run {
+    config: TrainConfig,
+    plan: Plan,
+    plugin: String,
+    host: Arc<PluginHost>,
+    device: Device,
+    model: Arc<Qwen3>,
+    model_dir: PathBuf,
+    lora: Option<LoraSpec>,
+    batcher: Batcher,
+    optimizer: AdamW,
+    state: TrainerState,
+    warmup: usize,
+    output_dir: PathBuf,
+}
+
+fn device_for(choice: &DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Auto => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        DeviceChoice::Cuda(n) => Device::new_cuda(*n).with_context(|| {
+            format!("device cuda:{n} is not available (this build of tuner may lack CUDA support)")
+        }),
+    }
+}
+
+fn dtype_for(choice: DtypeChoice, device: &Device) -> DType {
+    match choice {
+        DtypeChoice::F32 => DType::F32,
+        DtypeChoice::Bf16 => DType::BF16,
+        DtypeChoice::Auto if device.is_cuda() => DType::BF16,
+        DtypeChoice::Auto => DType::F32,
+    }
+}
+
+/// A local folder, the cached snapshot, or (online) a fresh pull.
+fn model_dir(host: &Arc<PluginHost>, settings: &Settings, name: &str, job: &JobContext) -> Result<PathBuf> {
+    use crate::hub::pull::{Hub, HubConfig, PullRequest};
+    let hub = Hub::new(host.clone(), None, HubConfig::from_settings(settings));
+    if let Ok(dir) = hub.local_path(name) {
+        return Ok(dir);
+    }
+    if Path::new(name).is_absolute() || name.starts_with('.') {
+        bail!("model folder {name} does not exist");
+    }
+    job.log(format!("{name} is not in the cache; downloading it"));
+    let req = PullRequest {
+        repo: name.to_string(),
+        ..Default::default()
+    };
+    let progress: crate::hub::Progress = Arc::new(crate::hub::progress::Silent);
+    let pull = hub.pull(&req, &progress);
+    let report = match tokio::runtime::Handle::try_current() {
+        Ok(handle) => tokio::task::block_in_place(|| handle.block_on(pull)),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(pull),
+    }
+    .with_context(|| format!("getting model {name}"))?;
+    Ok(report.path)
+}
+
+/// Gives chat samples without a system turn the configured system prompt.
+fn with_system(sample: Sample, system: &Option<String>) -> Sample {
+    let Some(system) = system else { return sample };
+    match sample {
+        Sample::Chat { mut messages, tools } => {
+            if messages.first().is_none_or(|m| m.role != "system") {
+                messages.insert(
+                    0,
+                    Turn {
+                        role: "system".into(),
+                        content: system.clone(),
+                        loss_weight: None,
+                    },
+                );
+            }
+            Sample::Chat { messages, tools }
+        }
+        other => other,
+    }
+}
+
+fn schedule_of(s: &LrScheduler) -> Schedule {
+    match s {
+        LrScheduler::Cosine => Schedule::Cosine,
+        LrScheduler::Linear => Schedule::Linear,
+        LrScheduler::Constant => Schedule::Constant,
+    }
+}
+
+impl Run {
+    fn prepare(engine: &Engine, job: &JobContext) -> Result<Run> {
+        let config = job.config().clone();
+        let plugin_name = config.method_plugin().to_string();
+        let plugin = engine.host.get(&plugin_name).with_context(|| {
+            format!(
+                "training_method `{}`: no method plugin named `{plugin_name}` is installed",
+                config.training_method
+            )
+        })?;
+        let plan = plugin
+            .method_configure(&config.to_plugin_json())
+            .with_context(|| format!("method plugin `{plugin_name}` rejected the config"))?;
+        if plan.needs_generation {
+            bail!(
+                "method plugin `{plugin_name}` needs generation, which this build of tuner does not offer yet"
+            );
+        }
+        let device = device_for(&config.device)?;
+        let dtype = dtype_for(config.dtype, &device);
+
+        job.log(format!("resolving model {}", config.model_name));
+        let model_dir = model_dir(&engine.host, &engine.settings, &config.model_name, job)?;
+        let files = ModelFiles::from_dir(&model_dir)
+            .with_context(|| format!("reading the tokenizer of {}", model_dir.display()))?;
+
+        job.log("loading data");
+        let resolver = DataResolver::with_host(&engine.settings, engine.host.clone());
+        let samples = resolver.resolve_all(&config.dataset, &DataLoadOptions::default(), config.seed)?;
+        let (train, _validation) = crate::data::spec::split(samples, config.val_size, config.seed);
+        let render = RenderOptions {
+            add_generation_prompt: false,
+            enable_thinking: Some(config.enable_thinking),
+        };
+        let mut batch_samples = Vec::with_capacity(train.len());
+        let mut refused: std::collections::BTreeMap<&'static str, usize> = Default::default();
+        for (i, sample) in train.into_iter().enumerate() {
+            let sample = with_system(sample, &config.system);
+            let model_sample: crate::model::Sample = (&sample).into();
+            let kind = model_sample.kind();
+            if !plan.accepts.contains(&kind) {
+                *refused.entry(sample.kind()).or_default() += 1;
+                continue;
+            }
+            let answer = match &sample {
+                Sample::Prompt { answer, .. } => answer.clone(),
+                _ => None,
+            };
+            let tokens = files
+                .tokenize(&model_sample, &render)
+                .with_context(|| format!("rendering sample {} with the chat template", i + 1))?;
+            batch_samples.push(BatchSample {
+                tokens,
+                kind,
+                answer,
+            });
+        }
+        if !refused.is_empty() {
+            let counts: Vec<String> = refused.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            bail!(
+                "method `{plugin_name}` does not train on {} samples; use a dataset of {:?} samples \
+                 or another training_method",
+                counts.join(", "),
+                plan.accepts
+            );
+        }
+        if batch_samples.is_empty() {
+            bail!("the dataset has no samples to train on");
+        }
+        let pad_id = files
+            .tokenizer
+            .token_id("<|endoftext|>")
+            .unwrap_or(0);
+        let batcher = Batcher::new(
+            batch_samples,
+            BatchConfig {
+                batch_size: config.per_device_train_batch_size,
+                max_seq_len: config.max_seq_length,
+                packing: config.packing,
+                group_by_length: config.group_by_length,
+                seed: config.seed,
+                pad_id,
+            },
+        )?;
+        let stats = batcher.stats().clone();
+        if stats.kept == 0 {
+            bail!(
+                "no sample has a trained token within max_seq_length {} ({} samples given)",
+                config.max_seq_length,
+                stats.samples
+            );
+        }
+        job.log(format!(
+            "{} samples ({} truncated to {} tokens, {} without trained tokens left out), {} batches per epoch",
+            stats.samples, stats.truncated_samples, config.max_seq_length, stats.dropped_empty,
+            stats.batches_per_epoch
+        ));
+
+        job.log(format!("loading {} on {:?} as {:?}", model_dir.display(), device, dtype));
+        let load = qwen3::LoadOptions {
+            dtype,
+            train: match plan.trains {
+                Trainable::Full => qwen3::TrainMode::Full,
+                Trainable::Adapters => qwen3::TrainMode::Frozen,
+            },
+            quantization: match plan.base_quantization {
+                Quantization::None => qwen3::Quant::None,
+                Quantization::Nf4 => qwen3::Quant::Nf4,
+                Quantization::Int8 => qwen3::Quant::Int8,
+            },
+            gradient_checkpointing: config.gradient_checkpointing,
+        };
+        let mut model = Qwen3::load(&model_dir, &device, &load)?;
+        let lora = match &plan.adapter {
+            Some(a) => {
+                let spec = LoraSpec {
+                    rank: a.rank,
+                    alpha: a.alpha,
+                    dropout: a.dropout,
+                    target_modules: a.target_modules.clone(),
+                    rslora: a.rslora,
+                };
+                let n = lora::attach_lora(&mut model, &spec, config.seed)?;
+                job.log(format!("LoRA r={} on {n} modules", spec.rank));
+                Some(spec)
+            }
+            None => None,
+        };
+        let model = Arc::new(model);
+        let vars = model.trainable_vars();
+        let trainable: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
+        job.log(format!("{trainable} trainable parameters"));
+        let mut optimizer = AdamW::new(
+            vars.clone(),
+            AdamWConfig {
+                lr: config.learning_rate,
+                weight_decay: config.weight_decay,
+                ..AdamWConfig::default()
+            },
+        )?;
+
+        let per_epoch = stats
+            .batches_per_epoch
+            .div_ceil(config.gradient_accumulation_steps.max(1))
+            .max(1) as u64;
+        let total_steps = match config.max_steps {
+            Some(n) if n > 0 => n,
+            _ => ((per_epoch as f64) * config.num_train_epochs).ceil().max(1.0) as u64,
+        };
+        let warmup = config
+            .warmup_steps
+            .map(|w| w as usize)
+            .unwrap_or_else(|| schedule::warmup_steps(total_steps as usize, config.warmup_ratio));
+        let output_dir = job.output_dir().to_path_buf();
+        let mut batcher = batcher;
+        let mut state = TrainerState {
+            step: 0,
+            total_steps,
+            cursor: batcher.cursor(),
+            losses: Vec::new(),
+            method: plugin_name.clone(),
+            model: config.model_name.clone(),
+        };
+        if let Some(spec) = &config.resume_from_checkpoint {
+            let dir = checkpoint::resolve(spec, &output_dir)?;
+            let loaded = checkpoint::load(&dir, &vars, &device)?;
+            if loaded.state.method != plugin_name {
+                bail!(
+                    "{} was written by method `{}`, not `{plugin_name}`",
+                    dir.display(),
+                    loaded.state.method
+                );
+            }
+            optimizer.load_state(&loaded.optimizer)?;
+            batcher.seek(loaded.state.cursor)?;
+            state = TrainerState {
+                total_steps,
+                ..loaded.state
+            };
+            job.log(format!("resumed from {} at step {}", dir.display(), state.step));
+        }
+        job.set_total_steps(total_steps);
+        Ok(Run {
+            config,
+            plan,
+            plugin: plugin_name,
+            host: engine.host.clone(),
+            device,
+            model,
+            model_dir,
+            lora,
+            batcher,
+            optimizer,
+            state,
+            warmup,
+            output_dir,
+        })
+    }
+
+    fn method_batch(&self, batch: &TrainBatch) -> Result<MethodBatch> {
+        let mut mb = MethodBatch::new(batch.kind, batch.input.ids.clone(), batch.loss_mask.clone())?;
+        mb.pairs = batch.pairs;
+        mb.answers = batch.answers.clone();
+        Ok(mb)
+    }
+
+    fn train(mut self, job: &JobContext) -> Result<JobOutcome> {
+        let plugin = self
+            .host
+            .get(&self.plugin)
+            .with_context(|| format!("method plugin `{}` was removed", self.plugin))?;
+        let policy = Arc::new(ModelPolicy {
+            model: self.model.clone(),
+            input: std::sync::Mutex::new(None),
+        });
+        let vars: Vec<candle_core::Var> =
+            self.model.trainable_vars().into_iter().map(|(_, v)| v).collect();
+        let accum = self.config.gradient_accumulation_steps.max(1);
+        let per_epoch = self.batcher.batches_per_epoch().max(1) as f64;
+        let schedule = schedule_of(&self.config.lr_scheduler_type);
+        let logging = self.config.logging_steps.max(1);
+        let mut window_tokens = 0usize;
+        let mut window_start = Instant::now();
+        let mut outcome = JobOutcome::Completed;
+
+        while self.state.step < self.state.total_steps {
+            if job.should_stop() {
+                outcome = JobOutcome::Stopped;
+                break;
+            }
+            let step = self.state.step;
+            crate::model::lora::set_dropout_step(self.model.linears(), step);
+            let mut acc = GradAccumulator::new();
+            let mut loss_sum = 0.0;
+            let mut metrics = serde_json::Map::new();
+            for _ in 0..accum {
+                let batch = self.batcher.next_batch(&self.device)?;
+                window_tokens += batch.tokens;
+                *policy.input.lock().map_err(|_| anyhow::anyhow!("policy lock poisoned"))? =
+                    Some(ModelInput {
+                        ids: batch.input.ids.clone(),
+                        positions: batch.input.positions.clone(),
+                        segments: batch.input.segments.clone(),
+                    });
+                let mb = Arc::new(self.method_batch(&batch)?);
+                let out = plugin
+                    .method_loss(mb, policy.clone(), step)
+                    .map_err(|e| anyhow::anyhow!("method plugin `{}`: {e}", self.plugin))?;
+                let value = out.loss.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?[0] as f64;
+                if !value.is_finite() {
+                    bail!(
+                        "step {}: the loss of method plugin `{}` is {value}; lower learning_rate or check the data",
+                        step + 1,
+                        self.plugin
+                    );
+                }
+                loss_sum += value;
+                for (k, v) in out.metrics {
+                    metrics.insert(k, serde_json::json!(v));
+                }
+                let scaled = (out.loss.to_dtype(DType::F32)? / accum as f64)?;
+                let grads = self.model.backward(&scaled)?;
+                acc.add(&grads, &vars)?;
+            }
+            let mut grads = acc.take_sum()?;
+            let norm = clip_grad_norm(&mut grads, &vars, self.config.max_grad_norm)?;
+            let lr = schedule::lr_at(
+                step as usize,
+                self.state.total_steps as usize,
+                self.warmup,
+                self.config.learning_rate,
+                schedule,
+            );
+            self.optimizer.step(&grads, lr)?;
+            drop(grads);
+            let loss = loss_sum / accum as f64;
+            self.state.step += 1;
+            self.state.losses.push(loss);
+            self.state.cursor = self.batcher.cursor();
+
+            let step = self.state.step;
+            if step % logging == 0 || step == self.state.total_steps || step == 1 {
+                let secs = window_start.elapsed().as_secs_f64().max(1e-9);
+                job.report(TrainEvent {
+                    step,
+                    epoch: (step as f64 * accum as f64) / per_epoch,
+                    loss: Some(loss),
+                    lr: Some(lr),
+                    grad_norm: Some(norm),
+                    tokens_per_s: Some(window_tokens as f64 / secs),
+                    memory_bytes: peak_rss_bytes(),
+                    metrics,
+                });
+                window_tokens = 0;
+                window_start = Instant::now();
+            }
+            if self.config.save_steps > 0
+                && step % self.config.save_steps == 0
+                && step < self.state.total_steps
+            {
+                self.save_checkpoint(job)?;
+            }
+        }
+        if outcome == JobOutcome::Stopped && self.state.step > 0 {
+            self.save_checkpoint(job)?;
+        }
+        if outcome == JobOutcome::Completed {
+            self.save_outputs(job)?;
+        }
+        Ok(outcome)
+    }
+
+    fn save_checkpoint(&self, job: &JobContext) -> Result<()> {
+        let vars = self.model.trainable_vars();
+        let opt = self.optimizer.state_tensors()?;
+        let model = &self.model;
+        let lora = self.lora.clone();
+        let base = self.config.model_name.clone();
+        let dir = checkpoint::save(&self.output_dir, &self.state, &vars, &opt, |tmp| {
+            if let Some(spec) = &lora {
+                crate::train::peft::save_adapter(model, spec, &base, tmp)?;
+            }
+            Ok(())
+        })?;
+        job.checkpoint_saved(&dir, self.state.step);
+        for old in checkpoint::prune(&self.output_dir, self.config.save_total_limit)? {
+            tracing::debug!("removed old checkpoint {}", old.display());
+        }
+        Ok(())
+    }
+
+    /// The final outputs: a PEFT adapter folder in `output_dir` (adapters),
+    /// or a full HF model folder (full fine-tuning).
+    fn save_outputs(&self, job: &JobContext) -> Result<()> {
+        match &self.lora {
+            Some(spec) => {
+                crate::train::peft::save_adapter(
+                    &self.model,
+                    spec,
+                    &self.config.model_name,
+                    &self.output_dir,
+                )?;
+                job.log(format!("adapter written to {}", self.output_dir.display()));
+            }
+            None => {
+                crate::train::peft::export_merged(
+                    &self.model,
+                    &self.model_dir,
+                    &self.output_dir,
+                    4 << 30,
+                )?;
+                job.log(format!("model written to {}", self.output_dir.display()));
+            }
+        }
+        let report = serde_json::json!({
+            "method": self.plugin,
+            "model": self.config.model_name,
+            "steps": self.state.step,
+            "losses": self.state.losses,
+            "data": self.batcher.stats(),
+            "plan": self.plan,
+        });
+        std::fs::write(
+            self.output_dir.join("train_report.json"),
+            serde_json::to_vec_pretty(&report)?,
+        )?;
+        Ok(())
+    }
+}
+
+/// Peak resident memory of this process (Linux), for the step events.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
