@@ -4,9 +4,10 @@
 //!
 //! The general path parses a record into a `serde_json::Value` (a map and
 //! an owned string per key and value) and then walks it. Here the record is
-//! deserialised straight into typed structs whose strings borrow from the
-//! line, so the only copies made are the sample's own strings; inside the
-//! WebAssembly sandbox this roughly halves the cost of a record.
+//! read straight into a small struct whose strings borrow from the line
+//! ([`crate::scan`]), so the only copies made are the sample's own strings;
+//! inside the WebAssembly sandbox this cuts the cost of a record by more
+//! than half.
 //!
 //! It never decides anything the general path would decide differently: it
 //! answers `None` for anything outside its narrow shape (an unknown or
@@ -16,50 +17,48 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
 use tuner_sdk::{ChatSample, Message, Sample};
 
 use crate::{Layout, Normaliser};
 
-/// A record of the common layouts. Fields missing or `null` are `None`, as
-/// the general path treats `null` as absent.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Record<'a> {
-    #[serde(borrow)]
-    messages: Option<Vec<OpenAiTurn<'a>>>,
-    #[serde(borrow)]
-    conversations: Option<Vec<ShareGptTurn<'a>>>,
-    #[serde(borrow)]
-    instruction: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    input: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    output: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    system: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    text: Option<Cow<'a, str>>,
+/// A record of the common layouts, as [`crate::scan`] reads it. Fields
+/// missing or `null` are `None`, as the general path treats `null` as absent.
+/// Turns are read straight into messages, their roles already mapped
+/// ([`openai_role`], [`sharegpt_role`]).
+#[derive(Debug, Default)]
+pub(crate) struct Record<'a> {
+    pub messages: Option<Vec<Message>>,
+    pub conversations: Option<Vec<Message>>,
+    pub instruction: Option<Cow<'a, str>>,
+    pub input: Option<Cow<'a, str>>,
+    pub output: Option<Cow<'a, str>>,
+    pub system: Option<Cow<'a, str>>,
+    pub text: Option<Cow<'a, str>>,
 }
 
-/// `{role, content}` with a string content (no parts, tool calls or weights).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OpenAiTurn<'a> {
-    #[serde(borrow)]
-    role: Cow<'a, str>,
-    #[serde(borrow)]
-    content: Cow<'a, str>,
+/// An OpenAI `role` as the general path maps it (`openai_turns`); `None`
+/// for one it refuses.
+pub(crate) fn openai_role(role: &str) -> Option<&'static str> {
+    Some(match role {
+        "system" | "developer" => "system",
+        "user" => "user",
+        "assistant" => "assistant",
+        "tool" | "function" | "ipython" => "tool",
+        _ => return None,
+    })
 }
 
-/// `{from, value}` under the default tags, with a string value.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ShareGptTurn<'a> {
-    #[serde(borrow)]
-    from: Cow<'a, str>,
-    #[serde(borrow)]
-    value: Cow<'a, str>,
+/// A ShareGPT `from` as `Normaliser::sharegpt_role` maps it under the
+/// default tags, without `function_call` (its value is rewritten as a tool
+/// call: left to the general path).
+pub(crate) fn sharegpt_role(from: &str) -> Option<&'static str> {
+    Some(match from {
+        "human" | "user" => "user",
+        "gpt" | "assistant" => "assistant",
+        "system" => "system",
+        "observation" | "tool" => "tool",
+        _ => return None,
+    })
 }
 
 impl Normaliser {
@@ -71,13 +70,14 @@ impl Normaliser {
         if !self.plain_columns() {
             return None;
         }
-        let record: Record<'_> = serde_json::from_str(text).ok()?;
+        let record = crate::scan::record(text)?;
         // Detection in the general path's order (`Record::detect`), for
         // records with none of the fields that would take another branch.
         let (layout, sample) = if let Some(turns) = record.conversations {
             (Layout::ShareGpt, sharegpt(record.system, turns)?)
         } else if let Some(turns) = record.messages {
-            // Without an assistant turn the general path calls it a prompt.
+            // Without an assistant turn the general path calls it a prompt
+            // (only the role `assistant` maps to `assistant`).
             if !turns.iter().any(|t| t.role == "assistant") {
                 return None;
             }
@@ -119,36 +119,14 @@ fn chat(messages: Vec<Message>) -> Option<Sample> {
     }))
 }
 
-fn sharegpt(system: Option<Cow<'_, str>>, turns: Vec<ShareGptTurn<'_>>) -> Option<Sample> {
-    let mut messages = Vec::with_capacity(turns.len() + 1);
-    messages.extend(system_turn(system));
-    for turn in turns {
-        // `Normaliser::sharegpt_role` under the default tags, without
-        // `function_call` (its value is rewritten as a tool call).
-        let role = match turn.from.as_ref() {
-            "human" | "user" => "user",
-            "gpt" | "assistant" => "assistant",
-            "system" => "system",
-            "observation" | "tool" => "tool",
-            _ => return None,
-        };
-        messages.push(Message::new(role, turn.value.into_owned()));
+fn sharegpt(system: Option<Cow<'_, str>>, mut messages: Vec<Message>) -> Option<Sample> {
+    if let Some(system) = system_turn(system) {
+        messages.insert(0, system);
     }
     chat(messages)
 }
 
-fn openai(system: Option<Cow<'_, str>>, turns: Vec<OpenAiTurn<'_>>) -> Option<Sample> {
-    let mut messages = Vec::with_capacity(turns.len() + 1);
-    for turn in turns {
-        let role = match turn.role.as_ref() {
-            "system" | "developer" => "system",
-            "user" => "user",
-            "assistant" => "assistant",
-            "tool" | "function" | "ipython" => "tool",
-            _ => return None,
-        };
-        messages.push(Message::new(role, turn.content.into_owned()));
-    }
+fn openai(system: Option<Cow<'_, str>>, mut messages: Vec<Message>) -> Option<Sample> {
     if messages.first().is_none_or(|m| m.role != "system")
         && let Some(system) = system_turn(system)
     {
@@ -210,6 +188,11 @@ mod tests {
         r#"{"instruction": "i", "input": "", "output": ""}"#,
         r#"{"instruction": "i", "input": null, "output": "o", "system": null}"#,
         r#"{"text": "raw \u00e9 text"}"#,
+        r#"{"text": "esc \"q\" \\ \/ \b\f\n\r\t \ud83d\ude00 end"}"#,
+        "{\"text\":\"t\"}",
+        " \t{ \"messages\" :[ {\"content\":\"q\" , \"role\":\"user\"},{ \"role\" : \"assistant\",\"content\": \"a\" } ] , \"system\" : null }\r",
+        r#"{"messages": [{"role": "user", "content": "长的中文内容，没有转义。"}, {"role": "assistant", "content": "第二行\n第三行"}]}"#,
+        r#"{"conversations": [{"value": "q", "from": "human"}, {"from": "gpt", "value": "a\"b"}], "system": null}"#,
         r#"{"text": "t", "input": "ignored"}"#,
         "  {\"text\": \"t\"}  ",
     ];
@@ -237,6 +220,17 @@ mod tests {
         r#"{"instruction": "q", "history": [], "output": "a"}"#,
         r#"{"instruction": "q", "solution": "s"}"#,
         r#"{"text": 1}"#,
+        r#"{"text": "a\u0000b\q"}"#,
+        "{\"text\": \"raw\ttab\"}",
+        r#"{"te\u0078t": "t"}"#,
+        r#"{"text": "t",}"#,
+        r#"{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"},]}"#,
+        r#"{"messages": [["user", "q"], ["assistant", "a"]]}"#,
+        r#"{"messages": [{"role": "user", "content": "q", "role": "user"}, {"role": "assistant", "content": "a"}]}"#,
+        r#"{"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}"#,
+        r#"[null, null, null, null, null, null, "t"]"#,
+        r#"{"text": nul}"#,
+        r#"{"text": "t"}}"#,
         r#"{"output": "o"}"#,
         r#"{}"#,
         r#"[1]"#,

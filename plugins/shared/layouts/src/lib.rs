@@ -16,6 +16,7 @@
 mod fast;
 mod lines;
 mod normalise;
+mod scan;
 mod settings;
 mod size_class;
 
