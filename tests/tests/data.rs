@@ -674,6 +674,28 @@ async fn api_stats_and_preview_take_a_model_for_tokens_and_the_rendered_template
         (404, Some("dataset_not_found")),
         "{body}"
     );
+
+    // The OpenAPI document describes the new query parameters.
+    let (_, doc) = s.get_json("/api/openapi.json").await;
+    let params = |route: &str| -> Vec<String> {
+        doc["paths"][route]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let stats_params = params("/api/data/{name}/stats");
+    for name in ["model", "max_seq_len", "enable_thinking"] {
+        assert!(stats_params.iter().any(|p| p == name), "{stats_params:?}");
+    }
+    let preview_params = params("/api/data/{name}/preview");
+    for name in ["n", "model", "enable_thinking"] {
+        assert!(
+            preview_params.iter().any(|p| p == name),
+            "{preview_params:?}"
+        );
+    }
 }
 
 /// Percent-encodes a query value.

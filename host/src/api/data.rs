@@ -394,10 +394,10 @@ async fn receive(
     mut form: Multipart,
 ) -> Result<Received, ApiError> {
     let result = receive_into(state, headers, &mut form).await;
-    if let Err(e) = &result {
-        if e.status == StatusCode::PAYLOAD_TOO_LARGE {
-            discard_rest(&mut form).await;
-        }
+    if let Err(e) = &result
+        && e.status == StatusCode::PAYLOAD_TOO_LARGE
+    {
+        discard_rest(&mut form).await;
     }
     result
 }
