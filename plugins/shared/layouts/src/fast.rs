@@ -267,4 +267,110 @@ mod tests {
         let mapped = Normaliser::new(None, &[("text".into(), "body".into())]).unwrap();
         assert_eq!(both(&mapped, r#"{"text": "t"}"#).0, None);
     }
+
+    /// Random records built from the pieces the fast path cares about
+    /// (known and unknown keys, strings with escapes, quotes, control
+    /// characters and CJK, nulls, numbers, turn lists, odd whitespace,
+    /// repeated keys): whenever the fast path answers, the general one
+    /// must give the same sample.
+    #[test]
+    fn random_records_agree_with_the_general_path() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let strings = [
+            r#""plain""#,
+            r#""more plain text""#,
+            r#""中文""#,
+            r#""""#,
+            r#""中文内容""#,
+            r#""a\nb\t\"q\" \\ \/""#,
+            r#""\u4e2d\ud83d\ude00""#,
+            r#""bad \x escape""#,
+            "\"raw\ttab\"",
+            r#""unterminated"#,
+        ];
+        let roles = [
+            "user",
+            "assistant",
+            "system",
+            "tool",
+            "developer",
+            "bot",
+            "human",
+            "gpt",
+        ];
+        // Mostly valid pieces, so that many records reach the fast path; the
+        // invalid ones are rarer.
+        let ws = [
+            "", " ", "", "\t", "\r\n ", "", " ", "", " ", "", " ", "", "\u{a0}",
+        ];
+        let keys = [
+            "messages",
+            "conversations",
+            "instruction",
+            "input",
+            "output",
+            "system",
+            "text",
+            "tools",
+            "answer",
+        ];
+        let n = Normaliser::new(None, &[]).unwrap();
+        let (mut accepted, mut total) = (0, 0);
+        for _ in 0..50_000 {
+            let mut fields = Vec::new();
+            for _ in 0..1 + next(3) {
+                let key = keys[next(keys.len())];
+                let value = match (key, next(8)) {
+                    (_, 0) => "null".to_string(),
+                    (_, 1) => "42".to_string(),
+                    ("messages" | "conversations", k) if k < 7 => {
+                        let (a, b) = if key == "messages" {
+                            ("role", "content")
+                        } else {
+                            ("from", "value")
+                        };
+                        let turns: Vec<String> = (0..next(4))
+                            .map(|_| {
+                                let role = format!("\"{}\"", roles[next(roles.len())]);
+                                let text = strings[next(strings.len())];
+                                match next(6) {
+                                    0 => format!("{{\"{b}\": {text}, \"{a}\": {role}}}"),
+                                    1 => format!("[{role}, {text}]"),
+                                    2 => format!("{{\"{a}\": {role}}}"),
+                                    _ => format!("{{\"{a}\":{role},\"{b}\" : {text}}}"),
+                                }
+                            })
+                            .collect();
+                        format!("[{}]", turns.join(ws[next(ws.len())]).replace("}{", "},{"))
+                    }
+                    _ => strings[next(strings.len())].to_string(),
+                };
+                fields.push(format!(
+                    "\"{key}\"{}:{}{value}",
+                    ws[next(ws.len())],
+                    ws[next(ws.len())]
+                ));
+            }
+            let record = format!(
+                "{}{{{}}}{}",
+                ws[next(ws.len())],
+                fields.join(","),
+                ws[next(ws.len())]
+            );
+            let (fast, general) = both(&n, &record);
+            total += 1;
+            if let Some(fast) = fast {
+                accepted += 1;
+                assert_eq!(fast, general, "{record}");
+            }
+        }
+        // The generator must reach the fast path often enough to mean something.
+        assert!(accepted > total / 50, "{accepted} of {total}");
+    }
 }
