@@ -4,6 +4,7 @@
 mod cache;
 mod data;
 mod export;
+mod init_model;
 mod plugins;
 mod pull;
 mod serve;
@@ -57,6 +58,8 @@ pub enum Command {
     Jobs(train::JobsCommand),
     /// Merge a LoRA adapter into its base model (`--merge`): a full HF folder.
     Export(export::ExportArgs),
+    /// Write a tiny random Qwen3 model folder (demos and tests; no download).
+    InitModel(init_model::InitModelArgs),
 }
 
 /// What every command needs: where files are and the effective settings.
@@ -102,5 +105,6 @@ pub fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Train(args) => train::run(ctx, args),
         Command::Jobs(cmd) => train::run_jobs(ctx, cmd),
         Command::Export(args) => export::run(ctx, args),
+        Command::InitModel(args) => init_model::run(ctx, args),
     }
 }

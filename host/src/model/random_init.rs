@@ -26,6 +26,12 @@ pub struct TinyShape {
     pub num_key_value_heads: usize,
     pub head_dim: usize,
     pub tie_word_embeddings: bool,
+    /// Standard deviation of the embedding (and lm_head) entries. transformers
+    /// uses `initializer_range` (0.02) everywhere, but in a model this narrow
+    /// that caps every logit near ±1 (the final norm fixes the hidden state's
+    /// size), so a frozen tied head could never make a confident prediction
+    /// and adapters would have nothing to learn with.
+    pub embedding_std: f32,
 }
 
 impl Default for TinyShape {
@@ -39,6 +45,7 @@ impl Default for TinyShape {
             num_key_value_heads: 2,
             head_dim: 16,
             tie_word_embeddings: true,
+            embedding_std: 0.5,
         }
     }
 }
@@ -149,14 +156,22 @@ pub fn write_random_model(
 
     let mut rng = StdRng::seed_from_u64(seed);
     let normal = Normal::new(0.0f32, 0.02).expect("valid normal");
+    let embedding = Normal::new(0.0f32, shape.embedding_std.max(1e-6)).expect("valid normal");
     let tensors: BTreeMap<String, F32Tensor> = tensor_shapes(shape, vocab)
         .into_iter()
         .map(|(name, dims)| {
             let n: usize = dims.iter().product();
             let is_norm = dims.len() == 1;
+            let is_vocab = name == "model.embed_tokens.weight" || name == "lm_head.weight";
             let bytes = (0..n)
                 .flat_map(|_| {
-                    let v = if is_norm { 1.0 } else { normal.sample(&mut rng) };
+                    let v = if is_norm {
+                        1.0
+                    } else if is_vocab {
+                        embedding.sample(&mut rng)
+                    } else {
+                        normal.sample(&mut rng)
+                    };
                     v.to_le_bytes()
                 })
                 .collect();

@@ -6,12 +6,14 @@
 //! one optimisation step.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod optim;
 pub mod peft;
 pub mod rng;
 pub mod schedule;
 pub mod config;
 pub mod jobs;
+pub mod trainer;
 
 pub use config::TrainConfig;
 pub use jobs::{JobContext, JobOutcome, JobQueue, TrainEvent, Trainer};
@@ -26,6 +28,8 @@ pub struct TrainerEnv {
 /// The trainer the CLI and `tuner serve` use. `Err` (why training cannot
 /// run) makes submissions fail with that message; records stay readable.
 pub fn default_trainer(env: &TrainerEnv) -> anyhow::Result<std::sync::Arc<dyn Trainer>> {
-    let _ = env;
-    anyhow::bail!("training engine not wired yet")
+    Ok(std::sync::Arc::new(trainer::Engine::new(
+        env.host.clone(),
+        env.settings.clone(),
+    )))
 }

@@ -422,11 +422,16 @@ impl Run {
                 break;
             }
             let step = self.state.step;
-            crate::model::lora::set_dropout_step(self.model.linears(), step);
             let mut acc = GradAccumulator::new();
             let mut loss_sum = 0.0;
             let mut metrics = serde_json::Map::new();
-            for _ in 0..accum {
+            for micro in 0..accum {
+                // A fresh dropout mask per micro-batch, a function of the
+                // position in the run only, so a resumed run draws the same.
+                crate::model::lora::set_dropout_step(
+                    self.model.linears(),
+                    step * accum as u64 + micro as u64,
+                );
                 let batch = self.batcher.next_batch(&self.device)?;
                 window_tokens += batch.tokens;
                 *policy.input.lock().map_err(|_| anyhow::anyhow!("policy lock poisoned"))? =
@@ -457,6 +462,13 @@ impl Run {
             }
             let mut grads = acc.take_sum()?;
             let norm = clip_grad_norm(&mut grads, &vars, self.config.max_grad_norm)?;
+            if !norm.is_finite() {
+                bail!(
+                    "step {}: the gradient norm is {norm}; nothing was updated. Lower learning_rate \
+                     or check the data (the last checkpoint is intact)",
+                    step + 1
+                );
+            }
             let lr = schedule::lr_at(
                 step as usize,
                 self.state.total_steps as usize,

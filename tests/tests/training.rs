@@ -1,0 +1,239 @@
+//! End to end: `tuner train` on a tiny random Qwen3 with the real tokenizer.
+//!
+//! Each method memorises a handful of samples (loss below 10% of where it
+//! started), writes its outputs, and a run resumed from a checkpoint
+//! continues with exactly the losses of the uninterrupted run.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+use sha2::Digest;
+use tuner_tests::{tuner_bin, test_plugin};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn tuner(home: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(tuner_bin())
+        .args(args)
+        .env("TUNER_HOME", home)
+        .env("TUNER_OFFLINE", "1")
+        .env_remove("TUNER_PLUGIN_DIR")
+        .output()
+        .expect("running tuner")
+}
+
+/// A fresh home with a tiny model (`model/`) and the demo data.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model");
+        let tokenizer = repo().join("tests/fixtures/qwen3");
+        let out = tuner(
+            dir.path(),
+            &[
+                "init-model",
+                model.to_str().unwrap(),
+                "--tokenizer",
+                tokenizer.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Self { dir }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// Writes a JSON config for `method`, `extra` keys on top; returns its path.
+    fn config(&self, name: &str, method: &str, extra: Value) -> PathBuf {
+        let data = repo().join("examples/data/demo.jsonl");
+        let mut config = serde_json::json!({
+            "model_name": self.path("model"),
+            "training_method": method,
+            "dataset": [data],
+            "per_device_train_batch_size": 4,
+            "gradient_accumulation_steps": 1,
+            "learning_rate": 1e-2,
+            "lr_scheduler_type": "constant",
+            "warmup_ratio": 0.0,
+            "max_seq_length": 64,
+            "lora_rank": 16,
+            "lora_alpha": 32,
+            "lora_dropout": 0.0,
+            "logging_steps": 1,
+            "save_steps": 0,
+            "device": "cpu",
+            "seed": 7,
+            "output_dir": self.path(name),
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            config[k] = v.clone();
+        }
+        let path = self.path(&format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        path
+    }
+
+    fn train(&self, config: &Path, more: &[&str]) -> (Output, Vec<Value>) {
+        let mut args = vec!["train", config.to_str().unwrap(), "--json"];
+        args.extend_from_slice(more);
+        let out = tuner(self.dir.path(), &args);
+        let events = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect();
+        (out, events)
+    }
+}
+
+fn losses(events: &[Value]) -> Vec<f64> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "step")
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect()
+}
+
+fn sha256(path: &Path) -> String {
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+fn assert_memorised(method: &str, events: &[Value], out: &Output) {
+    let l = losses(events);
+    assert!(!l.is_empty(), "{method}: no steps\n{}", String::from_utf8_lossy(&out.stderr));
+    let (first, last) = (l[0], *l.last().unwrap());
+    assert!(
+        last < 0.1 * first,
+        "{method}: loss went from {first} to {last}, not below 10%: {l:?}"
+    );
+}
+
+#[test]
+fn lora_memorises_leaves_the_base_untouched_and_writes_a_peft_adapter() {
+    let s = Setup::new();
+    let base = sha256(&s.path("model/model.safetensors"));
+    let config = s.config(
+        "lora",
+        "lora",
+        serde_json::json!({"num_train_epochs": 40, "target_modules": "all-linear"}),
+    );
+    let (out, events) = s.train(&config, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_memorised("lora", &events, &out);
+
+    assert_eq!(sha256(&s.path("model/model.safetensors")), base, "base weights changed");
+    let adapter: Value = serde_json::from_slice(
+        &std::fs::read(s.path("lora/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(adapter["peft_type"], "LORA");
+    assert_eq!(adapter["r"], 16);
+    let weights = std::fs::read(s.path("lora/adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&weights).unwrap();
+    let names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    // 2 layers x 7 linears x (A, B); nothing of the base model.
+    assert_eq!(names.len(), 28, "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("base_model.model.model.layers.")
+        && (n.ends_with(".lora_A.weight") || n.ends_with(".lora_B.weight"))));
+    let a = st.tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").unwrap();
+    assert_eq!(a.shape(), [16, 64]);
+}
+
+#[test]
+fn full_fine_tuning_memorises_and_writes_a_full_model() {
+    let s = Setup::new();
+    let config = s.config(
+        "full",
+        "sft",
+        serde_json::json!({"num_train_epochs": 25, "learning_rate": 3e-3}),
+    );
+    let (out, events) = s.train(&config, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_memorised("sft", &events, &out);
+    assert!(s.path("full/config.json").is_file());
+    assert!(s.path("full/tokenizer.json").is_file());
+    let index = s.path("full/model.safetensors.index.json");
+    let single = s.path("full/model.safetensors");
+    assert!(index.is_file() || single.is_file(), "no weights written");
+}
+
+#[test]
+fn qlora_memorises_on_an_nf4_base() {
+    let s = Setup::new();
+    let config = s.config("qlora", "qlora", serde_json::json!({"num_train_epochs": 40}));
+    let (out, events) = s.train(&config, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_memorised("qlora", &events, &out);
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(s.path("qlora/train_report.json")).unwrap()).unwrap();
+    assert_eq!(report["plan"]["base_quantization"], "nf4", "{report}");
+    assert!(s.path("qlora/adapter_model.safetensors").is_file());
+}
+
+#[test]
+fn a_resumed_run_continues_with_the_same_losses() {
+    let s = Setup::new();
+    let extra = serde_json::json!({
+        "max_steps": 6, "save_steps": 3, "save_total_limit": 0, "lora_dropout": 0.1,
+        "lr_scheduler_type": "cosine", "warmup_steps": 2,
+    });
+    let config = s.config("whole", "lora", extra.clone());
+    let (out, events) = s.train(&config, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let whole = losses(&events);
+    assert_eq!(whole.len(), 6);
+    assert!(s.path("whole/checkpoint-3/trainer_state.json").is_file());
+    assert!(s.path("whole/checkpoint-3/adapter_model.safetensors").is_file());
+
+    // A second run starts from the first one's step-3 checkpoint.
+    let config = s.config("resumed", "lora", extra);
+    let checkpoint = s.path("whole/checkpoint-3");
+    let (out, events) = s.train(&config, &["--resume", checkpoint.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let resumed = losses(&events);
+    assert_eq!(resumed.len(), 3, "{resumed:?}");
+    assert_eq!(resumed, whole[3..], "resumed losses differ");
+}
+
+#[test]
+fn bad_configs_and_a_broken_method_plugin_fail_clearly() {
+    let s = Setup::new();
+    let config = s.config("bad", "lora", serde_json::json!({"lora_rnak": 8}));
+    let (out, _) = s.train(&config, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("unknown key \"lora_rnak\"") && err.contains("lora_rank"), "{err}");
+
+    let config = s.config("missing", "lora", serde_json::json!({"num_train_epochs": 1}));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&s.path("model").display().to_string(), "/nonexistent/model-dir");
+    std::fs::write(&config, text).unwrap();
+    let (out, _) = s.train(&config, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("/nonexistent/model-dir"), "{err}");
+
+    // A method plugin whose loss is not a scalar fails the job, named.
+    let plugins = s.path("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(test_plugin("bad-loss"), plugins.join("bad-loss.wasm")).unwrap();
+    let config = s.config("broken", "bad-loss", serde_json::json!({"num_train_epochs": 1}));
+    let (out, events) = s.train(&config, &[]);
+    assert!(!out.status.success());
+    let end = events.iter().find(|e| e["event"] == "end").expect("an end event");
+    assert_eq!(end["job"]["status"], "failed", "{end}");
+    let error = end["job"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("bad-loss") && error.contains("single-element"),
+        "{error}"
+    );
+}
