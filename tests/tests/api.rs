@@ -29,8 +29,10 @@ async fn lists_and_shows_plugins() {
             "huggingface",
             "json",
             "jsonl",
+            "lora",
             "mirror",
             "modelscope",
+            "qlora",
             "sft",
             "text"
         ]

@@ -98,7 +98,7 @@ fn losses(events: &[Value]) -> Vec<f64> {
     events
         .iter()
         .filter(|e| e["event"] == "step")
-        .map(|e| e["loss"].as_f64().unwrap())
+        .filter_map(|e| e["loss"].as_f64())
         .collect()
 }
 
@@ -153,11 +153,18 @@ fn full_fine_tuning_memorises_and_writes_a_full_model() {
     let config = s.config(
         "full",
         "sft",
-        serde_json::json!({"num_train_epochs": 25, "learning_rate": 3e-3}),
+        serde_json::json!({"num_train_epochs": 25, "learning_rate": 3e-3, "val_size": 0.25}),
     );
     let (out, events) = s.train(&config, &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_memorised("sft", &events, &out);
+    // One of the four samples is held out and scored at the end.
+    let eval: Vec<f64> = events
+        .iter()
+        .filter_map(|e| e["metrics"]["eval_loss"].as_f64())
+        .collect();
+    assert_eq!(eval.len(), 1, "{events:?}");
+    assert!(eval[0].is_finite());
     assert!(s.path("full/config.json").is_file());
     assert!(s.path("full/tokenizer.json").is_file());
     let index = s.path("full/model.safetensors.index.json");
@@ -236,4 +243,111 @@ fn bad_configs_and_a_broken_method_plugin_fail_clearly() {
         error.contains("bad-loss") && error.contains("single-element"),
         "{error}"
     );
+}
+
+/// `tuner serve` on a free port, until dropped (killed with SIGKILL).
+struct Server {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Server {
+    fn start(home: &Path) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(tuner_bin())
+            .args(["serve", "--port", &port.to_string(), "--no-watch"])
+            .env("TUNER_HOME", home)
+            .env_remove("TUNER_PLUGIN_DIR")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..600 {
+            if server.get("/api/health").is_some() {
+                return server;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("tuner serve did not answer");
+    }
+
+    fn get(&self, path: &str) -> Option<Value> {
+        reqwest::blocking::get(format!("{}{path}", self.url))
+            .ok()?
+            .json()
+            .ok()
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .unwrap();
+        (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
+    }
+
+    /// Polls job `id` until `done` says so (at most two minutes).
+    fn wait(&self, id: i64, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..1200 {
+            if let Some(job) = self.get(&format!("/api/training/{id}")) {
+                if done(&job) {
+                    return job;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("job {id} did not reach the expected state");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_job_survives_the_server_being_killed_and_resumes_from_its_checkpoint() {
+    let s = Setup::new();
+    let config_path = s.config(
+        "served",
+        "lora",
+        serde_json::json!({"max_steps": 40, "save_steps": 2, "save_total_limit": 2}),
+    );
+    let config: Value = serde_json::from_slice(&std::fs::read(config_path).unwrap()).unwrap();
+
+    let server = Server::start(s.dir.path());
+    let (status, job) = server.post("/api/training", &config);
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_i64().unwrap();
+    let running = server.wait(id, |j| j["last_checkpoint_step"].as_u64().is_some());
+    assert_eq!(running["status"], "running", "{running}");
+    drop(server); // SIGKILL, mid-job
+
+    let server = Server::start(s.dir.path());
+    let job = server.get(&format!("/api/training/{id}")).unwrap();
+    assert_eq!(job["status"], "interrupted", "{job}");
+    let from = job["last_checkpoint_step"].as_u64().unwrap();
+    assert!(from >= 2);
+    let (status, job) = server.post(&format!("/api/training/{id}/resume"), &Value::Null);
+    assert_eq!(status, 200, "{job}");
+    let done = server.wait(id, |j| {
+        matches!(j["status"].as_str(), Some("completed" | "failed"))
+    });
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["step"], 40);
+    assert!(s.path("served/adapter_model.safetensors").is_file());
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(s.path("served/train_report.json")).unwrap()).unwrap();
+    assert_eq!(report["losses"].as_array().unwrap().len(), 40);
 }

@@ -33,6 +33,9 @@ pub struct TrainerState {
     /// The mean loss of every step so far (for the report and for checking
     /// that a resumed run continues the same curve).
     pub losses: Vec<f64>,
+    /// `(step, eval_loss)` on the held-out samples, when `val_size` > 0.
+    #[serde(default)]
+    pub eval_losses: Vec<(u64, f64)>,
     /// The method plugin and model the checkpoint belongs to.
     pub method: String,
     pub model: String,
@@ -189,6 +192,7 @@ mod tests {
             total_steps: 10,
             cursor: Cursor { epoch: 0, index: step as usize },
             losses: vec![1.0; step as usize],
+            eval_losses: Vec::new(),
             method: "lora".into(),
             model: "m".into(),
         }

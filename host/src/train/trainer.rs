@@ -109,6 +109,8 @@ struct Run {
     model_dir: PathBuf,
     lora: Option<LoraSpec>,
     batcher: Batcher,
+    /// Held-out batches (`val_size`), scored at each checkpoint and at the end.
+    validation: Option<Batcher>,
     optimizer: AdamW,
     state: TrainerState,
     warmup: usize,
@@ -183,6 +185,51 @@ fn with_system(sample: Sample, system: &Option<String>) -> Sample {
     }
 }
 
+/// Renders and tokenises samples for the method's plan; refuses sample kinds
+/// the method does not train on.
+fn prepare_samples(
+    samples: Vec<Sample>,
+    files: &ModelFiles,
+    render: &RenderOptions,
+    config: &TrainConfig,
+    plan: &Plan,
+    plugin_name: &str,
+) -> Result<Vec<BatchSample>> {
+    let mut out = Vec::with_capacity(samples.len());
+    let mut refused: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    for (i, sample) in samples.into_iter().enumerate() {
+        let sample = with_system(sample, &config.system);
+        let model_sample: crate::model::Sample = (&sample).into();
+        let kind = model_sample.kind();
+        if !plan.accepts.contains(&kind) {
+            *refused.entry(sample.kind()).or_default() += 1;
+            continue;
+        }
+        let answer = match &sample {
+            Sample::Prompt { answer, .. } => answer.clone(),
+            _ => None,
+        };
+        let tokens = files
+            .tokenize(&model_sample, render)
+            .with_context(|| format!("rendering sample {} with the chat template", i + 1))?;
+        out.push(BatchSample {
+            tokens,
+            kind,
+            answer,
+        });
+    }
+    if !refused.is_empty() {
+        let counts: Vec<String> = refused.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        bail!(
+            "method `{plugin_name}` does not train on {} samples; use a dataset of {:?} samples \
+             or another training_method",
+            counts.join(", "),
+            plan.accepts
+        );
+    }
+    Ok(out)
+}
+
 fn schedule_of(s: &LrScheduler) -> Schedule {
     match s {
         LrScheduler::Cosine => Schedule::Cosine,
@@ -220,46 +267,17 @@ impl Run {
         job.log("loading data");
         let resolver = DataResolver::with_host(&engine.settings, engine.host.clone());
         let samples = resolver.resolve_all(&config.dataset, &DataLoadOptions::default(), config.seed)?;
-        let (train, _validation) = crate::data::spec::split(samples, config.val_size, config.seed);
+        let (train, validation) = crate::data::spec::split(samples, config.val_size, config.seed);
         let render = RenderOptions {
             add_generation_prompt: false,
             enable_thinking: Some(config.enable_thinking),
         };
-        let mut batch_samples = Vec::with_capacity(train.len());
-        let mut refused: std::collections::BTreeMap<&'static str, usize> = Default::default();
-        for (i, sample) in train.into_iter().enumerate() {
-            let sample = with_system(sample, &config.system);
-            let model_sample: crate::model::Sample = (&sample).into();
-            let kind = model_sample.kind();
-            if !plan.accepts.contains(&kind) {
-                *refused.entry(sample.kind()).or_default() += 1;
-                continue;
-            }
-            let answer = match &sample {
-                Sample::Prompt { answer, .. } => answer.clone(),
-                _ => None,
-            };
-            let tokens = files
-                .tokenize(&model_sample, &render)
-                .with_context(|| format!("rendering sample {} with the chat template", i + 1))?;
-            batch_samples.push(BatchSample {
-                tokens,
-                kind,
-                answer,
-            });
-        }
-        if !refused.is_empty() {
-            let counts: Vec<String> = refused.iter().map(|(k, n)| format!("{n} {k}")).collect();
-            bail!(
-                "method `{plugin_name}` does not train on {} samples; use a dataset of {:?} samples \
-                 or another training_method",
-                counts.join(", "),
-                plan.accepts
-            );
-        }
+        let batch_samples = prepare_samples(train, &files, &render, &config, &plan, &plugin_name)?;
         if batch_samples.is_empty() {
             bail!("the dataset has no samples to train on");
         }
+        let val_samples =
+            prepare_samples(validation, &files, &render, &config, &plan, &plugin_name)?;
         let pad_id = files
             .tokenizer
             .token_id("<|endoftext|>")
@@ -275,6 +293,23 @@ impl Run {
                 pad_id,
             },
         )?;
+        // Validation batches: no shuffle needed, but the same shapes and truncation.
+        let validation = if val_samples.is_empty() {
+            None
+        } else {
+            let v = Batcher::new(
+                val_samples,
+                BatchConfig {
+                    batch_size: config.per_device_train_batch_size,
+                    max_seq_len: config.max_seq_length,
+                    packing: false,
+                    group_by_length: false,
+                    seed: config.seed,
+                    pad_id,
+                },
+            )?;
+            (v.stats().kept > 0).then_some(v)
+        };
         let stats = batcher.stats().clone();
         if stats.kept == 0 {
             bail!(
@@ -351,6 +386,7 @@ impl Run {
             total_steps,
             cursor: batcher.cursor(),
             losses: Vec::new(),
+            eval_losses: Vec::new(),
             method: plugin_name.clone(),
             model: config.model_name.clone(),
         };
@@ -383,6 +419,7 @@ impl Run {
             model_dir,
             lora,
             batcher,
+            validation,
             optimizer,
             state,
             warmup,
@@ -503,6 +540,7 @@ impl Run {
                 && step % self.config.save_steps == 0
                 && step < self.state.total_steps
             {
+                self.evaluate(job, &plugin, &policy)?;
                 self.save_checkpoint(job)?;
             }
         }
@@ -510,9 +548,50 @@ impl Run {
             self.save_checkpoint(job)?;
         }
         if outcome == JobOutcome::Completed {
+            self.evaluate(job, &plugin, &policy)?;
             self.save_outputs(job)?;
         }
         Ok(outcome)
+    }
+
+    /// The method's mean loss over the held-out batches (no update), reported
+    /// as `eval_loss`.
+    fn evaluate(
+        &mut self,
+        job: &JobContext,
+        plugin: &crate::plugins::Plugin,
+        policy: &Arc<ModelPolicy>,
+    ) -> Result<()> {
+        let Some(validation) = self.validation.as_mut() else {
+            return Ok(());
+        };
+        validation.seek(Default::default())?;
+        let batches = validation.batches_per_epoch();
+        let mut total = 0.0;
+        for _ in 0..batches {
+            let batch = validation.next_batch(&self.device)?;
+            *policy.input.lock().map_err(|_| anyhow::anyhow!("policy lock poisoned"))? =
+                Some(batch.input.clone());
+            let mut mb = MethodBatch::new(batch.kind, batch.input.ids.clone(), batch.loss_mask.clone())?;
+            mb.pairs = batch.pairs;
+            mb.answers = batch.answers.clone();
+            let out = plugin
+                .method_loss(Arc::new(mb), policy.clone(), self.state.step)
+                .map_err(|e| anyhow::anyhow!("method plugin `{}`: {e}", self.plugin))?;
+            total += out.loss.detach().to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?[0] as f64;
+        }
+        let eval_loss = total / batches.max(1) as f64;
+        let mut metrics = serde_json::Map::new();
+        metrics.insert("eval_loss".into(), serde_json::json!(eval_loss));
+        job.report(TrainEvent {
+            step: self.state.step,
+            epoch: self.state.step as f64 * self.config.gradient_accumulation_steps.max(1) as f64
+                / self.batcher.batches_per_epoch().max(1) as f64,
+            metrics,
+            ..Default::default()
+        });
+        self.state.eval_losses.push((self.state.step, eval_loss));
+        Ok(())
     }
 
     fn save_checkpoint(&self, job: &JobContext) -> Result<()> {
@@ -562,6 +641,7 @@ impl Run {
             "model": self.config.model_name,
             "steps": self.state.step,
             "losses": self.state.losses,
+            "eval_losses": self.state.eval_losses,
             "data": self.batcher.stats(),
             "plan": self.plan,
         });
