@@ -18,7 +18,10 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Builds and returns the release `tuner` binary.
@@ -64,7 +67,12 @@ fn main() {
         .args(["--hidden-size", &hidden.to_string()])
         .args(["--intermediate-size", &(hidden * 3).to_string()])
         .args(["--layers", "4", "--heads", &heads.to_string()])
-        .args(["--kv-heads", &(heads / 2).max(1).to_string(), "--head-dim", "32"])
+        .args([
+            "--kv-heads",
+            &(heads / 2).max(1).to_string(),
+            "--head-dim",
+            "32",
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -73,7 +81,9 @@ fn main() {
     let data = dir.path().join("data.jsonl");
     let mut lines = String::new();
     for i in 0..64 {
-        let answer: Vec<String> = (0..40).map(|j| format!("w{}", (i * 7 + j * 13) % 97)).collect();
+        let answer: Vec<String> = (0..40)
+            .map(|j| format!("w{}", (i * 7 + j * 13) % 97))
+            .collect();
         lines.push_str(
             &json!({"messages": [
                 {"role": "user", "content": format!("Sample {i}: repeat the sequence, please.")},

@@ -9,10 +9,13 @@ use std::process::Output;
 
 use serde_json::Value;
 use sha2::Digest;
-use tuner_tests::{tuner_bin, test_plugin};
+use tuner_tests::{test_plugin, tuner_bin};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn tuner(home: &Path, args: &[&str]) -> Output {
@@ -44,7 +47,11 @@ impl Setup {
                 tokenizer.to_str().unwrap(),
             ],
         );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Self { dir }
     }
 
@@ -108,7 +115,11 @@ fn sha256(path: &Path) -> String {
 
 fn assert_memorised(method: &str, events: &[Value], out: &Output) {
     let l = losses(events);
-    assert!(!l.is_empty(), "{method}: no steps\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !l.is_empty(),
+        "{method}: no steps\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (first, last) = (l[0], *l.last().unwrap());
     assert!(
         last < 0.1 * first,
@@ -126,14 +137,21 @@ fn lora_memorises_leaves_the_base_untouched_and_writes_a_peft_adapter() {
         serde_json::json!({"num_train_epochs": 40, "target_modules": "all-linear"}),
     );
     let (out, events) = s.train(&config, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_memorised("lora", &events, &out);
 
-    assert_eq!(sha256(&s.path("model/model.safetensors")), base, "base weights changed");
-    let adapter: Value = serde_json::from_slice(
-        &std::fs::read(s.path("lora/adapter_config.json")).unwrap(),
-    )
-    .unwrap();
+    assert_eq!(
+        sha256(&s.path("model/model.safetensors")),
+        base,
+        "base weights changed"
+    );
+    let adapter: Value =
+        serde_json::from_slice(&std::fs::read(s.path("lora/adapter_config.json")).unwrap())
+            .unwrap();
     assert_eq!(adapter["peft_type"], "LORA");
     assert_eq!(adapter["r"], 16);
     let weights = std::fs::read(s.path("lora/adapter_model.safetensors")).unwrap();
@@ -141,9 +159,15 @@ fn lora_memorises_leaves_the_base_untouched_and_writes_a_peft_adapter() {
     let names: Vec<String> = st.names().into_iter().map(String::from).collect();
     // 2 layers x 7 linears x (A, B); nothing of the base model.
     assert_eq!(names.len(), 28, "{names:?}");
-    assert!(names.iter().all(|n| n.starts_with("base_model.model.model.layers.")
-        && (n.ends_with(".lora_A.weight") || n.ends_with(".lora_B.weight"))));
-    let a = st.tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").unwrap();
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("base_model.model.model.layers.")
+                && (n.ends_with(".lora_A.weight") || n.ends_with(".lora_B.weight")))
+    );
+    let a = st
+        .tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight")
+        .unwrap();
     assert_eq!(a.shape(), [16, 64]);
 }
 
@@ -156,7 +180,11 @@ fn full_fine_tuning_memorises_and_writes_a_full_model() {
         serde_json::json!({"num_train_epochs": 25, "learning_rate": 3e-3, "val_size": 0.25}),
     );
     let (out, events) = s.train(&config, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_memorised("sft", &events, &out);
     // One of the four samples is held out and scored at the end.
     let eval: Vec<f64> = events
@@ -175,9 +203,17 @@ fn full_fine_tuning_memorises_and_writes_a_full_model() {
 #[test]
 fn qlora_memorises_on_an_nf4_base() {
     let s = Setup::new();
-    let config = s.config("qlora", "qlora", serde_json::json!({"num_train_epochs": 40}));
+    let config = s.config(
+        "qlora",
+        "qlora",
+        serde_json::json!({"num_train_epochs": 40}),
+    );
     let (out, events) = s.train(&config, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_memorised("qlora", &events, &out);
     let report: Value =
         serde_json::from_slice(&std::fs::read(s.path("qlora/train_report.json")).unwrap()).unwrap();
@@ -194,17 +230,28 @@ fn a_resumed_run_continues_with_the_same_losses() {
     });
     let config = s.config("whole", "lora", extra.clone());
     let (out, events) = s.train(&config, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let whole = losses(&events);
     assert_eq!(whole.len(), 6);
     assert!(s.path("whole/checkpoint-3/trainer_state.json").is_file());
-    assert!(s.path("whole/checkpoint-3/adapter_model.safetensors").is_file());
+    assert!(
+        s.path("whole/checkpoint-3/adapter_model.safetensors")
+            .is_file()
+    );
 
     // A second run starts from the first one's step-3 checkpoint.
     let config = s.config("resumed", "lora", extra);
     let checkpoint = s.path("whole/checkpoint-3");
     let (out, events) = s.train(&config, &["--resume", checkpoint.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let resumed = losses(&events);
     assert_eq!(resumed.len(), 3, "{resumed:?}");
     assert_eq!(resumed, whole[3..], "resumed losses differ");
@@ -217,12 +264,20 @@ fn bad_configs_and_a_broken_method_plugin_fail_clearly() {
     let (out, _) = s.train(&config, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("unknown key \"lora_rnak\"") && err.contains("lora_rank"), "{err}");
+    assert!(
+        err.contains("unknown key \"lora_rnak\"") && err.contains("lora_rank"),
+        "{err}"
+    );
 
-    let config = s.config("missing", "lora", serde_json::json!({"num_train_epochs": 1}));
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(&s.path("model").display().to_string(), "/nonexistent/model-dir");
+    let config = s.config(
+        "missing",
+        "lora",
+        serde_json::json!({"num_train_epochs": 1}),
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &s.path("model").display().to_string(),
+        "/nonexistent/model-dir",
+    );
     std::fs::write(&config, text).unwrap();
     let (out, _) = s.train(&config, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -233,10 +288,17 @@ fn bad_configs_and_a_broken_method_plugin_fail_clearly() {
     let plugins = s.path("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(test_plugin("bad-loss"), plugins.join("bad-loss.wasm")).unwrap();
-    let config = s.config("broken", "bad-loss", serde_json::json!({"num_train_epochs": 1}));
+    let config = s.config(
+        "broken",
+        "bad-loss",
+        serde_json::json!({"num_train_epochs": 1}),
+    );
     let (out, events) = s.train(&config, &[]);
     assert!(!out.status.success());
-    let end = events.iter().find(|e| e["event"] == "end").expect("an end event");
+    let end = events
+        .iter()
+        .find(|e| e["event"] == "end")
+        .expect("an end event");
     assert_eq!(end["job"]["status"], "failed", "{end}");
     let error = end["job"]["error"].as_str().unwrap_or_default();
     assert!(
@@ -298,10 +360,10 @@ impl Server {
     /// Polls job `id` until `done` says so (at most two minutes).
     fn wait(&self, id: i64, done: impl Fn(&Value) -> bool) -> Value {
         for _ in 0..1200 {
-            if let Some(job) = self.get(&format!("/api/training/{id}")) {
-                if done(&job) {
-                    return job;
-                }
+            if let Some(job) = self.get(&format!("/api/training/{id}"))
+                && done(&job)
+            {
+                return job;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
@@ -348,6 +410,7 @@ fn a_job_survives_the_server_being_killed_and_resumes_from_its_checkpoint() {
     assert_eq!(done["step"], 40);
     assert!(s.path("served/adapter_model.safetensors").is_file());
     let report: Value =
-        serde_json::from_slice(&std::fs::read(s.path("served/train_report.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(s.path("served/train_report.json")).unwrap())
+            .unwrap();
     assert_eq!(report["losses"].as_array().unwrap().len(), 40);
 }

@@ -148,7 +148,9 @@ impl AppState {
     /// Where jobs submitted through the API put a relative `output_dir`.
     pub fn runs_dir(&self) -> std::path::PathBuf {
         let db = &self.inner.home.database;
-        db.parent().unwrap_or(std::path::Path::new(".")).join("runs")
+        db.parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("runs")
     }
 
     /// Downloads started through the API.

@@ -10,10 +10,10 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context as _, Result, bail};
 
+use super::Sample;
 use super::load::{self, LoadOptions};
 use super::spec::{self, Spec};
 use super::store::{Datasets, StoreError};
-use super::Sample;
 use crate::config::Settings;
 use crate::plugins::PluginHost;
 use crate::store::Store;
@@ -117,7 +117,11 @@ impl<'a> DataResolver<'a> {
         use crate::hub::pull::{Hub, HubConfig, HubDatasetSpec};
         let host = self.host()?;
         let store = Arc::new(Store::open(&self.settings.database)?);
-        let hub = Hub::new(host.clone(), Some(store), HubConfig::from_settings(self.settings));
+        let hub = Hub::new(
+            host.clone(),
+            Some(store),
+            HubConfig::from_settings(self.settings),
+        );
         let spec = HubDatasetSpec::parse(repo)?;
         let progress: crate::hub::Progress = Arc::new(crate::hub::progress::Silent);
         tracing::info!("fetching hub dataset {repo} (cached after the first time)");

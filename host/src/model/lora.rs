@@ -48,8 +48,15 @@ pub const ALL_LINEAR: &str = "all-linear";
 
 /// The linear modules of a Qwen3 decoder layer, in model order; what
 /// `all-linear` expands to.
-pub const QWEN3_LINEARS: [&str; 7] =
-    ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const QWEN3_LINEARS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 
 impl LoraSpec {
     /// The multiplier of `B A x`.
@@ -121,7 +128,11 @@ impl Lora {
         let (r, _) = a.dims2()?;
         let (_, rb) = b.dims2()?;
         if r != rb {
-            candle_core::bail!("lora: A is {:?} and B is {:?}, ranks differ", a.dims(), b.dims());
+            candle_core::bail!(
+                "lora: A is {:?} and B is {:?}, ranks differ",
+                a.dims(),
+                b.dims()
+            );
         }
         Ok(Lora {
             a: Var::from_tensor(&a)?,
@@ -173,7 +184,13 @@ impl Lora {
         let keep = 1.0 / (1.0 - self.dropout);
         let n: usize = dims.iter().product();
         let mask: Vec<f32> = (0..n)
-            .map(|_| if rng.random::<f32>() < self.dropout { 0.0 } else { keep })
+            .map(|_| {
+                if rng.random::<f32>() < self.dropout {
+                    0.0
+                } else {
+                    keep
+                }
+            })
             .collect();
         Tensor::from_vec(mask, dims, device)?.to_dtype(dtype)
     }
@@ -210,7 +227,9 @@ pub fn module_seed(seed: u64, module_name: &str) -> u64 {
 
 /// Whether `module_name` (an HF module path) is adapted under `spec`.
 pub fn matches_target(spec: &LoraSpec, module_name: &str) -> bool {
-    spec.target_modules.iter().any(|t| target_matches(t, module_name))
+    spec.target_modules
+        .iter()
+        .any(|t| target_matches(t, module_name))
 }
 
 fn target_matches(target: &str, module_name: &str) -> bool {
@@ -252,7 +271,13 @@ pub fn attach_lora_to<'a>(
     for lin in linears.iter_mut().filter(|l| matches_target(spec, &l.name)) {
         let (out_f, in_f) = lin.shape();
         let device = base_device(lin);
-        lin.lora = Some(Lora::new(in_f, out_f, spec, module_seed(seed, &lin.name), &device)?);
+        lin.lora = Some(Lora::new(
+            in_f,
+            out_f,
+            spec,
+            module_seed(seed, &lin.name),
+            &device,
+        )?);
         count += 1;
     }
     Ok(count)
@@ -377,18 +402,50 @@ mod tests {
         let l = Lora::new(64, 32, &s, 7, &Device::Cpu).unwrap();
         assert_eq!(l.a.dims(), &[4, 64]);
         assert_eq!(l.b.dims(), &[32, 4]);
-        let a = l.a.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let a =
+            l.a.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
         let bound = 1.0 / 8.0;
         assert!(a.iter().all(|v| v.abs() <= bound));
         // Spread over the interval, not a constant.
         let max = a.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!(max > 0.9 * bound);
-        assert_eq!(l.b.as_tensor().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+        assert_eq!(
+            l.b.as_tensor()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+            0.0
+        );
         assert_eq!(l.scale, 2.0);
         let again = Lora::new(64, 32, &s, 7, &Device::Cpu).unwrap();
-        assert_eq!(a, again.a.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            a,
+            again
+                .a
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        );
         let other = Lora::new(64, 32, &s, 8, &Device::Cpu).unwrap();
-        assert_ne!(a, other.a.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_ne!(
+            a,
+            other
+                .a
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        );
     }
 
     #[test]
@@ -404,13 +461,41 @@ mod tests {
     #[test]
     fn forward_is_scaled_low_rank_product() {
         let s = spec(&["q_proj"]);
-        let a = Tensor::from_vec((0..12).map(|i| i as f32 * 0.1).collect::<Vec<_>>(), (4, 3), &Device::Cpu).unwrap();
-        let b = Tensor::from_vec((0..8).map(|i| 1.0 - i as f32 * 0.2).collect::<Vec<_>>(), (2, 4), &Device::Cpu).unwrap();
+        let a = Tensor::from_vec(
+            (0..12).map(|i| i as f32 * 0.1).collect::<Vec<_>>(),
+            (4, 3),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let b = Tensor::from_vec(
+            (0..8).map(|i| 1.0 - i as f32 * 0.2).collect::<Vec<_>>(),
+            (2, 4),
+            &Device::Cpu,
+        )
+        .unwrap();
         let l = Lora::from_tensors(a.clone(), b.clone(), s.scale(), 0.0, 1).unwrap();
-        let x = Tensor::from_vec((0..9).map(|i| i as f32 - 4.0).collect::<Vec<_>>(), (1, 3, 3), &Device::Cpu).unwrap();
+        let x = Tensor::from_vec(
+            (0..9).map(|i| i as f32 - 4.0).collect::<Vec<_>>(),
+            (1, 3, 3),
+            &Device::Cpu,
+        )
+        .unwrap();
         let y = l.forward(&x, true).unwrap();
-        let want = (x.broadcast_matmul(&a.t().unwrap()).unwrap().broadcast_matmul(&b.t().unwrap()).unwrap() * 2.0).unwrap();
-        let diff = (y - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let want = (x
+            .broadcast_matmul(&a.t().unwrap())
+            .unwrap()
+            .broadcast_matmul(&b.t().unwrap())
+            .unwrap()
+            * 2.0)
+            .unwrap();
+        let diff = (y - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(diff < 1e-5);
         // delta_weight is scale * B A.
         let d = l.delta_weight().unwrap();
@@ -428,17 +513,29 @@ mod tests {
         let x = Tensor::ones((2, 5, 8), DType::F32, &Device::Cpu).unwrap();
         let run = |step: u64, training: bool| {
             l.set_dropout_step(step);
-            l.forward(&x, training).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            l.forward(&x, training)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
         };
         // Eval: no dropout: each output is 4 * 8.
         assert!(run(0, false).iter().all(|&v| v == 32.0));
         let s0 = run(0, true);
-        assert_eq!(s0, run(0, true), "same step, same mask (checkpoint recompute)");
+        assert_eq!(
+            s0,
+            run(0, true),
+            "same step, same mask (checkpoint recompute)"
+        );
         assert_ne!(s0, run(1, true), "next step, new mask");
         // Kept inputs are scaled by 2, so outputs are 4 * 2 * kept.
         assert!(s0.iter().all(|v| (v / 8.0).fract() == 0.0));
         let mean = s0.iter().sum::<f32>() / s0.len() as f32;
-        assert!((mean - 32.0).abs() < 16.0, "inverted dropout keeps the mean: {mean}");
+        assert!(
+            (mean - 32.0).abs() < 16.0,
+            "inverted dropout keeps the mean: {mean}"
+        );
     }
 
     #[test]
@@ -446,25 +543,66 @@ mod tests {
         let mut linears = model_linears();
         let n = attach_lora_to(linears.iter_mut(), &spec(&["q_proj", "v_proj"]), 1).unwrap();
         assert_eq!(n, 4);
-        let names: Vec<String> = lora_vars(linears.iter()).into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names[0], "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
-        assert_eq!(names[1], "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
+        let names: Vec<String> = lora_vars(linears.iter())
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(
+            names[0],
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+        );
+        assert_eq!(
+            names[1],
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"
+        );
         assert_eq!(names.len(), 8);
         // Adapters start at zero: the output is the base output.
         let x = Tensor::ones((1, 2, 5), DType::F32, &Device::Cpu).unwrap();
         let q = &linears[0];
         assert_eq!(
-            q.forward(&x, Mode::TRAIN).unwrap().to_vec3::<f32>().unwrap(),
-            q.forward(&x, Mode { training: true, adapters: false }).unwrap().to_vec3::<f32>().unwrap()
+            q.forward(&x, Mode::TRAIN)
+                .unwrap()
+                .to_vec3::<f32>()
+                .unwrap(),
+            q.forward(
+                &x,
+                Mode {
+                    training: true,
+                    adapters: false
+                }
+            )
+            .unwrap()
+            .to_vec3::<f32>()
+            .unwrap()
         );
         // Seeds follow the module name: layer 0 and layer 1 differ.
-        let a0 = linears[0].lora.as_ref().unwrap().a.as_tensor().to_vec2::<f32>().unwrap();
-        let a1 = linears[7].lora.as_ref().unwrap().a.as_tensor().to_vec2::<f32>().unwrap();
+        let a0 = linears[0]
+            .lora
+            .as_ref()
+            .unwrap()
+            .a
+            .as_tensor()
+            .to_vec2::<f32>()
+            .unwrap();
+        let a1 = linears[7]
+            .lora
+            .as_ref()
+            .unwrap()
+            .a
+            .as_tensor()
+            .to_vec2::<f32>()
+            .unwrap();
         assert_ne!(a0, a1);
 
         let mut linears = model_linears();
-        assert_eq!(attach_lora_to(linears.iter_mut(), &spec(&[ALL_LINEAR]), 1).unwrap(), 14);
-        assert!(linears.last().unwrap().lora.is_none(), "lm_head is not adapted");
+        assert_eq!(
+            attach_lora_to(linears.iter_mut(), &spec(&[ALL_LINEAR]), 1).unwrap(),
+            14
+        );
+        assert!(
+            linears.last().unwrap().lora.is_none(),
+            "lm_head is not adapted"
+        );
 
         let err = attach_lora_to(model_linears().iter_mut(), &spec(&["q_proj", "qproj"]), 1)
             .unwrap_err()
@@ -483,7 +621,18 @@ mod tests {
         assert!(s.validate().unwrap_err().to_string().contains("lora_rank"));
         let mut s = spec(&["q_proj"]);
         s.dropout = 1.0;
-        assert!(s.validate().unwrap_err().to_string().contains("lora_dropout"));
-        assert!(spec(&[]).validate().unwrap_err().to_string().contains("target_modules"));
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("lora_dropout")
+        );
+        assert!(
+            spec(&[])
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("target_modules")
+        );
     }
 }

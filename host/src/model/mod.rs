@@ -17,11 +17,11 @@
 pub mod encode;
 pub mod linear;
 pub mod lora;
+pub mod preview;
+pub mod python;
 pub mod quant;
 pub mod qwen3;
 pub mod random_init;
-pub mod preview;
-pub mod python;
 pub mod render;
 pub mod sample;
 pub mod spans;

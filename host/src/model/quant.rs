@@ -306,7 +306,10 @@ impl Int8Weight {
 }
 
 /// Runs `f` on the contiguous data of a CPU tensor, without copying.
-fn with_cpu_slice<T: candle_core::WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+fn with_cpu_slice<T: candle_core::WithDType, R>(
+    t: &Tensor,
+    f: impl FnOnce(&[T]) -> R,
+) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
         candle_core::bail!("quantized weight: expected a cpu tensor")
@@ -368,7 +371,8 @@ struct DoubleQuant {
 /// bitsandbytes' nested quantisation of the absmaxes: subtract the mean,
 /// then blockwise 8-bit with the dynamic map.
 fn double_quantize(absmax: &[f32]) -> DoubleQuant {
-    let offset = (absmax.iter().map(|&v| v as f64).sum::<f64>() / absmax.len().max(1) as f64) as f32;
+    let offset =
+        (absmax.iter().map(|&v| v as f64).sum::<f64>() / absmax.len().max(1) as f64) as f32;
     let map = dynamic_map();
     let n_groups = absmax.len().div_ceil(DQ_BLOCK);
     let zero = nearest_code(map, 0.0);
@@ -513,17 +517,13 @@ struct FrozenMatmul {
 }
 
 impl FrozenMatmul {
-    fn fwd<S: BackendStorage>(
-        &self,
-        x: &S,
-        xl: &Layout,
-        w: &S,
-        wl: &Layout,
-    ) -> Result<(S, Shape)> {
+    fn fwd<S: BackendStorage>(&self, x: &S, xl: &Layout, w: &S, wl: &Layout) -> Result<(S, Shape)> {
         let (n, in_f) = xl.shape().dims2()?;
         let (out_f, w_in) = wl.shape().dims2()?;
         if w_in != in_f {
-            candle_core::bail!("quantized linear: input has {in_f} features, weight [{out_f}, {w_in}]")
+            candle_core::bail!(
+                "quantized linear: input has {in_f} features, weight [{out_f}, {w_in}]"
+            )
         }
         // W^T is the weight seen through a transposed layout: no copy.
         let y = x.matmul(w, (1, n, out_f, in_f), xl, &wl.transpose(0, 1)?)?;
@@ -594,7 +594,14 @@ mod tests {
     }
 
     fn mean_abs_err(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     #[test]
@@ -683,7 +690,9 @@ mod tests {
         assert!(rel < 0.01, "relative mean abs error {rel}");
         // Values that are exact multiples of the block scale survive exactly.
         let exact = Tensor::from_vec(
-            (0..64).map(|i| (i as f32 - 32.0) / 32.0 * 2.0).collect::<Vec<_>>(),
+            (0..64)
+                .map(|i| (i as f32 - 32.0) / 32.0 * 2.0)
+                .collect::<Vec<_>>(),
             (1, 64),
             &Device::Cpu,
         )
@@ -696,11 +705,15 @@ mod tests {
     fn cpu_and_tensor_op_dequantisation_agree() {
         // 700 blocks of 64 (> 256: two double-quant groups) plus a partial one.
         let w = weight(401, 112, 0.02, 10);
-        let QuantizedWeight::Nf4(q) = QuantizedWeight::nf4(&w).unwrap() else { unreachable!() };
+        let QuantizedWeight::Nf4(q) = QuantizedWeight::nf4(&w).unwrap() else {
+            unreachable!()
+        };
         let a = q.dequantize_cpu().unwrap().to_vec2::<f32>().unwrap();
         let b = q.dequantize_tensor_ops().unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(a, b);
-        let QuantizedWeight::Int8(q) = QuantizedWeight::int8(&w).unwrap() else { unreachable!() };
+        let QuantizedWeight::Int8(q) = QuantizedWeight::int8(&w).unwrap() else {
+            unreachable!()
+        };
         let a = q.dequantize_cpu().unwrap().to_vec2::<f32>().unwrap();
         let b = q.dequantize_tensor_ops().unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(a, b);
@@ -722,10 +735,15 @@ mod tests {
     fn forward_equals_matmul_with_dequantised_weight() {
         let w = weight(12, 70, 0.5, 5);
         let x = Tensor::from_vec(normal(2 * 3 * 70, 1.0, 6), (2, 3, 70), &Device::Cpu).unwrap();
-        for q in [QuantizedWeight::nf4(&w).unwrap(), QuantizedWeight::int8(&w).unwrap()] {
+        for q in [
+            QuantizedWeight::nf4(&w).unwrap(),
+            QuantizedWeight::int8(&w).unwrap(),
+        ] {
             let y = q.forward(&x).unwrap();
             assert_eq!(y.dims(), &[2, 3, 12]);
-            let want = x.broadcast_matmul(&q.dequantize().unwrap().t().unwrap()).unwrap();
+            let want = x
+                .broadcast_matmul(&q.dequantize().unwrap().t().unwrap())
+                .unwrap();
             assert!(mean_abs_err(&y, &want) < 1e-5);
         }
     }
@@ -734,20 +752,34 @@ mod tests {
     fn backward_gives_input_gradient_only_matching_finite_differences() {
         let w = weight(12, 70, 0.5, 7).to_dtype(DType::F64).unwrap();
         let q = QuantizedWeight::nf4(&w).unwrap();
-        let x0: Vec<f64> = normal(2 * 3 * 70, 1.0, 8).iter().map(|&v| v as f64).collect();
+        let x0: Vec<f64> = normal(2 * 3 * 70, 1.0, 8)
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
         let r = Tensor::from_vec(
-            normal(2 * 3 * 12, 1.0, 9).iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            normal(2 * 3 * 12, 1.0, 9)
+                .iter()
+                .map(|&v| v as f64)
+                .collect::<Vec<_>>(),
             (2, 3, 12),
             &Device::Cpu,
         )
         .unwrap();
         let loss_at = |xs: &[f64]| -> f64 {
             let x = Tensor::from_slice(xs, (2, 3, 70), &Device::Cpu).unwrap();
-            (q.forward(&x).unwrap() * &r).unwrap().sum_all().unwrap().to_scalar().unwrap()
+            (q.forward(&x).unwrap() * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
         };
-        let x = Var::from_tensor(&Tensor::from_slice(&x0, (2, 3, 70), &Device::Cpu).unwrap())
+        let x =
+            Var::from_tensor(&Tensor::from_slice(&x0, (2, 3, 70), &Device::Cpu).unwrap()).unwrap();
+        let loss = (q.forward(x.as_tensor()).unwrap() * &r)
+            .unwrap()
+            .sum_all()
             .unwrap();
-        let loss = (q.forward(x.as_tensor()).unwrap() * &r).unwrap().sum_all().unwrap();
         let grads = loss.backward().unwrap();
         let gx = grads.get(x.as_tensor()).expect("x has a gradient");
         let gx = gx.flatten_all().unwrap().to_vec1::<f64>().unwrap();

@@ -84,7 +84,10 @@ pub fn config_json(shape: &TinyShape, vocab_size: usize) -> serde_json::Value {
 /// Tensor names and shapes of a Qwen3 checkpoint, as transformers names them.
 pub fn tensor_shapes(shape: &TinyShape, vocab: usize) -> BTreeMap<String, Vec<usize>> {
     let (h, i, hd) = (shape.hidden_size, shape.intermediate_size, shape.head_dim);
-    let (q, kv) = (shape.num_attention_heads * hd, shape.num_key_value_heads * hd);
+    let (q, kv) = (
+        shape.num_attention_heads * hd,
+        shape.num_key_value_heads * hd,
+    );
     let mut out = BTreeMap::new();
     out.insert("model.embed_tokens.weight".to_string(), vec![vocab, h]);
     out.insert("model.norm.weight".to_string(), vec![h]);

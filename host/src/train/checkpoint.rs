@@ -97,7 +97,10 @@ pub fn list(output_dir: &Path) -> Vec<(u64, PathBuf)> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
             let step = name.strip_prefix("checkpoint-")?.parse().ok()?;
-            e.path().join(STATE_FILE).is_file().then(|| (step, e.path()))
+            e.path()
+                .join(STATE_FILE)
+                .is_file()
+                .then(|| (step, e.path()))
         })
         .collect();
     found.sort();
@@ -190,7 +193,10 @@ mod tests {
         TrainerState {
             step,
             total_steps: 10,
-            cursor: Cursor { epoch: 0, index: step as usize },
+            cursor: Cursor {
+                epoch: 0,
+                index: step as usize,
+            },
             losses: vec![1.0; step as usize],
             eval_losses: Vec::new(),
             method: "lora".into(),
@@ -203,10 +209,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let var = Var::new(&[1f32, 2., 3.], &Device::Cpu).unwrap();
         let vars = vec![("w".to_string(), var.clone())];
-        let opt: HashMap<String, Tensor> =
-            [("m".to_string(), Tensor::new(&[0.5f32], &Device::Cpu).unwrap())].into();
+        let opt: HashMap<String, Tensor> = [(
+            "m".to_string(),
+            Tensor::new(&[0.5f32], &Device::Cpu).unwrap(),
+        )]
+        .into();
         for step in [2, 4, 6] {
-            var.set(&Tensor::new(&[step as f32; 3], &Device::Cpu).unwrap()).unwrap();
+            var.set(&Tensor::new(&[step as f32; 3], &Device::Cpu).unwrap())
+                .unwrap();
             save(dir.path(), &state(step), &vars, &opt, |_| Ok(())).unwrap();
         }
         assert_eq!(list(dir.path()).len(), 3);
@@ -216,7 +226,8 @@ mod tests {
         let latest = resolve("latest", dir.path()).unwrap();
         assert!(latest.ends_with("checkpoint-6"));
 
-        var.set(&Tensor::new(&[0f32; 3], &Device::Cpu).unwrap()).unwrap();
+        var.set(&Tensor::new(&[0f32; 3], &Device::Cpu).unwrap())
+            .unwrap();
         let loaded = load(&latest, &vars, &Device::Cpu).unwrap();
         assert_eq!(loaded.state, state(6));
         assert_eq!(var.as_tensor().to_vec1::<f32>().unwrap(), [6.0; 3]);
@@ -235,8 +246,14 @@ mod tests {
         let var = Var::new(&[1f32, 2.], &Device::Cpu).unwrap();
         let vars = vec![("w".to_string(), var)];
         let saved = save(dir.path(), &state(1), &vars, &HashMap::new(), |_| Ok(())).unwrap();
-        let other = vec![("v".to_string(), Var::new(&[1f32, 2.], &Device::Cpu).unwrap())];
-        let err = load(&saved, &other, &Device::Cpu).err().unwrap().to_string();
+        let other = vec![(
+            "v".to_string(),
+            Var::new(&[1f32, 2.], &Device::Cpu).unwrap(),
+        )];
+        let err = load(&saved, &other, &Device::Cpu)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("no weight `v`"), "{err}");
     }
 }

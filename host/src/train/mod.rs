@@ -7,12 +7,12 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod config;
+pub mod jobs;
 pub mod optim;
 pub mod peft;
 pub mod rng;
 pub mod schedule;
-pub mod config;
-pub mod jobs;
 pub mod trainer;
 
 pub use config::TrainConfig;

@@ -31,11 +31,11 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::model::linear::{Linear, LinearBase};
-use crate::model::qwen3::Qwen3;
 use crate::model::lora::{
     ALL_LINEAR, Lora, LoraSpec, QWEN3_LINEARS, check_targets, matches_target, module_seed,
     peft_names, short_name,
 };
+use crate::model::qwen3::Qwen3;
 
 /// File name of the adapter configuration.
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
@@ -70,7 +70,12 @@ fn adapted_short_names<'a>(linears: impl IntoIterator<Item = &'a Linear>) -> Vec
             }
         }
     }
-    let rank = |s: &str| QWEN3_LINEARS.iter().position(|q| *q == s).unwrap_or(usize::MAX);
+    let rank = |s: &str| {
+        QWEN3_LINEARS
+            .iter()
+            .position(|q| *q == s)
+            .unwrap_or(usize::MAX)
+    };
     names.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
     names
 }
@@ -88,7 +93,11 @@ pub fn adapter_config_json(
     } else {
         serde_json::Value::from(spec.alpha)
     };
-    let dropout: f64 = spec.dropout.to_string().parse().unwrap_or(spec.dropout as f64);
+    let dropout: f64 = spec
+        .dropout
+        .to_string()
+        .parse()
+        .unwrap_or(spec.dropout as f64);
     serde_json::json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -142,7 +151,13 @@ pub fn export_merged(
     max_shard_bytes: usize,
 ) -> Result<ExportSummary> {
     let trained = model.trainable_vars();
-    export_merged_from(model.linears(), &trained, source_model_dir, out_dir, max_shard_bytes)
+    export_merged_from(
+        model.linears(),
+        &trained,
+        source_model_dir,
+        out_dir,
+        max_shard_bytes,
+    )
 }
 
 /// `tuner export --merge`: the PEFT adapter folder `adapter_dir` merged
@@ -180,15 +195,22 @@ pub fn adapter_base_dir(adapter_dir: &Path) -> Result<Option<PathBuf>> {
         adapter_dir.parent().map(|p| p.join(base)),
         Some(PathBuf::from(base)),
     ];
-    Ok(candidates.into_iter().flatten().find(|c| c.join("config.json").is_file()))
+    Ok(candidates
+        .into_iter()
+        .flatten()
+        .find(|c| c.join("config.json").is_file()))
 }
 
 /// Parses a shard size such as `5GB`, `500MB`, `2GiB` or a byte count.
 pub fn parse_size(text: &str) -> Result<usize> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let num: f64 = num.parse().with_context(|| format!("size {text:?}: expected e.g. 5GB, 500MB or 1000000"))?;
+    let num: f64 = num
+        .parse()
+        .with_context(|| format!("size {text:?}: expected e.g. 5GB, 500MB or 1000000"))?;
     let mult: f64 = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 1.0,
         "KB" => 1e3,
@@ -215,7 +237,10 @@ pub fn save_adapter_from<'a>(
 ) -> Result<()> {
     let targets = adapted_short_names(linears.clone());
     if targets.is_empty() {
-        bail!("saving an adapter to {}: the model has no LoRA adapters", dir.display());
+        bail!(
+            "saving an adapter to {}: the model has no LoRA adapters",
+            dir.display()
+        );
     }
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
     for lin in linears {
@@ -227,7 +252,10 @@ pub fn save_adapter_from<'a>(
     }
     let config = adapter_config_json(spec, &targets, base_model_name_or_path);
     write_folder_atomically(dir, |tmp| {
-        write_safetensors(&tmp.join(ADAPTER_WEIGHTS), tensors.iter().map(|(n, t)| (n.as_str(), t)))?;
+        write_safetensors(
+            &tmp.join(ADAPTER_WEIGHTS),
+            tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        )?;
         let text = serde_json::to_string_pretty(&config)?;
         fs::write(tmp.join(ADAPTER_CONFIG), text + "\n")
             .with_context(|| format!("writing {}", tmp.join(ADAPTER_CONFIG).display()))?;
@@ -249,12 +277,17 @@ pub fn read_adapter_config(dir: &Path) -> Result<LoraSpec> {
     }
     let rank = field("r")
         .and_then(|r| r.as_u64())
-        .with_context(|| format!("{at}: \"r\" must be a positive integer"))? as usize;
+        .with_context(|| format!("{at}: \"r\" must be a positive integer"))?
+        as usize;
     let alpha = field("lora_alpha")
         .and_then(|a| a.as_f64())
         .with_context(|| format!("{at}: \"lora_alpha\" must be a number"))?;
-    let dropout = field("lora_dropout").and_then(|d| d.as_f64()).unwrap_or(0.0) as f32;
-    let rslora = field("use_rslora").and_then(|b| b.as_bool()).unwrap_or(false);
+    let dropout = field("lora_dropout")
+        .and_then(|d| d.as_f64())
+        .unwrap_or(0.0) as f32;
+    let rslora = field("use_rslora")
+        .and_then(|b| b.as_bool())
+        .unwrap_or(false);
     let target_modules = match field("target_modules") {
         Some(serde_json::Value::Array(items)) => items
             .iter()
@@ -263,7 +296,9 @@ pub fn read_adapter_config(dir: &Path) -> Result<LoraSpec> {
             .with_context(|| format!("{at}: \"target_modules\" must be a list of names"))?,
         Some(serde_json::Value::String(s)) if s == ALL_LINEAR => vec![ALL_LINEAR.to_string()],
         Some(serde_json::Value::String(s)) => {
-            bail!("{at}: \"target_modules\" is the regular expression {s:?}; only lists of names are supported")
+            bail!(
+                "{at}: \"target_modules\" is the regular expression {s:?}; only lists of names are supported"
+            )
         }
         _ => bail!("{at}: \"target_modules\" is missing"),
     };
@@ -274,7 +309,10 @@ pub fn read_adapter_config(dir: &Path) -> Result<LoraSpec> {
         bail!("{at}: \"fan_in_fan_out\": true is not supported (Qwen3 has no Conv1D layers)");
     }
     for key in ["rank_pattern", "alpha_pattern"] {
-        if field(key).and_then(|p| p.as_object()).is_some_and(|o| !o.is_empty()) {
+        if field(key)
+            .and_then(|p| p.as_object())
+            .is_some_and(|o| !o.is_empty())
+        {
             bail!("{at}: per-module \"{key}\" is not supported");
         }
     }
@@ -283,7 +321,10 @@ pub fn read_adapter_config(dir: &Path) -> Result<LoraSpec> {
     {
         bail!("{at}: \"bias\": \"{bias}\" is not supported, only \"none\"");
     }
-    if field("modules_to_save").and_then(|m| m.as_array()).is_some_and(|m| !m.is_empty()) {
+    if field("modules_to_save")
+        .and_then(|m| m.as_array())
+        .is_some_and(|m| !m.is_empty())
+    {
         bail!("{at}: \"modules_to_save\" is not supported");
     }
     let spec = LoraSpec {
@@ -313,27 +354,54 @@ pub fn load_adapter_into<'a>(
         .with_context(|| format!("reading {}", path.display()))?
         .into_iter()
         // Some writers keep PEFT's adapter name in the key.
-        .map(|(k, t)| (k.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B."), t))
+        .map(|(k, t)| {
+            (
+                k.replace(".lora_A.default.", ".lora_A.")
+                    .replace(".lora_B.default.", ".lora_B."),
+                t,
+            )
+        })
         .collect();
     let mut linears: Vec<&mut Linear> = linears.into_iter().collect();
     check_targets(linears.iter().map(|l| l.name.as_str()), &spec)
         .with_context(|| format!("{}", dir.join(ADAPTER_CONFIG).display()))?;
     let at = path.display();
-    for lin in linears.iter_mut().filter(|l| matches_target(&spec, &l.name)) {
+    for lin in linears
+        .iter_mut()
+        .filter(|l| matches_target(&spec, &l.name))
+    {
         let (out_f, in_f) = lin.shape();
         let (ka, kb) = peft_names(&lin.name);
-        let a = tensors.remove(&ka).with_context(|| format!("{at} has no tensor {ka}"))?;
-        let b = tensors.remove(&kb).with_context(|| format!("{at} has no tensor {kb}"))?;
+        let a = tensors
+            .remove(&ka)
+            .with_context(|| format!("{at} has no tensor {ka}"))?;
+        let b = tensors
+            .remove(&kb)
+            .with_context(|| format!("{at} has no tensor {kb}"))?;
         if a.dims() != [spec.rank, in_f] {
-            bail!("{at}: {ka} has shape {:?}, expected [{}, {in_f}] (r, in_features)", a.dims(), spec.rank);
+            bail!(
+                "{at}: {ka} has shape {:?}, expected [{}, {in_f}] (r, in_features)",
+                a.dims(),
+                spec.rank
+            );
         }
         if b.dims() != [out_f, spec.rank] {
-            bail!("{at}: {kb} has shape {:?}, expected [{out_f}, {}] (out_features, r)", b.dims(), spec.rank);
+            bail!(
+                "{at}: {kb} has shape {:?}, expected [{out_f}, {}] (out_features, r)",
+                b.dims(),
+                spec.rank
+            );
         }
         let device = base_device(lin);
         let a = a.to_dtype(DType::F32)?.to_device(&device)?;
         let b = b.to_dtype(DType::F32)?.to_device(&device)?;
-        lin.lora = Some(Lora::from_tensors(a, b, spec.scale(), spec.dropout, module_seed(0, &lin.name))?);
+        lin.lora = Some(Lora::from_tensors(
+            a,
+            b,
+            spec.scale(),
+            spec.dropout,
+            module_seed(0, &lin.name),
+        )?);
     }
     if let Some(extra) = tensors.keys().min() {
         bail!("{at}: tensor {extra} belongs to no targeted linear layer of the model");
@@ -362,11 +430,14 @@ fn merged_weight(w: &Tensor, lora: &Lora) -> Result<Tensor> {
 pub fn merge_linears<'a>(linears: impl IntoIterator<Item = &'a mut Linear>) -> Result<usize> {
     let mut count = 0;
     for lin in linears {
-        let Some(lora) = lin.lora.take() else { continue };
+        let Some(lora) = lin.lora.take() else {
+            continue;
+        };
         match &lin.base {
             LinearBase::Trainable(var) => {
                 let merged = merged_weight(var.as_tensor(), &lora)?;
-                var.set(&merged).with_context(|| format!("merging into {}", lin.name))?;
+                var.set(&merged)
+                    .with_context(|| format!("merging into {}", lin.name))?;
             }
             LinearBase::Frozen(w) => {
                 lin.base = LinearBase::Frozen(merged_weight(w, &lora)?);
@@ -400,7 +471,8 @@ pub struct ExportSummary {
 fn source_weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
-        let text = fs::read_to_string(&index).with_context(|| format!("reading {}", index.display()))?;
+        let text =
+            fs::read_to_string(&index).with_context(|| format!("reading {}", index.display()))?;
         let v: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", index.display()))?;
         let map = v
@@ -449,8 +521,10 @@ pub fn export_merged_from<'a>(
     let mut names: Vec<String> = st.tensors().into_iter().map(|(n, _)| n).collect();
     names.sort();
 
-    let linears: HashMap<String, &Linear> =
-        linears.into_iter().map(|l| (format!("{}.weight", l.name), l)).collect();
+    let linears: HashMap<String, &Linear> = linears
+        .into_iter()
+        .map(|l| (format!("{}.weight", l.name), l))
+        .collect();
     let trained: HashMap<&str, &Var> = trained.iter().map(|(n, v)| (n.as_str(), v)).collect();
     let trained_for = |name: &str| {
         trained
@@ -460,7 +534,10 @@ pub fn export_merged_from<'a>(
     };
     for (name, lin) in &linears {
         if lin.lora.is_some() && !names.contains(name) {
-            bail!("{name} (adapted) is not in the weights of {}", source_dir.display());
+            bail!(
+                "{name} (adapted) is not in the weights of {}",
+                source_dir.display()
+            );
         }
     }
 
@@ -498,7 +575,11 @@ pub fn export_merged_from<'a>(
                 (base, lora) => {
                     let w = base.unwrap_or(source.clone());
                     if w.dims() != source.dims() {
-                        bail!("{name}: the model has shape {:?}, the source {:?}", w.dims(), source.dims());
+                        bail!(
+                            "{name}: the model has shape {:?}, the source {:?}",
+                            w.dims(),
+                            source.dims()
+                        );
                     }
                     let w = w.to_device(&Device::Cpu)?.to_dtype(source.dtype())?;
                     summary.replaced += 1;
@@ -541,7 +622,8 @@ pub fn export_merged_from<'a>(
         for file in COPIED_FILES {
             let from = source_dir.join(file);
             if from.is_file() {
-                fs::copy(&from, tmp.join(file)).with_context(|| format!("copying {}", from.display()))?;
+                fs::copy(&from, tmp.join(file))
+                    .with_context(|| format!("copying {}", from.display()))?;
                 summary.copied.push(file.to_string());
             }
         }
@@ -558,7 +640,9 @@ fn remove_stale_weights(dir: &Path, keep: &[String]) -> Result<()> {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_weights = name == "model.safetensors"
-            || (name.starts_with("model-") && name.contains("-of-") && name.ends_with(".safetensors"));
+            || (name.starts_with("model-")
+                && name.contains("-of-")
+                && name.ends_with(".safetensors"));
         if is_weights && !keep.contains(&name) {
             fs::remove_file(entry.path())
                 .with_context(|| format!("removing stale {}", entry.path().display()))?;
@@ -569,7 +653,10 @@ fn remove_stale_weights(dir: &Path, keep: &[String]) -> Result<()> {
 
 /// Writes `tensors` to a safetensors file with `{"format": "pt"}` metadata
 /// (transformers refuses files without a known format).
-fn write_safetensors<'a>(path: &Path, tensors: impl Iterator<Item = (&'a str, &'a Tensor)>) -> Result<()> {
+fn write_safetensors<'a>(
+    path: &Path,
+    tensors: impl Iterator<Item = (&'a str, &'a Tensor)>,
+) -> Result<()> {
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let tensors: Vec<(&str, &Tensor)> = tensors.collect();
     safetensors::serialize_to_file(tensors, Some(metadata), path)
@@ -631,7 +718,9 @@ mod tests {
     use crate::model::qwen3::{LoadOptions, ModelInput, Quant};
 
     fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-qwen3").join(name)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/tiny-qwen3")
+            .join(name)
     }
 
     fn spec(targets: &[&str]) -> LoraSpec {
@@ -645,7 +734,10 @@ mod tests {
     }
 
     fn load(dir: &Path, quantization: Quant) -> Qwen3 {
-        let opts = LoadOptions { quantization, ..LoadOptions::default() };
+        let opts = LoadOptions {
+            quantization,
+            ..LoadOptions::default()
+        };
         Qwen3::load(dir, &Device::Cpu, &opts).unwrap()
     }
 
@@ -657,16 +749,27 @@ mod tests {
             if let Some(lora) = &lin.lora {
                 // Deterministic non-zero values.
                 let n = lora.b.elem_count();
-                let vals: Vec<f32> = (0..n).map(|k| ((k * 7 + i * 13) % 17) as f32 * 0.01 - 0.08).collect();
-                lora.b.set(&Tensor::from_vec(vals, lora.b.dims(), &Device::Cpu).unwrap()).unwrap();
+                let vals: Vec<f32> = (0..n)
+                    .map(|k| ((k * 7 + i * 13) % 17) as f32 * 0.01 - 0.08)
+                    .collect();
+                lora.b
+                    .set(&Tensor::from_vec(vals, lora.b.dims(), &Device::Cpu).unwrap())
+                    .unwrap();
             }
         }
         model
     }
 
     fn logits(model: &Qwen3, mode: Mode) -> Vec<f32> {
-        let input = ModelInput::from_rows(&[vec![1, 5, 9, 3, 7], vec![2, 4, 6]], &Device::Cpu).unwrap();
-        model.forward(&input, mode).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+        let input =
+            ModelInput::from_rows(&[vec![1, 5, 9, 3, 7], vec![2, 4, 6]], &Device::Cpu).unwrap();
+        model
+            .forward(&input, mode)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
     }
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -683,7 +786,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("adapter");
         let model = adapted(&["q_proj", "v_proj"], Quant::None);
-        save_adapter(&model, &spec(&["q_proj", "v_proj"]), "Qwen/Qwen3-0.6B", &dir).unwrap();
+        save_adapter(
+            &model,
+            &spec(&["q_proj", "v_proj"]),
+            "Qwen/Qwen3-0.6B",
+            &dir,
+        )
+        .unwrap();
 
         let config = read_json(&dir.join(ADAPTER_CONFIG));
         assert_eq!(config["peft_type"], "LORA");
@@ -691,14 +800,18 @@ mod tests {
         assert_eq!(config["r"], 4);
         assert_eq!(config["lora_alpha"], 8);
         assert_eq!(config["lora_dropout"], 0.05);
-        assert_eq!(config["target_modules"], serde_json::json!(["q_proj", "v_proj"]));
+        assert_eq!(
+            config["target_modules"],
+            serde_json::json!(["q_proj", "v_proj"])
+        );
         assert_eq!(config["base_model_name_or_path"], "Qwen/Qwen3-0.6B");
         assert_eq!(config["use_rslora"], false);
         assert_eq!(config["bias"], "none");
         assert_eq!(config["fan_in_fan_out"], false);
         assert_eq!(config["inference_mode"], true);
 
-        let tensors = candle_core::safetensors::load(dir.join(ADAPTER_WEIGHTS), &Device::Cpu).unwrap();
+        let tensors =
+            candle_core::safetensors::load(dir.join(ADAPTER_WEIGHTS), &Device::Cpu).unwrap();
         let mut names: Vec<&String> = tensors.keys().collect();
         names.sort();
         let mut want = Vec::new();
@@ -727,10 +840,17 @@ mod tests {
             read_json(&dir.join(ADAPTER_CONFIG))["target_modules"],
             serde_json::json!(QWEN3_LINEARS)
         );
-        let tensors = candle_core::safetensors::load(dir.join(ADAPTER_WEIGHTS), &Device::Cpu).unwrap();
+        let tensors =
+            candle_core::safetensors::load(dir.join(ADAPTER_WEIGHTS), &Device::Cpu).unwrap();
         assert_eq!(tensors.len(), 2 * 7 * 2);
-        assert_eq!(tensors["base_model.model.model.layers.1.mlp.down_proj.lora_A.weight"].dims(), &[4, 32]);
-        assert_eq!(tensors["base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"].dims(), &[16, 4]);
+        assert_eq!(
+            tensors["base_model.model.model.layers.1.mlp.down_proj.lora_A.weight"].dims(),
+            &[4, 32]
+        );
+        assert_eq!(
+            tensors["base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"].dims(),
+            &[16, 4]
+        );
         assert!(!tensors.keys().any(|k| k.contains("lm_head")));
     }
 
@@ -739,7 +859,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("adapter");
         let model = adapted(&["q_proj", "down_proj"], Quant::None);
-        let s = LoraSpec { rslora: true, ..spec(&["q_proj", "down_proj"]) };
+        let s = LoraSpec {
+            rslora: true,
+            ..spec(&["q_proj", "down_proj"])
+        };
         save_adapter(&model, &s, "base", &dir).unwrap();
         // Saving again over an existing folder replaces the files.
         save_adapter(&model, &s, "base", &dir).unwrap();
@@ -752,8 +875,14 @@ mod tests {
         for (a, b) in model.linears().zip(fresh.linears()) {
             assert_eq!(a.lora.is_some(), b.lora.is_some(), "{}", a.name);
             if let (Some(x), Some(y)) = (&a.lora, &b.lora) {
-                assert_eq!(x.a.as_tensor().to_vec2::<f32>().unwrap(), y.a.as_tensor().to_vec2::<f32>().unwrap());
-                assert_eq!(x.b.as_tensor().to_vec2::<f32>().unwrap(), y.b.as_tensor().to_vec2::<f32>().unwrap());
+                assert_eq!(
+                    x.a.as_tensor().to_vec2::<f32>().unwrap(),
+                    y.a.as_tensor().to_vec2::<f32>().unwrap()
+                );
+                assert_eq!(
+                    x.b.as_tensor().to_vec2::<f32>().unwrap(),
+                    y.b.as_tensor().to_vec2::<f32>().unwrap()
+                );
                 assert_eq!(y.scale, 8.0 / 2.0, "rsLoRA: alpha / sqrt(r)");
             }
         }
@@ -762,24 +891,48 @@ mod tests {
         let mut config = read_json(&dir.join(ADAPTER_CONFIG));
         config["r"] = 8.into();
         fs::write(dir.join(ADAPTER_CONFIG), config.to_string()).unwrap();
-        let err = format!("{:#}", load_adapter(&mut load(&fixture("tied"), Quant::None), &dir).unwrap_err());
-        assert!(err.contains("lora_A.weight has shape [4, 16], expected [8, 16]"), "{err}");
+        let err = format!(
+            "{:#}",
+            load_adapter(&mut load(&fixture("tied"), Quant::None), &dir).unwrap_err()
+        );
+        assert!(
+            err.contains("lora_A.weight has shape [4, 16], expected [8, 16]"),
+            "{err}"
+        );
         // A target the model lacks.
         config["r"] = 4.into();
         config["target_modules"] = serde_json::json!(["q_proj", "qkv_proj"]);
         fs::write(dir.join(ADAPTER_CONFIG), config.to_string()).unwrap();
-        let err = format!("{:#}", load_adapter(&mut load(&fixture("tied"), Quant::None), &dir).unwrap_err());
-        assert!(err.contains("\"qkv_proj\"") && err.contains("q_proj, k_proj"), "{err}");
+        let err = format!(
+            "{:#}",
+            load_adapter(&mut load(&fixture("tied"), Quant::None), &dir).unwrap_err()
+        );
+        assert!(
+            err.contains("\"qkv_proj\"") && err.contains("q_proj, k_proj"),
+            "{err}"
+        );
         // Tensors for modules the config does not target.
         config["target_modules"] = serde_json::json!(["q_proj"]);
         fs::write(dir.join(ADAPTER_CONFIG), config.to_string()).unwrap();
-        let err = format!("{:#}", load_adapter(&mut load(&fixture("tied"), Quant::None), &dir).unwrap_err());
-        assert!(err.contains("mlp.down_proj.lora_A.weight belongs to no targeted"), "{err}");
+        let err = format!(
+            "{:#}",
+            load_adapter(&mut load(&fixture("tied"), Quant::None), &dir).unwrap_err()
+        );
+        assert!(
+            err.contains("mlp.down_proj.lora_A.weight belongs to no targeted"),
+            "{err}"
+        );
         // Not a LoRA adapter.
         config["peft_type"] = "IA3".into();
         fs::write(dir.join(ADAPTER_CONFIG), config.to_string()).unwrap();
-        let err = format!("{:#}", load_adapter(&mut load(&fixture("tied"), Quant::None), &dir).unwrap_err());
-        assert!(err.contains("adapter_config.json") && err.contains("IA3"), "{err}");
+        let err = format!(
+            "{:#}",
+            load_adapter(&mut load(&fixture("tied"), Quant::None), &dir).unwrap_err()
+        );
+        assert!(
+            err.contains("adapter_config.json") && err.contains("IA3"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -788,8 +941,10 @@ mod tests {
             let mut model = adapted(&["all-linear"], quant);
             let before = logits(&model, Mode::EVAL);
             let bases: Vec<Tensor> = model.linears().map(|l| l.base_weight().unwrap()).collect();
-            let deltas: Vec<Option<Tensor>> =
-                model.linears().map(|l| l.lora.as_ref().map(|x| x.delta_weight().unwrap())).collect();
+            let deltas: Vec<Option<Tensor>> = model
+                .linears()
+                .map(|l| l.lora.as_ref().map(|x| x.delta_weight().unwrap()))
+                .collect();
             assert_eq!(merge_into(&mut model).unwrap(), 14);
             for ((lin, base), delta) in model.linears().zip(&bases).zip(&deltas) {
                 assert!(lin.lora.is_none());
@@ -798,11 +953,22 @@ mod tests {
                     None => base.clone(),
                 };
                 let got = lin.base_weight().unwrap();
-                let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let diff = (got - want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
                 assert!(diff < 1e-6, "{}: {diff}", lin.name);
             }
             let after = logits(&model, Mode::EVAL);
-            assert!(max_diff(&before, &after) < 1e-4, "{quant:?}: {}", max_diff(&before, &after));
+            assert!(
+                max_diff(&before, &after) < 1e-4,
+                "{quant:?}: {}",
+                max_diff(&before, &after)
+            );
         }
     }
 
@@ -816,21 +982,35 @@ mod tests {
         let summary = export_merged(&model, &src, &out, 8_000).unwrap();
         assert!(summary.shards.len() > 2, "{:?}", summary.shards);
         let n = summary.shards.len();
-        assert_eq!(summary.shards[0], format!("model-00001-of-{n:05}.safetensors"));
+        assert_eq!(
+            summary.shards[0],
+            format!("model-00001-of-{n:05}.safetensors")
+        );
         assert_eq!(summary.replaced, 6);
         assert!(summary.copied.contains(&"config.json".to_string()));
-        assert_eq!(fs::read(out.join("config.json")).unwrap(), fs::read(src.join("config.json")).unwrap());
+        assert_eq!(
+            fs::read(out.join("config.json")).unwrap(),
+            fs::read(src.join("config.json")).unwrap()
+        );
 
         let index = read_json(&out.join("model.safetensors.index.json"));
         let map = index["weight_map"].as_object().unwrap();
-        let source = candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+        let source =
+            candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
         assert_eq!(map.len(), source.len());
-        assert!(!map.contains_key("lm_head.weight"), "tied embeddings stay tied");
+        assert!(
+            !map.contains_key("lm_head.weight"),
+            "tied embeddings stay tied"
+        );
         let mut total = 0;
         let mut exported = HashMap::new();
         for shard in &summary.shards {
             for (k, t) in candle_core::safetensors::load(out.join(shard), &Device::Cpu).unwrap() {
-                assert_eq!(map[&k], shard.as_str(), "{k} is in the shard the index names");
+                assert_eq!(
+                    map[&k],
+                    shard.as_str(),
+                    "{k} is in the shard the index names"
+                );
                 total += t.elem_count() * 4;
                 exported.insert(k, t);
             }
@@ -840,19 +1020,40 @@ mod tests {
         // Merged into the source's full-precision weight, not the NF4 one.
         for lin in model.linears() {
             let key = format!("{}.weight", lin.name);
-            let Some(base) = source.get(&key) else { continue };
+            let Some(base) = source.get(&key) else {
+                continue;
+            };
             let want = match &lin.lora {
                 Some(l) => (base + l.delta_weight().unwrap()).unwrap(),
                 None => base.clone(),
             };
             let got = &exported[&key];
-            let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            let diff = (got - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert!(diff < 1e-6, "{key}: {diff}");
         }
-        for name in ["model.embed_tokens.weight", "model.norm.weight", "model.layers.1.self_attn.k_proj.weight"] {
+        for name in [
+            "model.embed_tokens.weight",
+            "model.norm.weight",
+            "model.layers.1.self_attn.k_proj.weight",
+        ] {
             assert_eq!(
-                exported[name].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-                source[name].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                exported[name]
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
+                source[name]
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
                 "{name} is copied unchanged"
             );
         }
@@ -876,12 +1077,19 @@ mod tests {
         fs::create_dir(out.join("checkpoint-2")).unwrap();
         let again = export_merged(&model, &src, &out, DEFAULT_MAX_SHARD_BYTES).unwrap();
         assert_eq!(again.shards, vec!["model-00001-of-00001.safetensors"]);
-        let mut left: Vec<String> =
-            fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut left: Vec<String> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         left.sort();
         assert_eq!(
             left,
-            ["checkpoint-2", "config.json", "model-00001-of-00001.safetensors", "model.safetensors.index.json"]
+            [
+                "checkpoint-2",
+                "config.json",
+                "model-00001-of-00001.safetensors",
+                "model.safetensors.index.json"
+            ]
         );
         let reloaded = load(&out, Quant::None);
         assert!(max_diff(&logits(&dense, Mode::EVAL), &logits(&reloaded, Mode::EVAL)) < 1e-4);
@@ -893,7 +1101,13 @@ mod tests {
         let src = fixture("tied");
         let model = adapted(&["k_proj", "gate_proj"], Quant::None);
         let adapter = tmp.path().join("adapter");
-        save_adapter(&model, &spec(&["k_proj", "gate_proj"]), src.to_str().unwrap(), &adapter).unwrap();
+        save_adapter(
+            &model,
+            &spec(&["k_proj", "gate_proj"]),
+            src.to_str().unwrap(),
+            &adapter,
+        )
+        .unwrap();
         assert_eq!(adapter_base_dir(&adapter).unwrap(), Some(src.clone()));
         let direct = tmp.path().join("direct");
         export_merged(&model, &src, &direct, DEFAULT_MAX_SHARD_BYTES).unwrap();
@@ -910,7 +1124,12 @@ mod tests {
         assert_eq!(parse_size("500MB").unwrap(), 500_000_000);
         assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
         assert_eq!(parse_size("1000").unwrap(), 1000);
-        assert!(parse_size("5XB").unwrap_err().to_string().contains("unknown unit"));
+        assert!(
+            parse_size("5XB")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown unit")
+        );
         assert!(parse_size("GB").is_err());
     }
 
@@ -918,7 +1137,10 @@ mod tests {
     fn full_fine_tuning_exports_trained_weights() {
         let tmp = tempfile::tempdir().unwrap();
         let src = fixture("untied");
-        let opts = LoadOptions { train: crate::model::qwen3::TrainMode::Full, ..LoadOptions::default() };
+        let opts = LoadOptions {
+            train: crate::model::qwen3::TrainMode::Full,
+            ..LoadOptions::default()
+        };
         let model = Qwen3::load(&src, &Device::Cpu, &opts).unwrap();
         let vars = model.trainable_vars();
         assert!(!vars.is_empty());
@@ -928,11 +1150,22 @@ mod tests {
         let out = tmp.path().join("full");
         let summary = export_merged(&model, &src, &out, DEFAULT_MAX_SHARD_BYTES).unwrap();
         assert_eq!(summary.shards, vec!["model-00001-of-00001.safetensors"]);
-        let source = candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
-        let exported = candle_core::safetensors::load(out.join(&summary.shards[0]), &Device::Cpu).unwrap();
-        assert_eq!(summary.replaced, source.len(), "every weight trains in full fine-tuning");
+        let source =
+            candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+        let exported =
+            candle_core::safetensors::load(out.join(&summary.shards[0]), &Device::Cpu).unwrap();
+        assert_eq!(
+            summary.replaced,
+            source.len(),
+            "every weight trains in full fine-tuning"
+        );
         for (k, t) in &source {
-            let diff = ((&exported[k] - t).unwrap() - 0.5).unwrap().abs().unwrap().max_all().unwrap();
+            let diff = ((&exported[k] - t).unwrap() - 0.5)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
             assert!(diff.to_scalar::<f32>().unwrap() < 1e-6, "{k}");
         }
     }
@@ -966,8 +1199,12 @@ mod fixture {
         for (i, lin) in model.linears().enumerate() {
             if let Some(lora) = &lin.lora {
                 let n = lora.b.elem_count();
-                let vals: Vec<f32> = (0..n).map(|k| ((k * 5 + i * 3) % 11) as f32 * 0.02 - 0.1).collect();
-                lora.b.set(&Tensor::from_vec(vals, lora.b.dims(), &Device::Cpu).unwrap()).unwrap();
+                let vals: Vec<f32> = (0..n)
+                    .map(|k| ((k * 5 + i * 3) % 11) as f32 * 0.02 - 0.1)
+                    .collect();
+                lora.b
+                    .set(&Tensor::from_vec(vals, lora.b.dims(), &Device::Cpu).unwrap())
+                    .unwrap();
             }
         }
         let input = ModelInput::from_rows(&[vec![1, 5, 9, 3, 7, 2, 11, 4]], &Device::Cpu).unwrap();
@@ -979,8 +1216,11 @@ mod fixture {
         let merged = tmp.path().join("peft-merged");
         export_merged(&model, &base, &merged, DEFAULT_MAX_SHARD_BYTES).unwrap();
         let logits_file = tmp.path().join("peft-logits.safetensors");
-        write_safetensors(&logits_file, [("logits", &logits), ("input_ids", &input.ids)].into_iter())
-            .unwrap();
+        write_safetensors(
+            &logits_file,
+            [("logits", &logits), ("input_ids", &input.ids)].into_iter(),
+        )
+        .unwrap();
 
         let fixture = root.join("peft");
         if std::env::var("TUNER_WRITE_FIXTURES").is_ok_and(|v| v == "1") {
@@ -992,18 +1232,36 @@ mod fixture {
             return;
         }
         for (ours, committed) in [
-            (adapter.join(ADAPTER_CONFIG), fixture.join("adapter").join(ADAPTER_CONFIG)),
-            (adapter.join(ADAPTER_WEIGHTS), fixture.join("adapter").join(ADAPTER_WEIGHTS)),
+            (
+                adapter.join(ADAPTER_CONFIG),
+                fixture.join("adapter").join(ADAPTER_CONFIG),
+            ),
+            (
+                adapter.join(ADAPTER_WEIGHTS),
+                fixture.join("adapter").join(ADAPTER_WEIGHTS),
+            ),
             (
                 merged.join("model-00001-of-00001.safetensors"),
                 fixture.join("merged/model-00001-of-00001.safetensors"),
             ),
         ] {
-            let want = fs::read(&committed).unwrap_or_else(|e| panic!("{}: {e}", committed.display()));
-            assert!(fs::read(&ours).unwrap() == want, "{} is stale (TUNER_WRITE_FIXTURES=1 rewrites it)", committed.display());
+            let want =
+                fs::read(&committed).unwrap_or_else(|e| panic!("{}: {e}", committed.display()));
+            assert!(
+                fs::read(&ours).unwrap() == want,
+                "{} is stale (TUNER_WRITE_FIXTURES=1 rewrites it)",
+                committed.display()
+            );
         }
-        let committed = candle_core::safetensors::load(fixture.join("logits.safetensors"), &Device::Cpu).unwrap();
-        let diff = (&committed["logits"] - &logits).unwrap().abs().unwrap().max_all().unwrap();
+        let committed =
+            candle_core::safetensors::load(fixture.join("logits.safetensors"), &Device::Cpu)
+                .unwrap();
+        let diff = (&committed["logits"] - &logits)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
     }
 }

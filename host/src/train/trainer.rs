@@ -29,14 +29,12 @@ use crate::config::Settings;
 use crate::data::resolve::DataResolver;
 use crate::data::{LoadOptions as DataLoadOptions, Sample, Turn};
 use crate::model::ModelFiles;
-use crate::model::lora::{self, LoraSpec};
-use crate::model::qwen3::{self, ModelInput, Qwen3};
 use crate::model::RenderOptions;
 use crate::model::linear::Mode;
+use crate::model::lora::{self, LoraSpec};
+use crate::model::qwen3::{self, ModelInput, Qwen3};
 use crate::plugins::PluginHost;
-use crate::plugins::imports::model::{
-    MethodBatch, Plan, PolicyBackend, Quantization, Trainable,
-};
+use crate::plugins::imports::model::{MethodBatch, Plan, PolicyBackend, Quantization, Trainable};
 
 /// The real trainer: candle on the CPU (or CUDA in CUDA builds).
 pub struct Engine {
@@ -137,7 +135,12 @@ fn dtype_for(choice: DtypeChoice, device: &Device) -> DType {
 }
 
 /// A local folder, the cached snapshot, or (online) a fresh pull.
-fn model_dir(host: &Arc<PluginHost>, settings: &Settings, name: &str, job: &JobContext) -> Result<PathBuf> {
+fn model_dir(
+    host: &Arc<PluginHost>,
+    settings: &Settings,
+    name: &str,
+    job: &JobContext,
+) -> Result<PathBuf> {
     use crate::hub::pull::{Hub, HubConfig, PullRequest};
     let hub = Hub::new(host.clone(), None, HubConfig::from_settings(settings));
     if let Ok(dir) = hub.local_path(name) {
@@ -168,7 +171,10 @@ fn model_dir(host: &Arc<PluginHost>, settings: &Settings, name: &str, job: &JobC
 fn with_system(sample: Sample, system: &Option<String>) -> Sample {
     let Some(system) = system else { return sample };
     match sample {
-        Sample::Chat { mut messages, tools } => {
+        Sample::Chat {
+            mut messages,
+            tools,
+        } => {
             if messages.first().is_none_or(|m| m.role != "system") {
                 messages.insert(
                     0,
@@ -266,7 +272,8 @@ impl Run {
 
         job.log("loading data");
         let resolver = DataResolver::with_host(&engine.settings, engine.host.clone());
-        let samples = resolver.resolve_all(&config.dataset, &DataLoadOptions::default(), config.seed)?;
+        let samples =
+            resolver.resolve_all(&config.dataset, &DataLoadOptions::default(), config.seed)?;
         let (train, validation) = crate::data::spec::split(samples, config.val_size, config.seed);
         let render = RenderOptions {
             add_generation_prompt: false,
@@ -278,10 +285,7 @@ impl Run {
         }
         let val_samples =
             prepare_samples(validation, &files, &render, &config, &plan, &plugin_name)?;
-        let pad_id = files
-            .tokenizer
-            .token_id("<|endoftext|>")
-            .unwrap_or(0);
+        let pad_id = files.tokenizer.token_id("<|endoftext|>").unwrap_or(0);
         let batcher = Batcher::new(
             batch_samples,
             BatchConfig {
@@ -324,7 +328,12 @@ impl Run {
             stats.batches_per_epoch
         ));
 
-        job.log(format!("loading {} on {:?} as {:?}", model_dir.display(), device, dtype));
+        job.log(format!(
+            "loading {} on {:?} as {:?}",
+            model_dir.display(),
+            device,
+            dtype
+        ));
         let load = qwen3::LoadOptions {
             dtype,
             train: match plan.trains {
@@ -373,7 +382,9 @@ impl Run {
             .max(1) as u64;
         let total_steps = match config.max_steps {
             Some(n) if n > 0 => n,
-            _ => ((per_epoch as f64) * config.num_train_epochs).ceil().max(1.0) as u64,
+            _ => ((per_epoch as f64) * config.num_train_epochs)
+                .ceil()
+                .max(1.0) as u64,
         };
         let warmup = config
             .warmup_steps
@@ -406,7 +417,11 @@ impl Run {
                 total_steps,
                 ..loaded.state
             };
-            job.log(format!("resumed from {} at step {}", dir.display(), state.step));
+            job.log(format!(
+                "resumed from {} at step {}",
+                dir.display(),
+                state.step
+            ));
         }
         job.set_total_steps(total_steps);
         Ok(Run {
@@ -428,7 +443,8 @@ impl Run {
     }
 
     fn method_batch(&self, batch: &TrainBatch) -> Result<MethodBatch> {
-        let mut mb = MethodBatch::new(batch.kind, batch.input.ids.clone(), batch.loss_mask.clone())?;
+        let mut mb =
+            MethodBatch::new(batch.kind, batch.input.ids.clone(), batch.loss_mask.clone())?;
         mb.pairs = batch.pairs;
         mb.answers = batch.answers.clone();
         Ok(mb)
@@ -443,8 +459,12 @@ impl Run {
             model: self.model.clone(),
             input: std::sync::Mutex::new(None),
         });
-        let vars: Vec<candle_core::Var> =
-            self.model.trainable_vars().into_iter().map(|(_, v)| v).collect();
+        let vars: Vec<candle_core::Var> = self
+            .model
+            .trainable_vars()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
         let accum = self.config.gradient_accumulation_steps.max(1);
         let per_epoch = self.batcher.batches_per_epoch().max(1) as f64;
         let schedule = schedule_of(&self.config.lr_scheduler_type);
@@ -471,17 +491,23 @@ impl Run {
                 );
                 let batch = self.batcher.next_batch(&self.device)?;
                 window_tokens += batch.tokens;
-                *policy.input.lock().map_err(|_| anyhow::anyhow!("policy lock poisoned"))? =
-                    Some(ModelInput {
-                        ids: batch.input.ids.clone(),
-                        positions: batch.input.positions.clone(),
-                        segments: batch.input.segments.clone(),
-                    });
+                *policy
+                    .input
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("policy lock poisoned"))? = Some(ModelInput {
+                    ids: batch.input.ids.clone(),
+                    positions: batch.input.positions.clone(),
+                    segments: batch.input.segments.clone(),
+                });
                 let mb = Arc::new(self.method_batch(&batch)?);
                 let out = plugin
                     .method_loss(mb, policy.clone(), step)
                     .map_err(|e| anyhow::anyhow!("method plugin `{}`: {e}", self.plugin))?;
-                let value = out.loss.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?[0] as f64;
+                let value = out
+                    .loss
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?[0] as f64;
                 if !value.is_finite() {
                     bail!(
                         "step {}: the loss of method plugin `{}` is {value}; lower learning_rate or check the data",
@@ -521,7 +547,7 @@ impl Run {
             self.state.cursor = self.batcher.cursor();
 
             let step = self.state.step;
-            if step % logging == 0 || step == self.state.total_steps || step == 1 {
+            if step.is_multiple_of(logging) || step == self.state.total_steps || step == 1 {
                 let secs = window_start.elapsed().as_secs_f64().max(1e-9);
                 job.report(TrainEvent {
                     step,
@@ -537,7 +563,7 @@ impl Run {
                 window_start = Instant::now();
             }
             if self.config.save_steps > 0
-                && step % self.config.save_steps == 0
+                && step.is_multiple_of(self.config.save_steps)
                 && step < self.state.total_steps
             {
                 self.evaluate(job, &plugin, &policy)?;
@@ -570,15 +596,23 @@ impl Run {
         let mut total = 0.0;
         for _ in 0..batches {
             let batch = validation.next_batch(&self.device)?;
-            *policy.input.lock().map_err(|_| anyhow::anyhow!("policy lock poisoned"))? =
-                Some(batch.input.clone());
-            let mut mb = MethodBatch::new(batch.kind, batch.input.ids.clone(), batch.loss_mask.clone())?;
+            *policy
+                .input
+                .lock()
+                .map_err(|_| anyhow::anyhow!("policy lock poisoned"))? = Some(batch.input.clone());
+            let mut mb =
+                MethodBatch::new(batch.kind, batch.input.ids.clone(), batch.loss_mask.clone())?;
             mb.pairs = batch.pairs;
             mb.answers = batch.answers.clone();
             let out = plugin
                 .method_loss(Arc::new(mb), policy.clone(), self.state.step)
                 .map_err(|e| anyhow::anyhow!("method plugin `{}`: {e}", self.plugin))?;
-            total += out.loss.detach().to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?[0] as f64;
+            total += out
+                .loss
+                .detach()
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?[0] as f64;
         }
         let eval_loss = total / batches.max(1) as f64;
         let mut metrics = serde_json::Map::new();
