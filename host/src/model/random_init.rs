@@ -200,14 +200,12 @@ pub fn write_random_model(
         out.join("generation_config.json"),
         serde_json::to_vec_pretty(&generation)?,
     )?;
-    for name in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "vocab.json",
-        "merges.txt",
-        "special_tokens_map.json",
-        "added_tokens.json",
-    ] {
+    // The tokenizer files a merged export copies too (config and generation
+    // config are this model's own, written above).
+    for name in crate::train::peft::COPIED_FILES
+        .into_iter()
+        .filter(|n| !n.ends_with("config.json") || n.starts_with("tokenizer"))
+    {
         let src = tokenizer_dir.join(name);
         if src.is_file() {
             std::fs::copy(&src, out.join(name))
