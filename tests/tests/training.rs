@@ -414,3 +414,72 @@ fn a_job_survives_the_server_being_killed_and_resumes_from_its_checkpoint() {
             .unwrap();
     assert_eq!(report["losses"].as_array().unwrap().len(), 40);
 }
+
+/// Peak memory: the NF4 base must make QLoRA's peak lower than LoRA's. The
+/// model is shaped so its decoder linears (47 M parameters) outweigh what
+/// both runs share (the 58 M-parameter embedding, the mapped file, the
+/// runtime); each run is its own process, so each peak is its own.
+#[test]
+fn qlora_peaks_below_lora_on_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let out = tuner(
+        dir.path(),
+        &[
+            "init-model",
+            model.to_str().unwrap(),
+            "--tokenizer",
+            repo().join("tests/fixtures/qwen3").to_str().unwrap(),
+            "--hidden-size",
+            "384",
+            "--intermediate-size",
+            "3072",
+            "--layers",
+            "12",
+            "--heads",
+            "6",
+            "--kv-heads",
+            "2",
+            "--head-dim",
+            "64",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peak = |method: &str| -> f64 {
+        let config = serde_json::json!({
+            "model_name": model, "training_method": method,
+            "dataset": [repo().join("examples/data/demo.jsonl")],
+            "per_device_train_batch_size": 1, "max_steps": 2, "max_seq_length": 32,
+            "logging_steps": 1, "save_steps": 0, "device": "cpu",
+            "gradient_checkpointing": false, "output_dir": dir.path().join(method),
+        });
+        let path = dir.path().join(format!("{method}.json"));
+        std::fs::write(&path, config.to_string()).unwrap();
+        let out = tuner(dir.path(), &["train", path.to_str().unwrap(), "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|e| e["memory_bytes"].as_f64())
+            .fold(0.0, f64::max)
+    };
+    let (lora, qlora) = (peak("lora"), peak("qlora"));
+    assert!(lora > 0.0 && qlora > 0.0);
+    // The f32 linears are ~180 MiB, their NF4 form ~24 MiB: expect well over
+    // 100 MiB less, not a rounding difference.
+    const MIB: f64 = (1 << 20) as f64;
+    assert!(
+        qlora + 100.0 * MIB < lora,
+        "QLoRA peak {:.0} MiB is not well below LoRA's {:.0} MiB",
+        qlora / MIB,
+        lora / MIB
+    );
+}
