@@ -34,7 +34,9 @@ use crate::model::linear::Mode;
 use crate::model::lora::{self, LoraSpec};
 use crate::model::qwen3::{self, ModelInput, Qwen3};
 use crate::plugins::PluginHost;
-use crate::plugins::imports::model::{MethodBatch, Plan, PolicyBackend, Quantization, Trainable};
+use crate::plugins::imports::model::{
+    MethodBatch, MethodLoss, Plan, PolicyBackend, Quantization, Trainable,
+};
 
 /// The real trainer: candle on the CPU (or CUDA in CUDA builds).
 pub struct Engine {
@@ -79,6 +81,32 @@ impl PolicyBackend for ModelPolicy {
         let lp = self.model.token_logprobs(&input, mode)?;
         Ok(if use_adapters { lp } else { lp.detach() })
     }
+}
+
+/// Runs the method plugin's `loss` on `batch`: hands the batch's positions
+/// and segments to the policy, then returns the loss and its value.
+fn method_loss(
+    plugin: &crate::plugins::Plugin,
+    policy: &Arc<ModelPolicy>,
+    batch: &TrainBatch,
+    step: u64,
+) -> Result<(MethodLoss, f64)> {
+    *policy
+        .input
+        .lock()
+        .map_err(|_| anyhow::anyhow!("policy lock poisoned"))? = Some(batch.input.clone());
+    let mut mb = MethodBatch::new(batch.kind, batch.input.ids.clone(), batch.loss_mask.clone())?;
+    mb.pairs = batch.pairs;
+    mb.answers = batch.answers.clone();
+    let out = plugin
+        .method_loss(Arc::new(mb), policy.clone(), step)
+        .map_err(|e| anyhow::anyhow!("method plugin `{}`: {e}", plugin.name()))?;
+    let value = out
+        .loss
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?[0] as f64;
+    Ok((out, value))
 }
 
 /// Unpacked rows: positions `0..s`, every token real.
@@ -442,14 +470,6 @@ impl Run {
         })
     }
 
-    fn method_batch(&self, batch: &TrainBatch) -> Result<MethodBatch> {
-        let mut mb =
-            MethodBatch::new(batch.kind, batch.input.ids.clone(), batch.loss_mask.clone())?;
-        mb.pairs = batch.pairs;
-        mb.answers = batch.answers.clone();
-        Ok(mb)
-    }
-
     fn train(mut self, job: &JobContext) -> Result<JobOutcome> {
         let plugin = self
             .host
@@ -491,23 +511,7 @@ impl Run {
                 );
                 let batch = self.batcher.next_batch(&self.device)?;
                 window_tokens += batch.tokens;
-                *policy
-                    .input
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("policy lock poisoned"))? = Some(ModelInput {
-                    ids: batch.input.ids.clone(),
-                    positions: batch.input.positions.clone(),
-                    segments: batch.input.segments.clone(),
-                });
-                let mb = Arc::new(self.method_batch(&batch)?);
-                let out = plugin
-                    .method_loss(mb, policy.clone(), step)
-                    .map_err(|e| anyhow::anyhow!("method plugin `{}`: {e}", self.plugin))?;
-                let value = out
-                    .loss
-                    .to_dtype(DType::F32)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?[0] as f64;
+                let (out, value) = method_loss(&plugin, &policy, &batch, step)?;
                 if !value.is_finite() {
                     bail!(
                         "step {}: the loss of method plugin `{}` is {value}; lower learning_rate or check the data",
@@ -596,23 +600,7 @@ impl Run {
         let mut total = 0.0;
         for _ in 0..batches {
             let batch = validation.next_batch(&self.device)?;
-            *policy
-                .input
-                .lock()
-                .map_err(|_| anyhow::anyhow!("policy lock poisoned"))? = Some(batch.input.clone());
-            let mut mb =
-                MethodBatch::new(batch.kind, batch.input.ids.clone(), batch.loss_mask.clone())?;
-            mb.pairs = batch.pairs;
-            mb.answers = batch.answers.clone();
-            let out = plugin
-                .method_loss(Arc::new(mb), policy.clone(), self.state.step)
-                .map_err(|e| anyhow::anyhow!("method plugin `{}`: {e}", self.plugin))?;
-            total += out
-                .loss
-                .detach()
-                .to_dtype(DType::F32)?
-                .flatten_all()?
-                .to_vec1::<f32>()?[0] as f64;
+            total += method_loss(plugin, policy, &batch, self.state.step)?.1;
         }
         let eval_loss = total / batches.max(1) as f64;
         let mut metrics = serde_json::Map::new();
