@@ -18,6 +18,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+mod prebuilt;
+pub use prebuilt::{
+    EmbeddedPlugin, Origin, PREBUILT_ENV, PluginSet, REFRESH_COMMAND, components_for_build_script,
+};
+
 /// The target every plugin is compiled for.
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
@@ -78,6 +83,8 @@ pub enum BuildError {
     Componentize(String),
     /// Reading or writing files failed.
     Io(String),
+    /// A committed prebuilt plugin set does not match its sources.
+    Stale(String),
 }
 
 impl fmt::Display for BuildError {
@@ -87,7 +94,7 @@ impl fmt::Display for BuildError {
             BuildError::Cargo(msg) => write!(f, "building plugins failed: {msg}"),
             BuildError::Crate(msg) => write!(f, "bad plugin crate: {msg}"),
             BuildError::Componentize(msg) => write!(f, "making a component failed: {msg}"),
-            BuildError::Io(msg) => write!(f, "{msg}"),
+            BuildError::Io(msg) | BuildError::Stale(msg) => write!(f, "{msg}"),
         }
     }
 }
@@ -488,43 +495,4 @@ pub fn outer_target_dir(out_dir: &Path) -> PathBuf {
         .find(|p| p.join("CACHEDIR.TAG").is_file())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| out_dir.join("wasm-target"))
-}
-
-/// For build scripts: builds every crate under `roots` (one cargo workspace
-/// at `workspace_manifest`), writes `<out_dir>/<package>.wasm` (and
-/// `<package>.toml` when the crate has a `plugin.toml`), and returns what was
-/// built. Emits `cargo:rerun-if-changed` for the sources involved.
-pub fn build_for_build_script(
-    workspace_manifest: &Path,
-    roots: &[PathBuf],
-    extra_watch: &[PathBuf],
-    out_dir: &Path,
-) -> Result<Vec<BuiltPlugin>, BuildError> {
-    for path in roots.iter().chain(extra_watch) {
-        println!("cargo:rerun-if-changed={}", path.display());
-    }
-    println!("cargo:rerun-if-changed={}", workspace_manifest.display());
-    for var in ["TUNER_WASM_RUSTC", "TUNER_WASM_CARGO", "TUNER_WASM_LD"] {
-        println!("cargo:rerun-if-env-changed={var}");
-    }
-    let crates = discover_crates(roots)?;
-    let toolchain = find_toolchain()?;
-    let target_dir = outer_target_dir(out_dir).join("wasm-plugins");
-    let built = build(
-        &toolchain,
-        workspace_manifest,
-        &crates,
-        &target_dir,
-        Output::Captured,
-    )?;
-    std::fs::create_dir_all(out_dir).map_err(|e| io_err(out_dir.display(), e))?;
-    for plugin in &built {
-        let wasm = out_dir.join(format!("{}.wasm", plugin.krate.package));
-        write_atomically(&wasm, &plugin.component)?;
-        if let Some(manifest) = plugin.krate.manifest() {
-            let dest = out_dir.join(format!("{}.toml", plugin.krate.package));
-            std::fs::copy(&manifest, &dest).map_err(|e| io_err(dest.display(), e))?;
-        }
-    }
-    Ok(built)
 }
