@@ -94,9 +94,22 @@ pub struct ServerFile {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// Largest data upload (`POST /api/data/upload`, `/api/data/validate`)
-    /// in MiB (default 1024).
+    /// in MiB (default 1024, at most 1048576).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_upload_mib: Option<u64>,
+    /// More names this server answers to in the `Host` header (host names or
+    /// IP addresses, any port), besides loopback names and the bound address,
+    /// e.g. a reverse proxy's public name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Web origins (`scheme://host[:port]`) besides the server's own that may
+    /// send state-changing requests, e.g. a dashboard on another port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Heavy requests (uploads, validation, token stats, rendered previews)
+    /// served at once; more get 429 (default twice the CPU cores, 1..=1024).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_heavy_requests: Option<u32>,
 }
 
 impl ServerFile {
@@ -114,7 +127,51 @@ impl ConfigFile {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-        toml::from_str(text).with_context(|| format!("in {}", path.display()))
+        Self::parse_toml(text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Parses the TOML text of a configuration file. Tables must be tables:
+    /// `plugins = [1, 2]` is refused, not read as positional fields.
+    pub fn parse_toml(text: &str) -> Result<Self> {
+        let table: toml::Table = toml::from_str(text)?;
+        for key in ["plugins", "server", "endpoints"] {
+            if let Some(value) = table.get(key)
+                && !value.is_table()
+            {
+                return Err(ConfigError::new(key, "must be a table").into());
+            }
+        }
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Parses a JSON configuration (`PUT /api/config`): an object of the
+    /// keys of `config.toml`, tables as objects. An array, or an array where
+    /// a table belongs, is refused (serde would read it as positional fields).
+    pub fn from_json(value: serde_json::Value) -> Result<Self, ConfigError> {
+        let Some(object) = value.as_object() else {
+            return Err(ConfigError::new(
+                "(body)",
+                "the configuration must be a JSON object of `config.toml` keys",
+            ));
+        };
+        for key in ["plugins", "server", "endpoints"] {
+            if let Some(v) = object.get(key)
+                && !(v.is_object() || v.is_null())
+            {
+                return Err(ConfigError::new(key, "must be an object"));
+            }
+        }
+        serde_json::from_value(value).map_err(|e| {
+            let message = e.to_string();
+            // serde names the unknown or mistyped key in the message only.
+            let key = message
+                .split('`')
+                .nth(1)
+                .filter(|_| message.starts_with("unknown field"))
+                .unwrap_or("(body)")
+                .to_string();
+            ConfigError::new(key, message)
+        })
     }
 
     /// Writes the file atomically (temporary file, then rename).
@@ -151,48 +208,393 @@ impl ConfigFile {
         take!(server.host);
         take!(server.port);
         take!(server.max_upload_mib);
+        take!(server.allowed_hosts);
+        take!(server.allowed_origins);
+        take!(server.max_heavy_requests);
     }
 
-    /// Rejects values that cannot work, naming the key.
-    pub fn validate(&self) -> Result<()> {
+    /// Rejects values that cannot work or that would be dangerous (a system
+    /// folder as the model cache, a cloud metadata address as an endpoint),
+    /// naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(order) = &self.source_order {
-            anyhow::ensure!(
-                !order.is_empty(),
-                "source_order: must name at least one source"
-            );
+            if order.is_empty() {
+                return Err(ConfigError::new(
+                    "source_order",
+                    "must name at least one source",
+                ));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for name in order {
+                check_plugin_name("source_order", name)?;
+                if !seen.insert(name.as_str()) {
+                    return Err(ConfigError::new(
+                        "source_order",
+                        format!("`{name}` is listed twice"),
+                    ));
+                }
+            }
+        }
+        for (key, dir) in [
+            ("model_cache_dir", &self.model_cache_dir),
+            ("data_dir", &self.data_dir),
+            ("plugin_dir", &self.plugin_dir),
+        ] {
+            if let Some(dir) = dir {
+                check_dir(key, dir)?;
+            }
+        }
+        if let Some(model) = &self.default_model {
+            let model = model.trim();
+            if model.is_empty() || model.len() > 512 || model.chars().any(char::is_control) {
+                return Err(ConfigError::new(
+                    "default_model",
+                    "must be a model id such as `Qwen/Qwen3-0.6B` (not empty, at most 512 \
+                     characters, no control characters)",
+                ));
+            }
+        }
+        for (source, url) in &self.endpoints {
+            let key = format!("endpoints.{source}");
+            check_plugin_name(&key, source)?;
+            check_endpoint(&key, url)?;
         }
         if let Some(host) = &self.server.host {
             host.parse::<std::net::IpAddr>().map_err(|_| {
-                anyhow::anyhow!("server.host: `{host}` is not an IP address (e.g. 127.0.0.1)")
+                ConfigError::new(
+                    "server.host",
+                    format!("`{host}` is not an IP address (e.g. 127.0.0.1)"),
+                )
             })?;
+        }
+        if self.server.port == Some(0) {
+            return Err(ConfigError::new("server.port", "0 is outside 1..=65535"));
+        }
+        if let Some(m) = self.server.max_upload_mib {
+            ensure_range("server.max_upload_mib", m, 1, MAX_UPLOAD_MIB)?;
+        }
+        if let Some(n) = self.server.max_heavy_requests {
+            ensure_range("server.max_heavy_requests", n.into(), 1, 1024)?;
+        }
+        if let Some(hosts) = &self.server.allowed_hosts {
+            for host in hosts {
+                check_allowed_host(host)?;
+            }
+        }
+        if let Some(origins) = &self.server.allowed_origins {
+            for origin in origins {
+                normalize_origin(origin).map_err(|e| {
+                    ConfigError::new("server.allowed_origins", format!("`{origin}`: {e}"))
+                })?;
+            }
         }
         let p = &self.plugins;
         if let Some(m) = p.http_max_body_mib {
-            anyhow::ensure!(
-                (1..=4096).contains(&m),
-                "plugins.http_max_body_mib: {m} is outside 1..=4096"
-            );
+            ensure_range("plugins.http_max_body_mib", m, 1, 4096)?;
         }
         if let Some(m) = p.memory_limit_mib {
-            anyhow::ensure!(
-                (16..=65536).contains(&m),
-                "plugins.memory_limit_mib: {m} is outside 16..=65536"
-            );
+            ensure_range("plugins.memory_limit_mib", m, 16, 65536)?;
         }
         for (key, value) in [
             ("plugins.call_timeout_secs", p.call_timeout_secs),
             ("plugins.load_timeout_secs", p.load_timeout_secs),
             ("plugins.http_timeout_secs", p.http_timeout_secs),
         ] {
-            if let Some(v) = value {
-                anyhow::ensure!(
-                    v.is_finite() && v > 0.0 && v <= 86_400.0,
-                    "{key}: {v} must be a positive number of seconds (at most a day)"
-                );
+            if let Some(v) = value
+                && !(v.is_finite() && v > 0.0 && v <= 86_400.0)
+            {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{v} must be a positive number of seconds (at most a day)"),
+                ));
             }
         }
         Ok(())
     }
+
+    /// Checks that every source named in `source_order` and `endpoints` is
+    /// one of `sources` (the installed source plugins).
+    pub fn validate_sources(&self, sources: &[String]) -> Result<(), ConfigError> {
+        let known = |key: &str, name: &str| {
+            if sources.iter().any(|s| s == name) {
+                Ok(())
+            } else {
+                Err(ConfigError::new(
+                    key,
+                    format!(
+                        "`{name}` is not an installed source plugin (installed: {})",
+                        sources.join(", ")
+                    ),
+                ))
+            }
+        };
+        for name in self.source_order.iter().flatten() {
+            known("source_order", name)?;
+        }
+        for name in self.endpoints.keys() {
+            known(&format!("endpoints.{name}"), name)?;
+        }
+        Ok(())
+    }
+}
+
+/// Largest `server.max_upload_mib`: 1 TiB.
+pub const MAX_UPLOAD_MIB: u64 = 1 << 20;
+
+/// A configuration value that was refused, with the key it was given for
+/// (`plugins.memory_limit_mib`). Displays as `key: message`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    /// The key, dotted for tables (`server.port`).
+    pub key: String,
+    /// What is wrong with its value.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+fn ensure_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!("{value} is outside {min}..={max}"),
+        ))
+    }
+}
+
+fn check_plugin_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!("`{name}` is not a plugin name (letters, digits, `-`, `_`)"),
+        ))
+    }
+}
+
+/// Folders that may not be used, nor anything inside them.
+const SYSTEM_TREES: &[&str] = &[
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/System",
+    "/Library",
+    "/Applications",
+    "/private/etc",
+    "/private/var/db",
+];
+/// Folders that may not be used themselves (their subfolders may); for the
+/// ones ending in `/*`, the same goes for each folder directly inside.
+const SHARED_ROOTS: &[&str] = &[
+    "/",
+    "/var",
+    "/var/*",
+    "/tmp",
+    "/home",
+    "/home/*",
+    "/root",
+    "/Users",
+    "/Users/*",
+    "/opt",
+    "/srv",
+    "/mnt",
+    "/media",
+    "/private",
+    "/private/tmp",
+    "/private/var",
+    "/private/var/*",
+];
+
+/// Checks a folder setting: absolute, no `..`, not a system folder, not a
+/// shared root such as `/`, `/var`, `/tmp` or a home folder itself (tuner
+/// creates, fills and deletes inside these folders).
+pub fn check_dir(key: &str, dir: &Path) -> Result<(), ConfigError> {
+    use std::path::Component;
+    let shown = dir.display();
+    if dir.as_os_str().is_empty() {
+        return Err(ConfigError::new(key, "must not be empty"));
+    }
+    if !dir.is_absolute() {
+        return Err(ConfigError::new(
+            key,
+            format!("`{shown}` is not an absolute path"),
+        ));
+    }
+    if dir.components().any(|c| c == Component::ParentDir) {
+        return Err(ConfigError::new(
+            key,
+            format!("`{shown}` must not contain `..`"),
+        ));
+    }
+    let lexical: PathBuf = dir.components().collect();
+    let mut candidates = vec![lexical.clone()];
+    // A link to a system folder is refused like the folder itself.
+    if let Ok(real) = std::fs::canonicalize(&lexical)
+        && real != lexical
+    {
+        candidates.push(real);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|h| h.is_absolute() && h.components().count() > 1);
+    for path in &candidates {
+        for tree in SYSTEM_TREES {
+            if path.starts_with(tree) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("`{shown}` is inside the system folder {tree}"),
+                ));
+            }
+        }
+        let shared = SHARED_ROOTS
+            .iter()
+            .any(|root| match root.strip_suffix("/*") {
+                Some(parent) => path.parent() == Some(Path::new(parent)),
+                None => path == Path::new(root),
+            })
+            || home.as_deref() == Some(path.as_path());
+        if shared {
+            return Err(ConfigError::new(
+                key,
+                format!(
+                    "`{shown}` is a shared or system folder; use a folder of its own inside it \
+                     (e.g. `{}`)",
+                    path.join("tuner").display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a hub endpoint: an `http`/`https` URL without user name or
+/// password, not pointing at a link-local or cloud metadata address.
+pub fn check_endpoint(key: &str, endpoint: &str) -> Result<(), ConfigError> {
+    let err = |m: String| ConfigError::new(key, format!("`{endpoint}`: {m}"));
+    let url = url::Url::parse(endpoint.trim()).map_err(|e| err(format!("not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(err(format!(
+            "scheme `{}` is not allowed; use http or https",
+            url.scheme()
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(err(
+            "must not carry a user name or password (tokens go in HF_TOKEN or \
+             MODELSCOPE_API_TOKEN)"
+                .into(),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(err("must not have a query or fragment".into()));
+    }
+    let blocked = match url.host() {
+        None => return Err(err("has no host".into())),
+        Some(url::Host::Ipv4(ip)) => {
+            ip.is_link_local() || is_metadata_v4(ip) || ip.is_unspecified()
+        }
+        Some(url::Host::Ipv6(ip)) => {
+            let mapped = ip.to_ipv4_mapped();
+            (ip.segments()[0] & 0xffc0) == 0xfe80
+                || ip.is_unspecified()
+                || ip == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
+                || mapped.is_some_and(|v4| v4.is_link_local() || is_metadata_v4(v4))
+        }
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            matches!(
+                name.as_str(),
+                "metadata"
+                    | "metadata.google.internal"
+                    | "instance-data"
+                    | "instance-data.ec2.internal"
+            )
+        }
+    };
+    if blocked {
+        return Err(err(
+            "is a link-local or cloud metadata address, which is never a model hub".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn is_metadata_v4(ip: std::net::Ipv4Addr) -> bool {
+    ip.octets() == [169, 254, 169, 254] || ip.octets() == [100, 100, 100, 200]
+}
+
+/// Checks one `server.allowed_hosts` entry: a host name or an IP address,
+/// without scheme, port or path.
+fn check_allowed_host(host: &str) -> Result<(), ConfigError> {
+    let key = "server.allowed_hosts";
+    let h = host.trim();
+    let bare = h
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(h);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let ok = !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            key,
+            format!("`{host}` is not a host name or IP address (no scheme, port or path)"),
+        ))
+    }
+}
+
+/// The canonical form of a web origin (`http://host:port`, lower case, the
+/// scheme's default port left out), or why it is not one.
+pub fn normalize_origin(origin: &str) -> Result<String, String> {
+    let url = url::Url::parse(origin.trim()).map_err(|e| format!("not an origin ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("an origin is http:// or https://".into());
+    }
+    if url.host().is_none()
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err("an origin is `scheme://host[:port]`, nothing else".into());
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 /// The effective configuration: file, environment and defaults combined.
@@ -245,6 +647,20 @@ pub struct EffectiveServer {
     pub port: u16,
     /// Largest data upload, in bytes.
     pub max_upload_bytes: u64,
+    /// Extra `Host` names accepted besides loopback and the bound address.
+    pub allowed_hosts: Vec<String>,
+    /// Extra origins allowed to send state-changing requests (normalised).
+    pub allowed_origins: Vec<String>,
+    /// Heavy requests served at once.
+    pub max_heavy_requests: usize,
+}
+
+/// Default `server.max_heavy_requests`: twice the CPU cores (at least 2).
+pub fn default_max_heavy_requests() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .saturating_mul(2)
+        .clamp(2, 1024)
 }
 
 /// The source order when nothing is configured: ModelScope first.
@@ -390,7 +806,31 @@ impl Settings {
                     .clone()
                     .unwrap_or_else(|| "127.0.0.1".into()),
                 port: file.server.port.unwrap_or(8000),
-                max_upload_bytes: file.server.max_upload_mib.unwrap_or(1024) << 20,
+                max_upload_bytes: file
+                    .server
+                    .max_upload_mib
+                    .unwrap_or(1024)
+                    .min(MAX_UPLOAD_MIB)
+                    .checked_mul(1 << 20)
+                    .context("server.max_upload_mib is too large")?,
+                allowed_hosts: file
+                    .server
+                    .allowed_hosts
+                    .iter()
+                    .flatten()
+                    .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+                    .collect(),
+                allowed_origins: file
+                    .server
+                    .allowed_origins
+                    .iter()
+                    .flatten()
+                    .filter_map(|o| normalize_origin(o).ok())
+                    .collect(),
+                max_heavy_requests: file
+                    .server
+                    .max_heavy_requests
+                    .map_or_else(default_max_heavy_requests, |n| n.clamp(1, 1024) as usize),
             },
             overridden,
         })
@@ -437,6 +877,71 @@ mod tests {
         let file: ConfigFile = toml::from_str("[plugins]\ncall_timeout_secs = -1").unwrap();
         let err = file.validate().unwrap_err().to_string();
         assert!(err.contains("plugins.call_timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn system_folders_and_shared_roots_are_refused() {
+        for bad in [
+            "/",
+            "/etc",
+            "/etc/tuner",
+            "/usr/local/x",
+            "/var",
+            "/var/lib",
+            "/tmp",
+            "/home",
+            "/home/someone",
+            "/proc/self/cwd",
+            "rel",
+            "/srv/../etc",
+            "",
+        ] {
+            assert!(check_dir("data_dir", Path::new(bad)).is_err(), "{bad}");
+        }
+        for ok in [
+            "/var/lib/tuner",
+            "/var/tmp/tuner",
+            "/home/someone/models",
+            "/srv/tuner/",
+        ] {
+            assert!(check_dir("data_dir", Path::new(ok)).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn endpoints_are_web_urls_away_from_metadata_services() {
+        for bad in [
+            "gopher://x.example",
+            "file:///etc/passwd",
+            "http://169.254.169.254/",
+            "http://169.254.3.4",
+            "http://[fe80::1]/",
+            "http://[::ffff:169.254.169.254]/",
+            "http://metadata.google.internal./",
+            "http://100.100.100.200",
+            "https://u:p@hub.example",
+            "not a url",
+        ] {
+            assert!(check_endpoint("endpoints.x", bad).is_err(), "{bad}");
+        }
+        for ok in [
+            "https://hf-mirror.com",
+            "http://10.0.0.7:8080/hub",
+            "http://127.0.0.1:9",
+        ] {
+            assert!(check_endpoint("endpoints.x", ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn tables_and_bodies_must_have_their_shape() {
+        assert!(ConfigFile::parse_toml("plugins = [64]").is_err());
+        let err = ConfigFile::from_json(serde_json::json!(["modelscope"])).unwrap_err();
+        assert_eq!(err.key, "(body)");
+        let err = ConfigFile::from_json(serde_json::json!({"server": [1]})).unwrap_err();
+        assert_eq!(err.key, "server");
+        let big: ConfigFile = toml::from_str("[server]\nmax_upload_mib = 17592186044417").unwrap();
+        assert_eq!(big.validate().unwrap_err().key, "server.max_upload_mib");
     }
 
     #[test]

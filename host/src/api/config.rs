@@ -7,7 +7,18 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState};
-use crate::config::{ConfigFile, Settings};
+use crate::config::{ConfigError, ConfigFile, Settings};
+
+/// Names of the installed source plugins.
+fn source_plugins(state: &AppState) -> Vec<String> {
+    state
+        .host()
+        .list()
+        .iter()
+        .filter(|p| p.kind() == crate::plugins::Kind::Source)
+        .map(|p| p.name().to_string())
+        .collect()
+}
 
 /// The configuration file's contents and the settings in effect.
 #[derive(Serialize, ToSchema)]
@@ -38,23 +49,34 @@ pub async fn get_config(State(state): State<AppState>) -> Result<Json<ConfigView
     }))
 }
 
+fn invalid(e: ConfigError) -> ApiError {
+    ApiError::bad_request("invalid_config", e.to_string()).with_param(e.key)
+}
+
 /// Changes keys of the configuration file; keys not in the body are kept.
+/// The body must be a JSON object of `config.toml` keys; every value is
+/// checked (folders, endpoints, source names, ranges) and the error names
+/// the key (`error.param`).
 #[utoipa::path(put, path = "/api/config", tag = "config",
     request_body = ConfigFile,
     responses((status = 200, body = ConfigView),
-              (status = 400, description = "Invalid key or value", body = super::error::ErrorBody)))]
+              (status = 400, description = "Not a JSON object, unknown key, or invalid value; `error.param` names the key", body = super::error::ErrorBody)))]
 pub async fn put_config(
     State(state): State<AppState>,
-    body: Result<Json<ConfigFile>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<ConfigView>, ApiError> {
-    let Json(patch) = body.map_err(|e| ApiError::bad_request("invalid_config", e.body_text()))?;
+    let Json(value) = body.map_err(|e| ApiError::bad_request("invalid_config", e.body_text()))?;
+    let patch = ConfigFile::from_json(value).map_err(invalid)?;
+    patch.validate().map_err(invalid)?;
+    patch
+        .validate_sources(&source_plugins(&state))
+        .map_err(invalid)?;
     let _guard = state.inner.config_write.lock().unwrap();
     let path = &state.inner.home.config_file;
     let mut file = ConfigFile::read(path).map_err(|e| ApiError::internal(format!("{e:#}")))?;
     let before = file.clone();
     file.merge(patch);
-    file.validate()
-        .map_err(|e| ApiError::bad_request("invalid_config", format!("{e:#}")))?;
+    file.validate().map_err(invalid)?;
     let next = Settings::resolve(&state.inner.home, &file)
         .map_err(|e| ApiError::bad_request("invalid_config", format!("{e:#}")))?;
     if file != before {

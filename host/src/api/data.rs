@@ -143,15 +143,25 @@ pub struct Preview {
     responses((status = 200, body = Preview),
               (status = 400, description = "Invalid dataset name or `model`, or a tokenizer/chat template that does not load", body = super::error::ErrorBody),
               (status = 404, description = "No such dataset, model or tokenizer", body = super::error::ErrorBody),
-              (status = 422, description = "The chat template refused a sample", body = super::error::ErrorBody)))]
+              (status = 422, description = "The chat template refused a sample", body = super::error::ErrorBody),
+              (status = 429, description = "Too many heavy requests at once (`Retry-After`)", body = super::error::ErrorBody)))]
 pub async fn preview(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<PreviewQuery>,
 ) -> Result<Json<Preview>, ApiError> {
     let n = q.n.unwrap_or(5).min(100);
+    // Rendering with a model's template is heavy; listing samples is not.
+    let permit = q
+        .model
+        .is_some()
+        .then(|| state.heavy_permit())
+        .transpose()?;
+    let cancel = super::CancelOnDrop::new();
+    let cancelled = cancel.flag();
     let state2 = state.clone();
     let preview = tokio::task::spawn_blocking(move || -> Result<Preview, ApiError> {
+        let _permit = permit;
         let d = datasets(&state2);
         let dataset = d.get(&name)?;
         let samples = d.samples(&name, Some(n))?;
@@ -164,6 +174,9 @@ pub async fn preview(
                     .iter()
                     .enumerate()
                     .map(|(i, s)| {
+                        if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                            return Err(client_gone());
+                        }
                         files.preview(&s.into(), &options).map_err(|e| {
                             ApiError::new(
                                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -213,7 +226,8 @@ const DEFAULT_MAX_SEQ_LEN: u64 = 4096;
     params(("name" = String, Path, description = "Dataset name"), StatsQuery),
     responses((status = 200, body = DataStats),
               (status = 400, description = "Invalid dataset name, `model` or `max_seq_len`, or a tokenizer/chat template that does not load", body = super::error::ErrorBody),
-              (status = 404, description = "No such dataset, model or tokenizer", body = super::error::ErrorBody)))]
+              (status = 404, description = "No such dataset, model or tokenizer", body = super::error::ErrorBody),
+              (status = 429, description = "Too many heavy requests at once (`Retry-After`)", body = super::error::ErrorBody)))]
 pub async fn stats_of(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -225,8 +239,14 @@ pub async fn stats_of(
             "`max_seq_len` must be at least 1",
         ));
     }
+    // Every stats request reads the whole dataset; with `model` it also
+    // renders and tokenizes every sample.
+    let permit = state.heavy_permit()?;
+    let cancel = super::CancelOnDrop::new();
+    let cancelled = cancel.flag();
     let state2 = state.clone();
     let stats = tokio::task::spawn_blocking(move || -> Result<DataStats, ApiError> {
+        let _permit = permit;
         let samples = datasets(&state2).samples(&name, None)?;
         let Some(model) = &q.model else {
             return Ok(stats::compute(&samples, &Chars, q.max_seq_len));
@@ -236,13 +256,27 @@ pub async fn stats_of(
         let mut stats = stats::compute(&samples, &Chars, None);
         let converted: Vec<crate::model::Sample> = samples.iter().map(Into::into).collect();
         let limit = q.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN) as usize;
-        stats.tokens =
-            Some(files.stats_parallel(&converted, &render_options(q.enable_thinking), limit));
+        let tokens = files.stats_parallel_until(
+            &converted,
+            &render_options(q.enable_thinking),
+            limit,
+            &cancelled,
+        );
+        stats.tokens = Some(tokens.ok_or_else(client_gone)?);
         Ok(stats)
     })
     .await
     .map_err(ApiError::internal)??;
     Ok(Json(stats))
+}
+
+/// The error of work stopped because its client went away (nobody reads it).
+fn client_gone() -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "cancelled",
+        "the client went away; the work was stopped",
+    )
 }
 
 fn render_options(enable_thinking: Option<bool>) -> RenderOptions {
@@ -265,7 +299,10 @@ fn looks_like_path(model: &str) -> bool {
 /// model id resolved in the model cache without downloading), and the
 /// folder they came from. 404 when there is no such model or it has no
 /// tokenizer files; 400 when the name is not usable or the files do not load.
-fn model_files(state: &AppState, model: &str) -> Result<(PathBuf, ModelFiles), ApiError> {
+fn model_files(
+    state: &AppState,
+    model: &str,
+) -> Result<(PathBuf, std::sync::Arc<ModelFiles>), ApiError> {
     let model = model.trim();
     if model.is_empty() {
         return Err(ApiError::bad_request(
@@ -307,7 +344,7 @@ fn model_files(state: &AppState, model: &str) -> Result<(PathBuf, ModelFiles), A
             ));
         }
     }
-    let files = ModelFiles::from_dir(&dir).map_err(|e| {
+    let files = state.model_files().get(&dir).map_err(|e| {
         ApiError::bad_request(
             "invalid_tokenizer",
             format!("loading the tokenizer and chat template of `{model}`: {e}"),
@@ -516,12 +553,14 @@ async fn receive_into(
               (status = 400, description = "Bad form or name", body = super::error::ErrorBody),
               (status = 409, description = "Name taken", body = super::error::ErrorBody),
               (status = 413, description = "Larger than server.max_upload_mib", body = super::error::ErrorBody),
-              (status = 422, description = "Not loadable (or rejected records in strict mode); nothing stored", body = super::error::ErrorBody)))]
+              (status = 422, description = "Not loadable (or rejected records in strict mode); nothing stored", body = super::error::ErrorBody),
+              (status = 429, description = "Too many heavy requests at once (`Retry-After`)", body = super::error::ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     headers: HeaderMap,
     form: Multipart,
 ) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
+    let permit = state.heavy_permit()?;
     let received = receive(&state, &headers, form).await?;
     let name = received
         .name
@@ -530,6 +569,7 @@ pub async fn upload(
     crate::data::store::validate_name(&name)?;
     let state2 = state.clone();
     let (dataset, report) = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let r = &received;
         datasets(&state2).add(state2.host(), &r.path, &r.file_name, &name, &r.options)
     })
@@ -543,15 +583,18 @@ pub async fn upload(
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses((status = 200, description = "What a load would find", body = LoadReport),
               (status = 413, description = "Larger than server.max_upload_mib", body = super::error::ErrorBody),
-              (status = 422, description = "Not loadable at all", body = super::error::ErrorBody)))]
+              (status = 422, description = "Not loadable at all", body = super::error::ErrorBody),
+              (status = 429, description = "Too many heavy requests at once (`Retry-After`)", body = super::error::ErrorBody)))]
 pub async fn validate(
     State(state): State<AppState>,
     headers: HeaderMap,
     form: Multipart,
 ) -> Result<Json<LoadReport>, ApiError> {
+    let permit = state.heavy_permit()?;
     let received = receive(&state, &headers, form).await?;
     let state2 = state.clone();
     let report = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         let r = &received;
         let options = LoadOptions {
             strict: false,

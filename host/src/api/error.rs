@@ -12,6 +12,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The request parameter or configuration key at fault, when one is.
+    pub param: Option<String>,
 }
 
 /// The JSON body of every error.
@@ -26,6 +28,10 @@ pub struct ErrorDetail {
     /// Stable identifier, e.g. `plugin_not_found`.
     pub code: String,
     pub message: String,
+    /// The parameter or configuration key at fault (`server.port`), when
+    /// the error is about one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
 }
 
 impl ApiError {
@@ -34,7 +40,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            param: None,
         }
+    }
+
+    /// Names the parameter or configuration key at fault.
+    pub fn with_param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
@@ -68,8 +81,16 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.to_string(),
                 message: self.message,
+                param: self.param,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }

@@ -8,6 +8,7 @@
 mod config;
 mod data;
 mod error;
+mod guard;
 mod health;
 mod models;
 mod openapi;
@@ -53,6 +54,14 @@ struct Inner {
     downloads: crate::hub::jobs::DownloadJobs,
     /// Training jobs, opened on first use (or set by [`AppState::set_training`]).
     training: std::sync::Mutex<Option<Arc<crate::train::JobQueue>>>,
+    /// Allowed hosts and origins ([`guard`]).
+    guard: guard::GuardSettings,
+    /// The address the server listens on, set by [`serve`].
+    bound: std::sync::OnceLock<SocketAddr>,
+    /// Permits for heavy requests ([`AppState::heavy_permit`]).
+    heavy: Arc<tokio::sync::Semaphore>,
+    /// Tokenizers and chat templates loaded for `?model=`.
+    model_files: crate::model::cache::ModelFilesCache,
 }
 
 impl AppState {
@@ -63,8 +72,19 @@ impl AppState {
         settings: Settings,
         token: Option<String>,
     ) -> Self {
+        let guard = guard::GuardSettings {
+            allowed_hosts: settings.server.allowed_hosts.clone(),
+            allowed_origins: settings.server.allowed_origins.clone(),
+        };
+        let heavy = Arc::new(tokio::sync::Semaphore::new(
+            settings.server.max_heavy_requests.max(1),
+        ));
         Self {
             inner: Arc::new(Inner {
+                guard,
+                bound: std::sync::OnceLock::new(),
+                heavy,
+                model_files: Default::default(),
                 host,
                 store,
                 home,
@@ -157,6 +177,52 @@ impl AppState {
     pub fn downloads(&self) -> &crate::hub::jobs::DownloadJobs {
         &self.inner.downloads
     }
+
+    /// A permit to run one heavy request (upload, validation, token
+    /// statistics, rendered preview), or 429 `too_busy` with `Retry-After`
+    /// when `server.max_heavy_requests` are running. Move the permit into
+    /// the blocking work so that it is held until that work really ends.
+    pub fn heavy_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.inner.heavy.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_busy",
+                format!(
+                    "the server is already running {} heavy requests (uploads, validation, \
+                     token statistics, rendered previews); retry shortly",
+                    self.settings().server.max_heavy_requests
+                ),
+            )
+        })
+    }
+
+    /// The shared cache of loaded tokenizers and chat templates.
+    pub fn model_files(&self) -> &crate::model::cache::ModelFilesCache {
+        &self.inner.model_files
+    }
+}
+
+/// Set when dropped: give the flag to blocking work and keep this in the
+/// handler. When the client goes away axum drops the handler's future, this
+/// with it, and the blocking work sees the flag and stops.
+#[derive(Default)]
+pub(crate) struct CancelOnDrop(pub Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelOnDrop {
+    pub fn new() -> Self {
+        Self(Arc::default())
+    }
+
+    /// The flag to check.
+    pub fn flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.0.clone()
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// All routes, with authentication applied.
@@ -183,6 +249,7 @@ pub fn router(state: AppState) -> Router {
             ApiError::not_found("no_such_route", "no such route; the API lives under /api")
         })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -233,6 +300,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        let _ = state.inner.bound.set(addr);
+    }
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await?;

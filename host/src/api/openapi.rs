@@ -8,7 +8,7 @@ use super::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "tuner", description = "Fine-tune Qwen3 models; plugins are sandboxed WebAssembly components."),
+    info(title = "tuner", description = "Fine-tune Qwen3 models; plugins are sandboxed WebAssembly components. Every route answers 403 `host_not_allowed` when the Host header names another server, and state-changing routes answer 403 `origin_not_allowed` to requests from other web origins."),
     paths(
         super::health::health,
         super::plugins::list,

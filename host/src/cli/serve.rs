@@ -47,6 +47,17 @@ pub fn run(ctx: Context, args: ServeArgs) -> Result<ExitCode> {
     for f in plugins.failures() {
         tracing::warn!(file = %f.file.display(), "plugin not loaded: {}", f.error);
     }
+    // The file's other values were checked when it was read; source names
+    // can only be checked once the plugins are loaded.
+    let sources: Vec<String> = plugins
+        .list()
+        .iter()
+        .filter(|p| p.kind() == crate::plugins::Kind::Source)
+        .map(|p| p.name().to_string())
+        .collect();
+    crate::config::ConfigFile::read(&ctx.home.config_file)?
+        .validate_sources(&sources)
+        .with_context(|| format!("in {}", ctx.home.config_file.display()))?;
     let _watcher = if args.no_watch {
         None
     } else {

@@ -14,6 +14,7 @@
 //! inspect is what training sees. [`ModelFiles`] bundles the template and
 //! tokenizer of one model directory.
 
+pub mod cache;
 pub mod encode;
 pub mod linear;
 pub mod lora;
@@ -120,6 +121,25 @@ impl ModelFiles {
             samples,
             options,
             max_seq_len,
+        )
+    }
+
+    /// [`Self::stats_parallel`] that gives up (None) soon after `cancel`
+    /// becomes true.
+    pub fn stats_parallel_until(
+        &self,
+        samples: &[Sample],
+        options: &RenderOptions,
+        max_seq_len: usize,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Option<TokenStats> {
+        stats::token_stats_parallel_until(
+            &self.template,
+            &self.tokenizer,
+            samples,
+            options,
+            max_seq_len,
+            cancel,
         )
     }
 

@@ -314,6 +314,23 @@ pub fn token_stats_parallel(
     options: &RenderOptions,
     max_seq_len: usize,
 ) -> TokenStats {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    token_stats_parallel_until(template, tokenizer, samples, options, max_seq_len, &never)
+        .expect("not cancelled")
+}
+
+/// [`token_stats_parallel`] that stops soon after `cancel` becomes true
+/// (each worker checks it before every sample) and then returns None: the
+/// HTTP API sets it when the client that asked has gone away.
+pub fn token_stats_parallel_until(
+    template: &ChatTemplate,
+    tokenizer: &Tokenizer,
+    samples: &[Sample],
+    options: &RenderOptions,
+    max_seq_len: usize,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Option<TokenStats> {
+    use std::sync::atomic::Ordering;
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(samples.len().max(1));
@@ -327,6 +344,9 @@ pub fn token_stats_parallel(
                     let mut builder = TokenStatsBuilder::new(max_seq_len);
                     builder.next_index = i * chunk;
                     for sample in part {
+                        if cancel.load(Ordering::Relaxed) {
+                            break;
+                        }
                         builder.add(template, tokenizer, sample, options);
                     }
                     builder
@@ -338,11 +358,14 @@ pub fn token_stats_parallel(
             .map(|h| h.join().expect("stats worker panicked"))
             .collect()
     });
+    if cancel.load(Ordering::Relaxed) {
+        return None;
+    }
     let mut all = TokenStatsBuilder::new(max_seq_len);
     for builder in builders {
         all.merge(builder);
     }
-    all.finish()
+    Some(all.finish())
 }
 
 /// Statistics of a whole sample set, one sample at a time.
