@@ -51,6 +51,173 @@ async fn endless_loop_is_stopped_at_the_deadline_while_the_api_keeps_answering()
     assert_eq!(server.get_json("/api/health").await.0, 200);
 }
 
+async fn post_data(
+    server: &TestServer,
+    route: &str,
+    fields: &[(&str, &str)],
+    file_name: &str,
+    text: &str,
+) -> (u16, serde_json::Value) {
+    let part =
+        reqwest::multipart::Part::bytes(text.as_bytes().to_vec()).file_name(file_name.to_string());
+    let mut form = reqwest::multipart::Form::new().part("file", part);
+    for (k, v) in fields {
+        form = form.text(k.to_string(), v.to_string());
+    }
+    let resp = server
+        .client
+        .post(server.url(route))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or_default())
+}
+
+const ALPACA: &str = "{\"instruction\": \"hi\", \"output\": \"hello\"}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detect_that_loops_costs_one_short_deadline_then_is_left_out() {
+    let home = TestHome::new();
+    install(home.plugin_dir(), "endless-loop", "endless-loop");
+    // The call deadline at its default (30 s): only the detection deadline
+    // (2 s) keeps the upload quick.
+    let host = Arc::new(home.start(PluginLimits {
+        call_timeout: Duration::from_secs(30),
+        ..test_limits()
+    }));
+    let server = TestServer::start(home.app_state(host.clone(), None)).await;
+
+    let started = Instant::now();
+    let (status, report) =
+        post_data(&server, "/api/data/validate", &[], "train.jsonl", ALPACA).await;
+    let first = started.elapsed();
+    assert_eq!(
+        (status, report["format"].as_str()),
+        (200, Some("jsonl")),
+        "{report}"
+    );
+    // Before the detection deadline it took the full 30 s call deadline.
+    assert!(first < Duration::from_secs(15), "took {first:?}");
+
+    let (status, view) = server.get_json("/api/plugins/endless-loop").await;
+    assert_eq!(status, 200);
+    let degraded = &view["degraded"];
+    assert_eq!(degraded["call"], "detect", "{view}");
+    let reason = degraded["reason"].as_str().unwrap();
+    assert_eq!(
+        reason,
+        "plugin `endless-loop` ran past its time limit of 2s in `detect` and was stopped"
+    );
+    let retry = degraded["retry_in_secs"].as_u64().unwrap();
+    assert!((1..=300).contains(&retry), "{degraded}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(degraded["until_unix"].as_u64().unwrap() > now, "{degraded}");
+    let (_, list) = server.get_json("/api/plugins").await;
+    let listed = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "endless-loop")
+        .unwrap();
+    assert_eq!(listed["degraded"]["call"], "detect");
+    let jsonl = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "jsonl")
+        .unwrap();
+    assert!(jsonl["degraded"].is_null(), "{jsonl}");
+
+    // The next detection does not call it at all.
+    let calls = host.get("endless-loop").unwrap().stats().calls;
+    let started = Instant::now();
+    let (status, _) = post_data(&server, "/api/data/validate", &[], "again.jsonl", ALPACA).await;
+    assert_eq!(status, 200);
+    assert!(started.elapsed() < first, "{:?}", started.elapsed());
+    assert_eq!(host.get("endless-loop").unwrap().stats().calls, calls);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_timeout_during_an_upload_is_a_422_naming_the_plugin() {
+    let home = TestHome::new();
+    install(home.plugin_dir(), "endless-loop", "endless-loop");
+    let host = Arc::new(home.start(test_limits()));
+    let server = TestServer::start(home.app_state(host, None)).await;
+    // Its parser spins too: the 1 s call deadline stops it.
+    let (status, body) = post_data(
+        &server,
+        "/api/data/upload",
+        &[("name", "spun"), ("format", "endless-loop")],
+        "train.jsonl",
+        ALPACA,
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "plugin_failed", "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        "plugin `endless-loop` ran past its time limit of 1s in `parse` and was stopped \
+         (raise plugins.call_timeout_secs if it needs longer)"
+    );
+    let (_, list) = server.get_json("/api/data").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_into_one_plugin_do_not_wait_for_each_other() {
+    let home = TestHome::new();
+    install(home.plugin_dir(), "endless-loop", "endless-loop");
+    let host = Arc::new(home.start(PluginLimits {
+        call_timeout: Duration::from_secs(30),
+        ..test_limits()
+    }));
+    let plugin = host.get("endless-loop").unwrap();
+    let spinning = {
+        let plugin = plugin.clone();
+        tokio::task::spawn_blocking(move || plugin.detect("data.jsonl", "{}"))
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A second call gets an instance of its own instead of queueing behind
+    // the one that spins until the 2 s detection deadline.
+    let quick = {
+        let plugin = plugin.clone();
+        tokio::task::spawn_blocking(move || plugin.extensions())
+    };
+    let exts = quick.await.unwrap().unwrap();
+    assert_eq!(exts, Vec::<String>::new());
+    assert!(
+        !spinning.is_finished(),
+        "the quick call should have finished while the other still spins"
+    );
+    let err = spinning.await.unwrap().unwrap_err();
+    assert!(matches!(err, CallError::Timeout { .. }), "{err:?}");
+    let stats = plugin.stats();
+    // Load (`info`), the spinning call and the quick one: the quick one's
+    // instance was reused by neither of the others.
+    assert!(stats.instances >= 2, "{stats:?}");
+
+    // Many calls at once: at most `max_instances` instances, all answered.
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let plugin = plugin.clone();
+            std::thread::spawn(move || plugin.extensions())
+        })
+        .collect();
+    for c in calls {
+        assert!(c.join().unwrap().is_ok());
+    }
+    let after = plugin.stats();
+    assert!(
+        after.instances - stats.instances <= 4,
+        "{stats:?} then {after:?}"
+    );
+}
+
 #[test]
 fn memory_bomb_is_stopped_at_its_memory_limit() {
     let home = TestHome::new();
@@ -83,7 +250,23 @@ fn a_trap_discards_the_instance_and_the_next_call_works() {
         "plugin `trap` crashed in `detect`: wasm trap: wasm `unreachable` instruction executed \
          (usually a panic inside the plugin)"
     );
-    assert_eq!(plugin.detect("fine.jsonl", "").unwrap(), 0.25);
+    // A fresh instance answers the next call.
+    assert_eq!(plugin.extensions().unwrap(), Vec::<String>::new());
+    // Detection leaves it out for the cool-down, without calling it.
+    let degraded = plugin.degraded().expect("degraded after a trap in detect");
+    assert_eq!(degraded.call, "detect");
+    assert!(
+        degraded.reason.contains("crashed in `detect`"),
+        "{degraded:?}"
+    );
+    assert!((1..=300).contains(&degraded.retry_in_secs), "{degraded:?}");
+    let err = plugin.detect("fine.jsonl", "").unwrap_err();
+    assert!(matches!(err, CallError::Degraded { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("plugin `trap` is left out of `detect` for another "),
+        "{err}"
+    );
     let stats = plugin.stats();
     assert_eq!(
         (stats.calls, stats.failures, stats.instances),

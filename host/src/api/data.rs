@@ -23,6 +23,7 @@ use crate::data::stats::{self, Chars, DataStats};
 use crate::data::store::{DatasetRecord, Datasets, StoreError};
 use crate::hub::HubError;
 use crate::model::{ModelFiles, RenderOptions, RenderPreview};
+use crate::plugins::CallError;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -54,6 +55,20 @@ impl From<StoreError> for ApiError {
 impl From<LoadError> for ApiError {
     fn from(e: LoadError) -> Self {
         match e {
+            // A plugin that timed out, crashed or refused is the data's
+            // problem (or the plugin's), not the server's: a 422 naming it.
+            LoadError::Plugin(
+                CallError::Timeout { .. }
+                | CallError::MemoryLimit { .. }
+                | CallError::Trap { .. }
+                | CallError::Failed { .. }
+                | CallError::BadResult { .. }
+                | CallError::Degraded { .. },
+            ) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "plugin_failed",
+                e.to_string(),
+            ),
             LoadError::Plugin(_) | LoadError::Sink(_) => ApiError::internal(e),
             LoadError::Strict { .. } => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

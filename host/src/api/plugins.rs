@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState};
-use crate::plugins::plugin::CallStats;
+use crate::plugins::plugin::{CallStats, Degraded};
 use crate::plugins::registry::LoadFailure;
 use crate::plugins::{Plugin, PluginHost, PluginMeta, ReloadReport};
 
@@ -17,6 +17,9 @@ pub struct PluginView {
     #[serde(flatten)]
     pub meta: PluginMeta,
     pub stats: CallStats,
+    /// Set while the plugin is left out of format detection after its
+    /// `detect` ran out of time or crashed: why, and until when.
+    pub degraded: Option<Degraded>,
 }
 
 impl From<&Plugin> for PluginView {
@@ -24,6 +27,7 @@ impl From<&Plugin> for PluginView {
         Self {
             meta: p.meta.clone(),
             stats: p.stats(),
+            degraded: p.degraded(),
         }
     }
 }

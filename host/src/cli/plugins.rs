@@ -104,6 +104,12 @@ pub fn run(ctx: Context, cmd: PluginsCommand) -> Result<ExitCode> {
                 print_json(&view)?;
             } else {
                 print_meta(&view.meta);
+                if let Some(d) = &view.degraded {
+                    println!(
+                        "degraded:    left out of format detection for another {}s: {}",
+                        d.retry_in_secs, d.reason
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -242,6 +248,13 @@ fn print_list(list: &PluginList) {
             origin,
             m.description
         );
+        if let Some(d) = &p.degraded {
+            println!(
+                "{:width$}  degraded: left out of format detection for another {}s \
+                 (until {} Unix time, or until its file changes): {}",
+                "", d.retry_in_secs, d.until_unix, d.reason
+            );
+        }
     }
     if let Some(dir) = &list.plugin_dir {
         println!("\nplugin folder: {dir}");

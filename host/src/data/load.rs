@@ -304,17 +304,32 @@ fn choose_format(
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
+    // Every plugin is asked at once, each under the short detection
+    // deadline, so a slow one costs that deadline once, not once per plugin.
+    // A plugin that fails to answer (or is degraded after failing before) is
+    // skipped, not fatal: another may fit.
+    let answers: Vec<_> = std::thread::scope(|scope| {
+        let asks: Vec<_> = formats
+            .into_iter()
+            .map(|plugin| {
+                let extension = extension.as_deref();
+                scope.spawn(move || {
+                    let score = plugin.detect(file_name, head).ok()?;
+                    let by_ext = extension.is_some_and(|e| {
+                        plugin
+                            .extensions()
+                            .is_ok_and(|list| list.iter().any(|x| x.eq_ignore_ascii_case(e)))
+                    });
+                    Some((score, by_ext, plugin))
+                })
+            })
+            .collect();
+        asks.into_iter()
+            .filter_map(|ask| ask.join().ok().flatten())
+            .collect()
+    });
     let mut best: Option<(f32, bool, std::sync::Arc<crate::plugins::plugin::Plugin>)> = None;
-    for plugin in formats {
-        // A plugin that fails to answer is skipped, not fatal: another may fit.
-        let Ok(score) = plugin.detect(file_name, head) else {
-            continue;
-        };
-        let by_ext = extension.as_ref().is_some_and(|e| {
-            plugin
-                .extensions()
-                .is_ok_and(|list| list.iter().any(|x| x.eq_ignore_ascii_case(e)))
-        });
+    for (score, by_ext, plugin) in answers {
         let better = match &best {
             None => true,
             Some((s, e, _)) => (score, by_ext) > (*s, *e),

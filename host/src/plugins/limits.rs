@@ -16,6 +16,18 @@ pub struct PluginLimits {
     /// Time `info()` may take while a plugin loads. Default 5 s, so a hostile
     /// plugin cannot hold up start-up for long.
     pub load_timeout: Duration,
+    /// Time `detect` may take. Default 2 s (the call deadline if that is
+    /// shorter): detection asks every format plugin about every upload, so a
+    /// slow one must cost little. Fixed, not configurable.
+    pub detect_timeout: Duration,
+    /// How long a format plugin whose `detect` ran out of time, crashed or hit
+    /// its memory cap is left out of format detection (shown as degraded).
+    /// Default 5 minutes; reloading the plugin ends it early.
+    pub detect_cooldown: Duration,
+    /// Instances of one plugin alive at once, so independent calls into one
+    /// plugin run side by side. Default 4; a fifth call waits for a free one.
+    /// Each instance has its own `memory_bytes`.
+    pub max_instances: usize,
     /// Time one HTTP request made for a plugin may take. Default 20 s: below
     /// the call deadline, which keeps running while the host waits, so the
     /// plugin gets a `timeout` error it can handle instead of being stopped.
@@ -39,6 +51,9 @@ impl Default for PluginLimits {
             memory_bytes: 512 << 20,
             call_timeout: Duration::from_secs(30),
             load_timeout: Duration::from_secs(5),
+            detect_timeout: Duration::from_secs(2),
+            detect_cooldown: Duration::from_secs(300),
+            max_instances: 4,
             http_timeout: Duration::from_secs(20),
             http_max_body: 32 << 20,
             http_max_redirects: 10,

@@ -12,7 +12,10 @@
 //!
 //! Sandbox ([`plugin`]): every instance has a memory cap and every call an
 //! epoch deadline; a plugin that runs past it is stopped with an error. After
-//! any trap the instance is thrown away and rebuilt on the next call.
+//! any trap the instance is thrown away and rebuilt on the next call. Each
+//! plugin has a small pool of instances, so independent calls into it do not
+//! queue behind a slow one; a format plugin whose `detect` fails is left out
+//! of detection for a cool-down.
 //! Network access goes only through the host's `http` interface, to the hosts
 //! the plugin declared ([`imports::http`]).
 //!
@@ -135,20 +138,39 @@ pub enum LoadError {
     Setup(String),
 }
 
+fn raise_hint(setting: Option<&str>) -> String {
+    setting
+        .map(|s| format!(" (raise plugins.{s} if it needs longer)"))
+        .unwrap_or_default()
+}
+
 /// Why a call into a plugin failed. The plugin's own error results (such as
 /// a source's `not-found`) are not `CallError`s: they come back as values.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     #[error(
-        "plugin `{plugin}` ran past its time limit of {limit:?} in `{call}` and was stopped \
-         (raise plugins.{setting} if it needs longer)"
+        "plugin `{plugin}` ran past its time limit of {limit:?} in `{call}` and was stopped{}",
+        raise_hint(*.setting)
     )]
     Timeout {
         plugin: String,
         call: String,
         limit: Duration,
-        /// The configuration key that sets this limit.
-        setting: &'static str,
+        /// The configuration key that sets this limit (none for the fixed
+        /// `detect` deadline).
+        setting: Option<&'static str>,
+    },
+    #[error(
+        "plugin `{plugin}` is left out of `{call}` for another {}s after it failed there: {reason}",
+        .retry_in.as_secs()
+    )]
+    Degraded {
+        plugin: String,
+        call: String,
+        /// The failure that started the cool-down.
+        reason: String,
+        /// Time until the plugin is asked again.
+        retry_in: Duration,
     },
     #[error(
         "plugin `{plugin}` exceeded its memory limit of {limit_mib} MiB in `{call}` and was \

@@ -1,15 +1,22 @@
 //! A loaded plugin: its metadata, compiled component, and the sandboxed
 //! instance calls run in.
 //!
-//! Calls into one plugin are serialised (one instance, one store). Each call
-//! gets a fresh epoch deadline; if the call traps, runs out of time or hits
-//! its memory cap, the instance is dropped and the next call builds a new
-//! one, so a misbehaving plugin cannot poison later calls.
+//! Each plugin keeps a small pool of instances (one store each, at most
+//! `max_instances`): a call takes an idle one, or builds a new one while
+//! under the cap, or waits for one to come back, so independent calls into
+//! one plugin run side by side instead of queueing behind a slow one. Each
+//! call gets a fresh epoch deadline; if the call traps, runs out of time or
+//! hits its memory cap, its instance is dropped, not returned to the pool,
+//! so a misbehaving plugin cannot poison later calls.
+//!
+//! `detect` runs under its own short deadline (`detect_timeout`); a format
+//! plugin whose `detect` fails that way is degraded: left out of detection
+//! for `detect_cooldown` (a reload builds a new `Plugin` and ends it).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -99,13 +106,76 @@ struct Live {
     bindings: Bindings,
 }
 
+/// The instances of one plugin.
+#[derive(Default)]
+struct Pool {
+    /// Instances waiting for a call (the most recently used last).
+    idle: Vec<Live>,
+    /// Instances in existence or being built: idle, in a call, or starting.
+    count: usize,
+}
+
+/// A plugin left out of format detection for a while, as the API and
+/// `tuner plugins list` show it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+pub struct Degraded {
+    /// The call that failed (`detect`).
+    pub call: String,
+    /// Why: the error of that call.
+    pub reason: String,
+    /// When the plugin is asked again, in seconds since the Unix epoch.
+    pub until_unix: u64,
+    /// Seconds until then.
+    pub retry_in_secs: u64,
+}
+
+struct DegradedState {
+    call: String,
+    reason: String,
+    until: Instant,
+    until_wall: SystemTime,
+}
+
+/// An instance taken from the pool for one call. Dropped without
+/// [`Lease::give_back`] (an error or a panic), the instance is discarded and
+/// its place in the pool freed.
+struct Lease<'a> {
+    plugin: &'a Plugin,
+    live: Option<Live>,
+}
+
+impl Lease<'_> {
+    fn give_back(mut self) {
+        let live = self.live.take().expect("leased instance");
+        let mut pool = self
+            .plugin
+            .pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        pool.idle.push(live);
+        drop(pool);
+        self.plugin.freed.notify_one();
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if self.live.take().is_some() {
+            self.plugin.release_slot();
+        }
+    }
+}
+
 /// A loaded, callable plugin.
 pub struct Plugin {
     pub meta: PluginMeta,
     component: Component,
     runtime: Arc<Runtime>,
     http: Option<HttpGate>,
-    live: Mutex<Option<Live>>,
+    pool: Mutex<Pool>,
+    /// Signalled when an instance returns to the pool or a place frees up.
+    freed: Condvar,
+    degraded: Mutex<Option<DegradedState>>,
     calls: AtomicU64,
     failures: AtomicU64,
     instances: AtomicU64,
@@ -120,12 +190,15 @@ impl Plugin {
         runtime: Arc<Runtime>,
         http: Option<HttpGate>,
     ) -> Self {
+        let degraded = Self::saved_degraded(&runtime, &meta.sha256);
         Self {
             meta,
             component,
             runtime,
             http,
-            live: Mutex::new(None),
+            pool: Mutex::new(Pool::default()),
+            freed: Condvar::new(),
+            degraded: Mutex::new(degraded),
             calls: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             instances: AtomicU64::new(0),
@@ -151,6 +224,123 @@ impl Plugin {
             calls: self.calls.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             instances: self.instances.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the plugin is left out of format detection now, and why.
+    pub fn degraded(&self) -> Option<Degraded> {
+        let state = self.degraded.lock().unwrap_or_else(PoisonError::into_inner);
+        let d = state.as_ref()?;
+        let left = d.until.checked_duration_since(Instant::now())?;
+        Some(Degraded {
+            call: d.call.clone(),
+            reason: d.reason.clone(),
+            until_unix: d
+                .until_wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|t| t.as_secs())
+                .unwrap_or(0),
+            retry_in_secs: left.as_secs_f64().ceil() as u64,
+        })
+    }
+
+    fn degrade(&self, call: &str, err: &CallError) {
+        let cooldown = self.runtime.limits.detect_cooldown;
+        tracing::warn!(
+            plugin = %self.meta.name,
+            call,
+            "left out of format detection for {}s: {err}",
+            cooldown.as_secs()
+        );
+        *self.degraded.lock().unwrap_or_else(PoisonError::into_inner) = Some(DegradedState {
+            call: call.to_string(),
+            reason: err.to_string(),
+            until: Instant::now() + cooldown,
+            until_wall: SystemTime::now() + cooldown,
+        });
+        // Kept beside the compile cache, by the plugin's sha256, so other
+        // tuner processes (`tuner data`, `tuner plugins list`) see it too and
+        // a changed plugin starts afresh. Best effort.
+        if let (Some(path), Some(d)) = (
+            Self::degraded_file(&self.runtime, &self.meta.sha256),
+            self.degraded(),
+        ) {
+            let write = || -> std::io::Result<()> {
+                std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, serde_json::to_vec(&d)?)?;
+                std::fs::rename(&tmp, &path)
+            };
+            if let Err(e) = write() {
+                tracing::debug!(file = %path.display(), "cannot record the degraded state: {e}");
+            }
+        }
+    }
+
+    fn degraded_file(runtime: &Runtime, sha256: &str) -> Option<PathBuf> {
+        let valid = !sha256.is_empty() && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        valid.then(|| {
+            runtime
+                .cache_dir()
+                .map(|d| d.join("degraded").join(format!("{sha256}.json")))
+        })?
+    }
+
+    /// A cool-down recorded by an earlier process, if it is still running.
+    fn saved_degraded(runtime: &Runtime, sha256: &str) -> Option<DegradedState> {
+        let path = Self::degraded_file(runtime, sha256)?;
+        let d: Degraded = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        let until_wall = SystemTime::UNIX_EPOCH + Duration::from_secs(d.until_unix);
+        let left = until_wall.duration_since(SystemTime::now()).ok()?;
+        // Never longer than this process's own cool-down (a clock jump).
+        let left = left.min(runtime.limits.detect_cooldown);
+        Some(DegradedState {
+            call: d.call,
+            reason: d.reason,
+            until: Instant::now() + left,
+            until_wall,
+        })
+    }
+
+    /// Frees the place of an instance that is gone (discarded or never built).
+    fn release_slot(&self) {
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        pool.count = pool.count.saturating_sub(1);
+        drop(pool);
+        self.freed.notify_one();
+    }
+
+    /// An idle instance, or a new one while the pool is below its cap, or
+    /// (at the cap) the next one to come back.
+    fn lease(&self, deadline: Duration) -> Result<Lease<'_>, CallError> {
+        let cap = self.runtime.limits.max_instances.max(1);
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(live) = pool.idle.pop() {
+                return Ok(Lease {
+                    plugin: self,
+                    live: Some(live),
+                });
+            }
+            if pool.count < cap {
+                pool.count += 1;
+                drop(pool);
+                // Built outside the lock: other calls go on meanwhile.
+                return match self.instantiate(deadline) {
+                    Ok(live) => Ok(Lease {
+                        plugin: self,
+                        live: Some(live),
+                    }),
+                    Err(err) => {
+                        self.release_slot();
+                        Err(err)
+                    }
+                };
+            }
+            pool = self
+                .freed
+                .wait(pool)
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 
@@ -198,8 +388,8 @@ impl Plugin {
         Ok(Live { store, bindings })
     }
 
-    /// Runs `f` against the live instance (creating it if needed) under a
-    /// deadline. On any failure the instance is discarded.
+    /// Runs `f` against an instance from the pool under a deadline. On any
+    /// failure the instance is discarded; otherwise it goes back to the pool.
     fn call<R>(
         &self,
         call: &str,
@@ -208,25 +398,26 @@ impl Plugin {
     ) -> Result<R, CallError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let _span = tracing::debug_span!("plugin_call", plugin = %self.meta.name, call).entered();
-        let mut guard = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        if guard.is_none() {
-            match self.instantiate(deadline) {
-                Ok(live) => *guard = Some(live),
-                Err(err) => {
-                    self.failures.fetch_add(1, Ordering::Relaxed);
-                    return Err(err);
-                }
+        let mut lease = match self.lease(deadline) {
+            Ok(lease) => lease,
+            Err(err) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                return Err(err);
             }
-        }
-        let live = guard.as_mut().expect("instance created above");
+        };
+        let live = lease.live.as_mut().expect("leased instance");
         live.store.set_epoch_deadline(ticks(deadline));
         live.store.data_mut().limiter.refused = None;
         match f(&mut live.store, &live.bindings) {
-            Ok(value) => Ok(value),
+            Ok(value) => {
+                lease.give_back();
+                Ok(value)
+            }
             Err(err) => {
                 let refused = live.store.data().limiter.refused.is_some();
-                // The instance may be in any state after a trap: never reuse it.
-                *guard = None;
+                // The instance may be in any state after a trap: never reuse
+                // it (dropping the lease discards it and frees its place).
+                drop(lease);
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 let err = self.classify(call, deadline, refused, err);
                 tracing::warn!(plugin = %self.meta.name, call, "{err}");
@@ -253,10 +444,12 @@ impl Plugin {
         }
         match err.downcast_ref::<wasmtime::Trap>() {
             Some(wasmtime::Trap::Interrupt) => CallError::Timeout {
-                setting: if call == "info" {
-                    "load_timeout_secs"
-                } else {
-                    "call_timeout_secs"
+                setting: match call.as_str() {
+                    "info" => Some("load_timeout_secs"),
+                    // The fixed detection deadline, unless the (configurable)
+                    // call deadline is the shorter one.
+                    "detect" | "extensions" if deadline < self.timeout() => None,
+                    _ => Some("call_timeout_secs"),
                 },
                 plugin,
                 call,
@@ -294,6 +487,11 @@ impl Plugin {
         self.runtime.limits.call_timeout
     }
 
+    /// The deadline of the detection calls (`detect`, `extensions`).
+    fn detect_timeout(&self) -> Duration {
+        self.runtime.limits.detect_timeout.min(self.timeout())
+    }
+
     /// `info()`, under the (shorter) load deadline.
     pub fn info(&self) -> Result<PluginInfo, CallError> {
         self.call(
@@ -307,17 +505,37 @@ impl Plugin {
         )
     }
 
-    /// Format plugins: confidence that a file is in this format.
+    /// Format plugins: confidence that a file is in this format, under the
+    /// short detection deadline. A plugin whose `detect` runs out of time,
+    /// crashes or hits its memory cap is degraded: for the cool-down,
+    /// `detect` answers [`CallError::Degraded`] without calling it.
     pub fn detect(&self, file_name: &str, head: &str) -> Result<f32, CallError> {
         if self.meta.kind != Kind::Format {
             return Err(self.wrong_kind("detect", Kind::Format));
         }
-        self.call("detect", self.timeout(), |store, b| match b {
+        if let Some(d) = self.degraded() {
+            return Err(CallError::Degraded {
+                plugin: self.meta.name.clone(),
+                call: "detect".into(),
+                reason: d.reason,
+                retry_in: Duration::from_secs(d.retry_in_secs),
+            });
+        }
+        let result = self.call("detect", self.detect_timeout(), |store, b| match b {
             Bindings::Format(b) => b
                 .tuner_plugin_format_plugin()
                 .call_detect(store, file_name, head),
             _ => unreachable!("kind checked above"),
-        })
+        });
+        if let Err(
+            err @ (CallError::Timeout { .. }
+            | CallError::Trap { .. }
+            | CallError::MemoryLimit { .. }),
+        ) = &result
+        {
+            self.degrade("detect", err);
+        }
+        result
     }
 
     /// Format plugins: the file extensions they read.
@@ -325,7 +543,7 @@ impl Plugin {
         if self.meta.kind != Kind::Format {
             return Err(self.wrong_kind("extensions", Kind::Format));
         }
-        self.call("extensions", self.timeout(), |store, b| match b {
+        self.call("extensions", self.detect_timeout(), |store, b| match b {
             Bindings::Format(b) => b.tuner_plugin_format_plugin().call_extensions(store),
             _ => unreachable!("kind checked above"),
         })

@@ -83,6 +83,12 @@ impl Runtime {
         }))
     }
 
+    /// The compile cache folder, if any (it also keeps the degraded state
+    /// of plugins, so it outlives one process).
+    pub(crate) fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache_dir.as_deref()
+    }
+
     /// Compiles a component, or loads it from the compile cache.
     ///
     /// Cache entries are named `<sha256 of the wasm>-<engine hash>.cwasm`,
