@@ -9,6 +9,7 @@
 //!   compile cache, hot reload, host interfaces.
 //! - [`hub`]: models and datasets from hubs: downloads and the cache.
 //! - [`data`]: training data: decoding, format plugins, datasets, sampling.
+//! - [`paths`]: untrusted names to paths that provably stay inside a root.
 //! - [`store`]: the SQLite database.
 //! - [`api`]: the HTTP API (axum) and its OpenAPI document.
 //! - [`cli`]: the command line (clap).
@@ -20,6 +21,7 @@ pub mod data;
 pub mod home;
 pub mod hub;
 pub mod model;
+pub mod paths;
 pub mod plugins;
 pub mod store;
 pub mod train;

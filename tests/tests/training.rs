@@ -386,7 +386,9 @@ fn a_job_survives_the_server_being_killed_and_resumes_from_its_checkpoint() {
         "lora",
         serde_json::json!({"max_steps": 40, "save_steps": 2, "save_total_limit": 2}),
     );
-    let config: Value = serde_json::from_slice(&std::fs::read(config_path).unwrap()).unwrap();
+    let mut config: Value = serde_json::from_slice(&std::fs::read(config_path).unwrap()).unwrap();
+    // Over the API a job writes only under `$TUNER_HOME/runs`.
+    config["output_dir"] = "served".into();
 
     let server = Server::start(s.dir.path());
     let (status, job) = server.post("/api/training", &config);
@@ -408,9 +410,9 @@ fn a_job_survives_the_server_being_killed_and_resumes_from_its_checkpoint() {
     });
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["step"], 40);
-    assert!(s.path("served/adapter_model.safetensors").is_file());
+    assert!(s.path("runs/served/adapter_model.safetensors").is_file());
     let report: Value =
-        serde_json::from_slice(&std::fs::read(s.path("served/train_report.json")).unwrap())
+        serde_json::from_slice(&std::fs::read(s.path("runs/served/train_report.json")).unwrap())
             .unwrap();
     assert_eq!(report["losses"].as_array().unwrap().len(), 40);
 }

@@ -136,6 +136,9 @@ pub struct DownloadStarted {
 fn hub_error(e: HubError) -> ApiError {
     match e {
         HubError::InvalidName { .. } => ApiError::bad_request("invalid_name", e.to_string()),
+        HubError::Path(crate::paths::PathError::Invalid { .. }) => {
+            ApiError::bad_request("invalid_name", e.to_string())
+        }
         HubError::NotCached(_) => ApiError::not_found("not_cached", e.to_string()),
         HubError::UnknownSource(_) => ApiError::bad_request("unknown_source", e.to_string()),
         other => ApiError::internal(other),
@@ -156,6 +159,12 @@ pub async fn start_download(
         RepoKind::Model
     };
     RepoId::parse(kind, &q.model_name).map_err(hub_error)?;
+    // Query values arrive percent-decoded; the decoded revision must be a
+    // valid git ref name (it becomes `refs/<revision>` in the cache).
+    if let Some(rev) = &q.revision {
+        crate::paths::check_git_ref("revision", rev)
+            .map_err(|e| ApiError::bad_request("invalid_revision", e.to_string()))?;
+    }
     let hub = state.hub();
     if let Some(s) = &q.source
         && !state

@@ -97,13 +97,45 @@ pub async fn submit(
     config
         .check_method(&methods)
         .map_err(|e| invalid(e.to_string()))?;
-    let queue = queue(&state)?;
     let runs = state.runs_dir();
-    let record = tokio::task::spawn_blocking(move || queue.submit(config, &runs))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(job_error)?;
+    let output_dir = api_output_dir(&config, &runs)?;
+    let queue = queue(&state)?;
+    let record = tokio::task::spawn_blocking(move || {
+        // Created now, checked at the moment of creation: no folder on the
+        // way may be a symlink out of the runs folder.
+        crate::paths::create_dir_in(&runs, &output_dir)
+            .map_err(|e| invalid(format!("output_dir: {e}")))?;
+        queue.submit(config, &runs).map_err(job_error)
+    })
+    .await
+    .map_err(ApiError::internal)??;
     Ok((StatusCode::CREATED, Json(record)))
+}
+
+/// The output folder of a job submitted over the API, relative to the runs
+/// folder: a relative `output_dir` (or the default) must stay inside it; an
+/// absolute one is accepted only when it is inside it. (The CLI writes
+/// wherever its user says.)
+fn api_output_dir(
+    config: &TrainConfig,
+    runs: &std::path::Path,
+) -> Result<std::path::PathBuf, ApiError> {
+    let out = config.resolved_output_dir(runs);
+    let rel = out.strip_prefix(runs).map_err(|_| {
+        invalid(format!(
+            "output_dir `{}` is outside the runs folder {}: a job submitted over the API \
+             writes only there; give a relative folder",
+            out.display(),
+            runs.display()
+        ))
+    })?;
+    crate::paths::check_relative_path("output_dir", rel).map_err(|e| {
+        invalid(format!(
+            "{e} (a job submitted over the API writes only under the runs folder {})",
+            runs.display()
+        ))
+    })?;
+    Ok(rel.to_path_buf())
 }
 
 /// Every training job, newest first.

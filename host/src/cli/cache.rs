@@ -244,6 +244,9 @@ pub fn run(mut ctx: Context, cmd: CacheCommand) -> Result<ExitCode> {
             revision,
             flags,
         } => {
+            if let Some(rev) = &revision {
+                crate::paths::check_git_ref("revision", rev)?;
+            }
             let repo = cache.find(flags.kind(), &name)?;
             let n = cache.export(&repo, revision.as_deref(), &local_dir)?;
             if flags.json {

@@ -73,6 +73,10 @@ pub fn open_hub(ctx: &Context, with_plugins: bool) -> Result<Arc<Hub>> {
 }
 
 pub fn run(mut ctx: Context, args: PullArgs) -> Result<ExitCode> {
+    // It becomes `refs/<revision>` in the cache: a git ref name or nothing.
+    if let Some(rev) = &args.revision {
+        crate::paths::check_git_ref("revision", rev)?;
+    }
     if let Some(dir) = &args.cache_dir {
         ctx.settings.model_cache_dir = dir.clone();
     }

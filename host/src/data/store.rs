@@ -80,7 +80,10 @@ pub fn validate_name(name: &str) -> Result<(), StoreError> {
         && !name.starts_with(['.', '-'])
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        // Implied by the rules above; kept so an edit of them cannot let a
+        // name out of the data dir.
+        && crate::paths::single_component("dataset name", name).is_ok();
     if ok {
         Ok(())
     } else {
@@ -150,7 +153,9 @@ impl<'a> Datasets<'a> {
         options: &LoadOptions,
         tmp: &Path,
     ) -> Result<(DatasetRecord, LoadReport), StoreError> {
-        let file = std::fs::File::create(tmp).map_err(io(format!("creating {}", tmp.display())))?;
+        // A new file, never a link planted under the temporary name.
+        let file = crate::paths::create_new_nofollow(tmp)
+            .map_err(io(format!("creating {}", tmp.display())))?;
         let mut out = BufWriter::new(file);
         let report = load::load(host, path, display_name, options, |sample| {
             serde_json::to_writer(&mut out, &sample)?;

@@ -20,6 +20,7 @@ use utoipa::ToSchema;
 use super::download::sha256_file;
 use super::records::{self, FileRecord};
 use super::{HubError, RepoId, RepoKind};
+use crate::paths;
 use crate::store::Store;
 
 /// The cache root.
@@ -107,26 +108,31 @@ impl Cache {
         Ok(())
     }
 
-    /// The commit `revision` pointed at when last pulled.
+    /// The commit `revision` pointed at when last pulled. `None` as well
+    /// for a revision that is not a valid git ref name, or a ref file whose
+    /// content is not a valid commit id.
     pub fn read_ref(&self, repo: &RepoId, revision: &str) -> Option<String> {
+        paths::check_git_ref("revision", revision).ok()?;
         let p = self.repo_dir(repo).join("refs").join(revision);
         std::fs::read_to_string(p)
             .ok()
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
+            .filter(|s| paths::check_commit("commit", s).is_ok())
     }
 
-    /// Records that `revision` points at `commit` (atomic write).
+    /// Records that `revision` points at `commit` (atomic write). The
+    /// revision must be a valid git ref name and the commit a valid commit
+    /// id; the file is written by [`paths::write_file_in`], inside the cache.
     pub fn write_ref(&self, repo: &RepoId, revision: &str, commit: &str) -> Result<(), HubError> {
+        paths::check_git_ref("revision", revision)?;
+        paths::check_commit("commit", commit)?;
         if revision == commit {
             return Ok(());
         }
-        let p = self.repo_dir(repo).join("refs").join(revision);
-        if let Some(dir) = p.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| HubError::io(dir.display(), e))?;
-        }
-        tuner_wasm_build::write_atomically(&p, commit.as_bytes())
-            .map_err(|e| HubError::Io(e.to_string()))
+        let rel = format!("{}/refs/{revision}", repo.folder());
+        paths::write_file_in(&self.root, "revision", &rel, commit.as_bytes())?;
+        Ok(())
     }
 
     /// Links `snapshots/<commit>/<path>` to `blobs/<sha256>`.
@@ -137,19 +143,21 @@ impl Cache {
         path: &str,
         sha256: &str,
     ) -> Result<(), HubError> {
-        super::repo::check_repo_path(path)?;
-        let dest = self.snapshot_dir(repo, commit).join(path);
-        let dir = dest.parent().expect("joined path has a parent");
-        std::fs::create_dir_all(dir).map_err(|e| HubError::io(dir.display(), e))?;
-        let _ = std::fs::remove_file(&dest);
+        paths::check_relative("file path", path)?;
+        paths::check_commit("commit", commit)?;
+        paths::check_sha256("sha256", sha256)?;
+        // The link is created inside the cache root (checked at the moment
+        // of writing); its target is computed here, not taken from anyone.
+        let rel = format!("{}/snapshots/{commit}/{path}", repo.folder());
         let depth = path.matches('/').count() + 2;
         let target = Path::new(&"../".repeat(depth)).join("blobs").join(sha256);
-        #[cfg(unix)]
-        std::os::unix::fs::symlink(&target, &dest).map_err(|e| HubError::io(dest.display(), e))?;
-        #[cfg(not(unix))]
-        std::fs::copy(self.blobs(repo).join(sha256), &dest)
-            .map(|_| ())
-            .map_err(|e| HubError::io(dest.display(), e))?;
+        paths::symlink_in(
+            &self.root,
+            "file path",
+            &rel,
+            &target,
+            &self.blobs(repo).join(sha256),
+        )?;
         Ok(())
     }
 
@@ -181,6 +189,7 @@ impl Cache {
             if let Some(c) = self.read_ref(repo, rev) {
                 return Some(c);
             }
+            paths::check_commit("commit", rev).ok()?;
             return self
                 .snapshot_dir(repo, rev)
                 .is_dir()
@@ -349,11 +358,16 @@ impl Cache {
                 folder.display()
             )));
         }
+        paths::check_commit("commit", commit)?;
         self.prepare(repo)?;
         let mut imported = Vec::new();
         let mut rejected = Vec::new();
         for path in walk_files(folder) {
             if path.starts_with(".git/") || path.starts_with(".cache/") {
+                continue;
+            }
+            if let Err(e) = paths::check_relative("file path", &path) {
+                rejected.push((path, e.to_string()));
                 continue;
             }
             let src = folder.join(&path);
@@ -416,9 +430,15 @@ impl Cache {
         let snap = self.snapshot_dir(repo, &commit);
         let files = walk_files(&snap);
         for path in &files {
-            let to = dest.join(path);
-            if let Some(d) = to.parent() {
-                std::fs::create_dir_all(d).map_err(|e| HubError::io(d.display(), e))?;
+            let to = paths::contained_as("file path", dest, path)?;
+            if let Some((parent, _)) = path.rsplit_once('/') {
+                paths::create_dir_in(dest, Path::new(parent))?;
+            } else {
+                std::fs::create_dir_all(dest).map_err(|e| HubError::io(dest.display(), e))?;
+            }
+            // A link planted at the destination is replaced, not written through.
+            if std::fs::symlink_metadata(&to).is_ok_and(|m| m.file_type().is_symlink()) {
+                std::fs::remove_file(&to).map_err(|e| HubError::io(to.display(), e))?;
             }
             std::fs::copy(snap.join(path), &to).map_err(|e| HubError::io(to.display(), e))?;
         }

@@ -81,6 +81,10 @@ pub enum HubError {
     Io(String),
     #[error("{0}")]
     Other(String),
+    /// An untrusted name (revision, commit, file path) that would not stay
+    /// inside the cache, or a write the filesystem would take elsewhere.
+    #[error(transparent)]
+    Path(#[from] crate::paths::PathError),
 }
 
 fn all_failed(attempts: &[SourceAttempt]) -> String {

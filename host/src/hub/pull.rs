@@ -13,9 +13,9 @@ use super::cache::Cache;
 use super::download::{Downloader, FileTask, TransferOptions, free_space};
 use super::progress::Progress;
 use super::records::{self, FileRecord, SnapshotRecord};
-use super::repo::check_repo_path;
 use super::{HubError, RepoId, RepoKind, human_bytes};
 use crate::config::Settings;
+use crate::paths;
 use crate::plugins::bindings::source::exports::tuner::plugin::source_plugin as wit;
 use crate::plugins::{Kind, PluginHost};
 use crate::store::Store;
@@ -189,6 +189,9 @@ impl Hub {
     ) -> Result<PullReport, HubError> {
         let kind = req.kind.unwrap_or(RepoKind::Model);
         let repo = RepoId::parse(kind, &req.repo)?;
+        if let Some(rev) = &req.revision {
+            paths::check_git_ref("revision", rev)?;
+        }
         let filter = Filter::new(&req.include, &req.exclude)?;
         if req.offline {
             return self.pull_offline(&repo, req, &filter);
@@ -212,7 +215,10 @@ impl Hub {
                     // Local problems are not the source's fault: stop at once.
                     if matches!(
                         e,
-                        HubError::DiskFull { .. } | HubError::Io(_) | HubError::InvalidName { .. }
+                        HubError::DiskFull { .. }
+                            | HubError::Io(_)
+                            | HubError::InvalidName { .. }
+                            | HubError::Path(_)
                     ) {
                         return Err(e);
                     }
@@ -297,10 +303,7 @@ impl Hub {
         progress: &Progress,
     ) -> Result<PullReport, HubError> {
         let listing = self.resolve(source, repo, req.revision.as_deref()).await?;
-        check_repo_path(&listing.commit).map_err(|_| HubError::Source {
-            plugin: source.into(),
-            reason: format!("commit `{}` is not a folder name", listing.commit),
-        })?;
+        check_listing(source, &listing)?;
         let plugin = self
             .host
             .get(source)
@@ -325,7 +328,6 @@ impl Hub {
         let mut records = Vec::new();
         let mut cached = 0;
         for f in &files {
-            check_repo_path(&f.path)?;
             if let Err(why) = gate.check(&f.url) {
                 return Err(HubError::Refused {
                     url: f.url.clone(),
@@ -533,11 +535,15 @@ impl Hub {
         revision: Option<&str>,
         offline: bool,
     ) -> Result<ImportReport, HubError> {
+        if let Some(rev) = revision {
+            paths::check_git_ref("revision", rev)?;
+        }
         let mut listing = None;
         let mut source = "import".to_string();
         if !offline {
             for s in self.config.source_order.clone() {
                 if let Ok(l) = self.resolve(&s, repo, revision).await {
+                    check_listing(&s, &l)?;
                     listing = Some(l);
                     source = s;
                     break;
@@ -621,6 +627,28 @@ impl Hub {
             .map(|c| self.cache.snapshot_dir(&repo, &c))
             .ok_or_else(|| HubError::NotCached(model.to_string()))
     }
+}
+
+/// Checks everything of a source plugin's listing that becomes a path in
+/// the cache before anything is written: the revision is a valid git ref
+/// name (it becomes `refs/<revision>`), the commit a valid commit id (it
+/// becomes `snapshots/<commit>`), every file path a safe relative path and
+/// every sha256 64 hex digits (it names a blob). A hostile listing fails
+/// the source with the reason.
+fn check_listing(source: &str, listing: &wit::Listing) -> Result<(), HubError> {
+    let fail = |e: paths::PathError| HubError::Source {
+        plugin: source.to_string(),
+        reason: format!("refused its listing: {e}"),
+    };
+    paths::check_git_ref("revision", &listing.revision).map_err(fail)?;
+    paths::check_commit("commit", &listing.commit).map_err(fail)?;
+    for f in &listing.files {
+        paths::check_relative("file path", &f.path).map_err(fail)?;
+        if let Some(sha) = &f.sha256 {
+            paths::check_sha256("sha256", sha).map_err(fail)?;
+        }
+    }
+    Ok(())
 }
 
 /// The result of `cache import`.

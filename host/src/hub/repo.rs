@@ -67,6 +67,9 @@ impl RepoId {
                 return Err(bad("a part is longer than 96 characters"));
             }
         }
+        // Implied by the rules above; kept so an edit of them cannot let a
+        // name out of the cache folder.
+        crate::paths::check_relative("repository id", t).map_err(|e| bad(&e.to_string()))?;
         Ok(Self {
             kind,
             id: t.to_string(),
@@ -112,23 +115,10 @@ impl std::fmt::Display for RepoId {
 }
 
 /// Checks a path inside a repository (from a hub listing) before it is
-/// joined to a folder: relative, `/`-separated, no `..`.
+/// joined to a folder: relative, `/`-separated, no `..`
+/// ([`crate::paths::check_relative`]).
 pub fn check_repo_path(path: &str) -> Result<(), HubError> {
-    let bad = path.is_empty()
-        || path.starts_with('/')
-        || path.contains('\\')
-        || path.contains('\0')
-        || path
-            .split('/')
-            .any(|p| p.is_empty() || p == "." || p == "..");
-    if bad {
-        return Err(HubError::InvalidName {
-            name: path.to_string(),
-            reason: "a file path from the hub that is absolute or climbs out of the repository"
-                .into(),
-        });
-    }
-    Ok(())
+    crate::paths::check_relative("file path", path).map_err(HubError::from)
 }
 
 #[cfg(test)]
