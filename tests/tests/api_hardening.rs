@@ -528,7 +528,7 @@ fn model_query() -> String {
 }
 
 /// Peak memory of `tuner serve` under 50 concurrent token-statistics
-/// requests. Measured: about 300 MiB with these limits (one shared tokenizer,
+/// requests. Measured: about 200 MiB with these limits (one shared tokenizer,
 /// at most 4 requests at work); before them, every request loaded its own
 /// tokenizer and the peak grew with the number of clients.
 const STATS_PEAK_BOUND: u64 = 1 << 30;
@@ -597,7 +597,7 @@ async fn work_stops_when_its_client_goes_away() {
     let path = home.path().to_path_buf();
     let serve = tokio::task::spawn_blocking(move || {
         let serve = Serve::start(&path);
-        upload(&serve.url, "big", dataset(20_000));
+        upload(&serve.url, "big", dataset(6_000));
         upload(&serve.url, "small", dataset(2));
         serve
     })
