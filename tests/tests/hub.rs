@@ -30,6 +30,7 @@ fn fast_transfer() -> TransferOptions {
         backoff: Duration::from_millis(20),
         max_backoff: Duration::from_secs(2),
         read_timeout: Duration::from_secs(10),
+        ..TransferOptions::default()
     }
 }
 

@@ -105,3 +105,96 @@ async fn kill_9_mid_transfer_then_rerun_completes() {
     );
     assert!(total - first < size as u64, "the rerun started over");
 }
+
+/// Ten SIGKILLs at random moments, each landing mid-chunk on a throttled
+/// link, then a run to the end: progress within chunks is synced and logged
+/// as it goes, so each kill costs at most a little per chunk in flight, not
+/// the whole chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_kills_mid_chunk_refetch_little() {
+    use sha2::{Digest, Sha256};
+
+    let bin = tokio::task::spawn_blocking(tuner_tests::tuner_bin)
+        .await
+        .unwrap();
+    let emu = HubEmulator::start().await;
+    let size = 32 * MIB;
+    let weights = pseudo_random(size, 23);
+    emu.add_repo(
+        "models",
+        "Qwen/Tiny",
+        &[
+            ("config.json", b"{}".to_vec()),
+            ("model.safetensors", weights.clone()),
+        ],
+    );
+    // 1 MiB/s per connection, two connections, 1 MiB chunks: a chunk takes
+    // a second, so the kills land inside chunks (whole-chunk resume would
+    // lose about half a chunk per connection each time, ~1.3x in all).
+    emu.faults(|f| f.rate = MIB as u64);
+    let home = tempfile::tempdir().unwrap();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let start = Instant::now();
+    for kill in 0..10 {
+        let before = emu.bytes_served();
+        let mut child = pull(&bin, home.path(), &emu)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Once this run is transferring, wait a random 50-800 ms.
+        while emu.bytes_served() < before + 64 * 1024 {
+            assert!(
+                start.elapsed() < Duration::from_secs(300),
+                "transfer never got going"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "tuner exited before kill {kill}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50 + next() % 750)).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let killed = emu.bytes_served();
+    assert!(killed < size as u64, "finished before the last kill");
+
+    emu.faults(|f| f.rate = 0);
+    let out = tokio::task::spawn_blocking({
+        let mut c = pull(&bin, home.path(), &emu);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let path = PathBuf::from(report["path"].as_str().unwrap());
+    let got = std::fs::read(path.join("model.safetensors")).unwrap();
+    assert_eq!(
+        hex::encode(Sha256::digest(&got)),
+        hex::encode(Sha256::digest(&weights))
+    );
+    let total = emu.bytes_served();
+    eprintln!(
+        "served {:.3}x the file over ten kills and a rerun ({:?})",
+        total as f64 / size as f64,
+        start.elapsed()
+    );
+    assert!(
+        total as f64 <= 1.1 * size as f64,
+        "served {total} bytes ({:.2}x; {killed} before the last run) for a {size}-byte file",
+        total as f64 / size as f64
+    );
+}

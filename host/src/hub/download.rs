@@ -2,14 +2,19 @@
 //! resume from a chunk log, retries with backoff, sha256 before rename.
 //!
 //! On disk, while a file is under way: `blobs/<key>.incomplete` (the data,
-//! at its final size when the size is known) and `blobs/<key>.chunks` (one
-//! line per finished chunk, written after the chunk's bytes are synced). A
-//! process killed at any moment leaves at most the unfinished chunks to
-//! fetch again. The first request of a file is a ranged probe: a server that
+//! at its final size when the size is known) and `blobs/<key>.chunks` (a
+//! header line, then one line per finished chunk, `INDEX`, and progress
+//! lines within a chunk, `INDEX BYTES`: the first BYTES of chunk INDEX are
+//! on disk). Each line is appended only after the bytes it vouches for are
+//! synced, every [`TransferOptions::progress_every`] within a chunk, so a
+//! process killed at any moment re-fetches at most that much per chunk that
+//! was in flight; a rerun continues each chunk from its recorded offset with
+//! a `Range` request. Logs without progress lines (older tuners) still
+//! parse: their chunks are done or not started. The first request of a file is a ranged probe: a server that
 //! answers `200` instead of `206` (a mirror without range support) gets one
 //! sequential stream instead.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +42,11 @@ pub struct TransferOptions {
     pub max_backoff: Duration,
     /// A connection silent for this long is dropped and retried. Default 30 s.
     pub read_timeout: Duration,
+    /// Within a chunk, the data is synced and its progress recorded every
+    /// this many bytes, so a killed download loses at most this much per
+    /// chunk in flight. Default 1 MiB; never more than a sixteenth of
+    /// `chunk_size` (and at least 64 KiB).
+    pub progress_every: u64,
 }
 
 impl Default for TransferOptions {
@@ -48,6 +58,7 @@ impl Default for TransferOptions {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
             read_timeout: Duration::from_secs(30),
+            progress_every: 1 << 20,
         }
     }
 }
@@ -163,10 +174,11 @@ impl Downloader {
         };
         let chunk = self.opts.chunk_size.max(1);
         let chunks = size.div_ceil(chunk).max(1);
+        // Bytes already on disk per chunk (finished chunks count in full).
         let done = if data.exists() {
             read_log(log, chunk, size)
         } else {
-            BTreeSet::new()
+            BTreeMap::new()
         };
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -183,12 +195,16 @@ impl Downloader {
         file.set_len(size)
             .map_err(|e| HubError::io(data.display(), e))?;
         drop(file);
-        let already: u64 = done.iter().map(|&i| chunk_len(i, chunk, size)).sum();
+        let already: u64 = done.values().sum();
         progress.file_started(&task.path, Some(size), already);
         if size == 0 {
             return Ok(());
         }
-        let mut pending: Vec<u64> = (0..chunks).filter(|i| !done.contains(i)).collect();
+        // (chunk, bytes of it already on disk) for every unfinished chunk.
+        let mut pending: Vec<(u64, u64)> = (0..chunks)
+            .map(|i| (i, done.get(&i).copied().unwrap_or(0)))
+            .filter(|&(i, have)| have < chunk_len(i, chunk, size))
+            .collect();
         if pending.is_empty() {
             return Ok(());
         }
@@ -198,7 +214,7 @@ impl Downloader {
         let (probe_tx, probe_rx) = tokio::sync::watch::channel(None::<bool>);
         let first = pending.remove(0);
         let mut handles = Vec::new();
-        for i in pending {
+        for (i, have) in pending {
             let this = self.clone();
             let mut rx = probe_rx.clone();
             let (task, data, log, progress) = (
@@ -211,7 +227,7 @@ impl Downloader {
                 let ranged = rx.wait_for(|v| v.is_some()).await.map(|v| *v == Some(true));
                 match ranged {
                     Ok(true) => {
-                        this.fetch_chunk(&task, &data, &log, i, chunk, size, &progress, None)
+                        this.fetch_chunk(&task, &data, &log, i, have, chunk, size, &progress, None)
                             .await
                     }
                     // Whole file, or the probe failed (its error is reported).
@@ -224,7 +240,8 @@ impl Downloader {
                 task,
                 data,
                 log,
-                first,
+                first.0,
+                first.1,
                 chunk,
                 size,
                 progress,
@@ -250,7 +267,8 @@ impl Downloader {
         }
     }
 
-    /// One chunk, retried (from where it stopped) until done or out of attempts.
+    /// One chunk, from byte `have` of it, retried (from where it stopped)
+    /// until done or out of attempts.
     #[allow(clippy::too_many_arguments)]
     async fn fetch_chunk(
         &self,
@@ -258,6 +276,7 @@ impl Downloader {
         data: &Path,
         log: &Path,
         index: u64,
+        have: u64,
         chunk: u64,
         size: u64,
         progress: &Progress,
@@ -265,7 +284,17 @@ impl Downloader {
     ) -> Result<RangeOutcome, HubError> {
         let start = index * chunk;
         let end = (start + chunk).min(size); // exclusive
-        let mut pos = start;
+        let mut pos = (start + have).min(end);
+        let checkpoint = Checkpoint {
+            log,
+            index,
+            start,
+            every: self
+                .opts
+                .progress_every
+                .min(chunk / 16)
+                .max(MIN_PROGRESS_EVERY),
+        };
         let mut attempt = 0u32;
         let _permit = self.permits.acquire().await.expect("semaphore open");
         loop {
@@ -312,7 +341,10 @@ impl Downloader {
                     return Err(self.fail(task, format!("unexpected Content-Range {cr:?}")));
                 }
             }
-            match self.stream_into(resp, data, pos, end, task, progress).await {
+            match self
+                .stream_into(resp, data, pos, end, task, progress, Some(&checkpoint))
+                .await
+            {
                 Ok(written) => {
                     pos += written;
                     if pos >= end {
@@ -352,7 +384,10 @@ impl Downloader {
         attempt: &mut u32,
     ) -> Result<(), HubError> {
         loop {
-            match self.stream_into(resp, data, 0, size, task, progress).await {
+            match self
+                .stream_into(resp, data, 0, size, task, progress, None)
+                .await
+            {
                 Ok(n) if n >= size => {
                     let f = std::fs::OpenOptions::new()
                         .write(true)
@@ -411,7 +446,7 @@ impl Downloader {
             }
             let expected = resp.content_length();
             match self
-                .stream_into(resp, data, pos, u64::MAX, task, progress)
+                .stream_into(resp, data, pos, u64::MAX, task, progress, None)
                 .await
             {
                 Ok(n) => {
@@ -510,7 +545,10 @@ impl Downloader {
     }
 
     /// Copies the body into `data` at `pos`, up to `end`. Returns the bytes
-    /// written, or (bytes written, reason) when the stream broke.
+    /// written, or (bytes written, reason) when the stream broke. With a
+    /// `checkpoint`, the data is synced and its progress logged every
+    /// `checkpoint.every` bytes.
+    #[allow(clippy::too_many_arguments)]
     async fn stream_into(
         &self,
         mut resp: reqwest::Response,
@@ -519,6 +557,7 @@ impl Downloader {
         end: u64,
         task: &FileTask,
         progress: &Progress,
+        checkpoint: Option<&Checkpoint<'_>>,
     ) -> Result<u64, (u64, String)> {
         let mut file = match std::fs::OpenOptions::new().write(true).open(data) {
             Ok(f) => f,
@@ -528,6 +567,7 @@ impl Downloader {
             return Err((0, e.to_string()));
         }
         let mut written = 0u64;
+        let mut unsynced = 0u64;
         loop {
             let next = tokio::time::timeout(self.opts.read_timeout, resp.chunk()).await;
             let bytes = match next {
@@ -542,9 +582,18 @@ impl Downloader {
                 return Err((written, format!("writing {}: {e}", data.display())));
             }
             written += take as u64;
+            unsynced += take as u64;
             progress.advanced(&task.path, take as u64);
             if take < bytes.len() || pos + written >= end {
                 return Ok(written);
+            }
+            if let Some(c) = checkpoint
+                && unsynced >= c.every
+            {
+                if let Err(e) = c.record(&file, pos + written) {
+                    return Err((written, e));
+                }
+                unsynced = 0;
             }
         }
     }
@@ -562,17 +611,71 @@ fn chunk_len(i: u64, chunk: u64, size: u64) -> u64 {
     ((i + 1) * chunk).min(size) - i * chunk
 }
 
-/// The finished chunks recorded in `log`, if it was written for the same
-/// chunk size and file size (otherwise nothing counts as done).
-fn read_log(log: &Path, chunk: u64, size: u64) -> BTreeSet<u64> {
-    let Ok(text) = std::fs::read_to_string(log) else {
-        return BTreeSet::new();
-    };
-    let mut lines = text.lines();
-    if lines.next() != Some(&format!("tuner-chunks {chunk} {size}")) {
-        return BTreeSet::new();
+/// The smallest progress step within a chunk: below it, the syncs cost more
+/// than the bytes they save.
+const MIN_PROGRESS_EVERY: u64 = 64 << 10;
+
+/// Where and how often a ranged chunk records its progress.
+struct Checkpoint<'a> {
+    log: &'a Path,
+    index: u64,
+    /// The chunk's first byte in the file.
+    start: u64,
+    every: u64,
+}
+
+impl Checkpoint<'_> {
+    /// Syncs `file`, then records that the chunk is on disk up to `pos`
+    /// (absolute): the log never claims bytes that are not durable.
+    fn record(&self, file: &std::fs::File, pos: u64) -> Result<(), String> {
+        file.sync_data().map_err(|e| format!("syncing: {e}"))?;
+        let mut l = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.log)
+            .map_err(|e| format!("{}: {e}", self.log.display()))?;
+        // One write per line, so a kill leaves whole lines or a torn last
+        // line (which `read_log` ignores).
+        l.write_all(format!("{} {}\n", self.index, pos - self.start).as_bytes())
+            .map_err(|e| format!("{}: {e}", self.log.display()))
     }
-    lines.filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// Bytes on disk per chunk as recorded in `log` (a finished chunk counts in
+/// full), if it was written for the same chunk size and file size
+/// (otherwise nothing counts as done). Lines are `INDEX` (finished) or
+/// `INDEX BYTES` (the first BYTES of the chunk); the largest claim per chunk
+/// wins, and a last line without its newline (torn by a kill) is ignored.
+fn read_log(log: &Path, chunk: u64, size: u64) -> BTreeMap<u64, u64> {
+    let mut done = BTreeMap::new();
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return done;
+    };
+    let mut lines = text.split_inclusive('\n');
+    if lines.next() != Some(&format!("tuner-chunks {chunk} {size}\n")) {
+        return done;
+    }
+    let chunks = size.div_ceil(chunk.max(1));
+    for line in lines {
+        let Some(line) = line.strip_suffix('\n') else {
+            break;
+        };
+        let mut parts = line.split_whitespace();
+        let Some(Ok(index)) = parts.next().map(str::parse::<u64>) else {
+            continue;
+        };
+        if index >= chunks {
+            continue;
+        }
+        let full = chunk_len(index, chunk, size);
+        let bytes = match (parts.next().map(str::parse::<u64>), parts.next()) {
+            (None, _) => full,
+            (Some(Ok(b)), None) => b.min(full),
+            _ => continue,
+        };
+        let have = done.entry(index).or_insert(0);
+        *have = (*have).max(bytes);
+    }
+    done
 }
 
 fn write_log_header(log: &Path, chunk: u64, size: u64) -> Result<(), HubError> {
@@ -645,4 +748,37 @@ pub fn free_space(dir: &Path) -> std::io::Result<u64> {
 #[cfg(not(unix))]
 pub fn free_space(_dir: &Path) -> std::io::Result<u64> {
     Ok(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_logs_old_and_new_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("x.chunks");
+        // An older tuner's log: finished chunks only.
+        std::fs::write(&log, "tuner-chunks 100 250\n0\n2\n").unwrap();
+        assert_eq!(
+            read_log(&log, 100, 250),
+            BTreeMap::from([(0, 100), (2, 50)])
+        );
+        // Progress within chunks; the largest claim wins, out-of-range
+        // chunks and garbage are ignored, a torn last line does not count.
+        std::fs::write(
+            &log,
+            "tuner-chunks 100 250\n1 30\n1 60\n0 40\n0\n7 10\nx y\n1 9 9\n2 2",
+        )
+        .unwrap();
+        assert_eq!(
+            read_log(&log, 100, 250),
+            BTreeMap::from([(0, 100), (1, 60)])
+        );
+        // Progress beyond a chunk's end is capped at its length.
+        std::fs::write(&log, "tuner-chunks 100 250\n2 80\n").unwrap();
+        assert_eq!(read_log(&log, 100, 250), BTreeMap::from([(2, 50)]));
+        // Another chunk size: nothing counts.
+        assert!(read_log(&log, 50, 250).is_empty());
+    }
 }
