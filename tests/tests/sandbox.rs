@@ -132,6 +132,26 @@ async fn a_detect_that_loops_costs_one_short_deadline_then_is_left_out() {
         .find(|p| p["name"] == "jsonl")
         .unwrap();
     assert!(jsonl["degraded"].is_null(), "{jsonl}");
+    // The OpenAPI document describes the field.
+    let (_, doc) = server.get_json("/api/openapi.json").await;
+    let schemas = &doc["components"]["schemas"];
+    // (`PluginView` flattens `PluginMeta`: an `allOf`.)
+    assert!(
+        schemas["PluginView"]["allOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|part| part["properties"]["degraded"].is_object()),
+        "{}",
+        schemas["PluginView"]
+    );
+    for field in ["call", "reason", "until_unix", "retry_in_secs"] {
+        assert!(
+            schemas["Degraded"]["properties"][field].is_object(),
+            "{}",
+            schemas["Degraded"]
+        );
+    }
 
     // The next detection does not call it at all.
     let calls = host.get("endless-loop").unwrap().stats().calls;

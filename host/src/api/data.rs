@@ -568,7 +568,7 @@ async fn receive_into(
               (status = 400, description = "Bad form or name", body = super::error::ErrorBody),
               (status = 409, description = "Name taken", body = super::error::ErrorBody),
               (status = 413, description = "Larger than server.max_upload_mib", body = super::error::ErrorBody),
-              (status = 422, description = "Not loadable (or rejected records in strict mode); nothing stored", body = super::error::ErrorBody),
+              (status = 422, description = "Not loadable, rejected records in strict mode, or the format plugin failed (`plugin_failed`, naming it); nothing stored", body = super::error::ErrorBody),
               (status = 429, description = "Too many heavy requests at once (`Retry-After`)", body = super::error::ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
@@ -598,7 +598,7 @@ pub async fn upload(
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses((status = 200, description = "What a load would find", body = LoadReport),
               (status = 413, description = "Larger than server.max_upload_mib", body = super::error::ErrorBody),
-              (status = 422, description = "Not loadable at all", body = super::error::ErrorBody),
+              (status = 422, description = "Not loadable at all, or the format plugin failed (`plugin_failed`, naming it)", body = super::error::ErrorBody),
               (status = 429, description = "Too many heavy requests at once (`Retry-After`)", body = super::error::ErrorBody)))]
 pub async fn validate(
     State(state): State<AppState>,
