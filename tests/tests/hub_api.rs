@@ -12,12 +12,20 @@ use tuner_tests::hub_emulator::{HubEmulator, pseudo_random};
 use tuner_tests::{TestHome, TestServer, eventually, test_limits};
 
 async fn server(home: &TestHome, emu: &HubEmulator) -> TestServer {
+    server_with(home, emu, |_| {}).await
+}
+
+async fn server_with(
+    home: &TestHome,
+    emu: &HubEmulator,
+    configure: impl FnOnce(&mut ConfigFile),
+) -> TestServer {
     let host = Arc::new(home.start(PluginLimits {
         allow_private_hosts: true,
         call_timeout: Duration::from_secs(20),
         ..test_limits()
     }));
-    let file = ConfigFile {
+    let mut file = ConfigFile {
         source_order: Some(vec!["modelscope".into(), "huggingface".into()]),
         endpoints: [("modelscope", emu.url()), ("huggingface", emu.url())]
             .into_iter()
@@ -25,6 +33,7 @@ async fn server(home: &TestHome, emu: &HubEmulator) -> TestServer {
             .collect(),
         ..Default::default()
     };
+    configure(&mut file);
     let settings = Settings::resolve(&home.home, &file).unwrap();
     let store = Arc::new(Store::open(&home.home.database).unwrap());
     TestServer::start(AppState::new(
@@ -178,4 +187,52 @@ async fn recommended_models_have_size_hints() {
         ]
     );
     assert!(body["models"][0]["vram_lora_gib"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test]
+async fn downloads_beyond_the_limit_get_429_until_one_ends() {
+    let emu = HubEmulator::start().await;
+    for name in ["Qwen/SlowA", "Qwen/SlowB"] {
+        emu.add_repo(
+            "models",
+            name,
+            &[("model.safetensors", pseudo_random(2 << 20, 7))],
+        );
+    }
+    // 2 MiB at 1 MiB/s: the first download is still running when the second
+    // is asked for.
+    emu.faults(|f| f.rate = 1 << 20);
+    let home = TestHome::new();
+    let s = server_with(&home, &emu, |f| f.server.max_heavy_requests = Some(1)).await;
+
+    let start = |name: &'static str| {
+        let url = s.url(&format!("/api/models/download?model_name={name}"));
+        let client = s.client.clone();
+        async move { client.post(url).send().await.unwrap() }
+    };
+    let first = start("Qwen/SlowA").await;
+    assert_eq!(first.status(), 202);
+    let id = first.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let refused = start("Qwen/SlowB").await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_busy", "{body}");
+
+    // The permit is given back when the first download ends.
+    let done = eventually(Duration::from_secs(60), async || {
+        let (_, status) = s.get_json(&format!("/api/models/downloads/{id}")).await;
+        status["state"] == "done"
+    })
+    .await;
+    assert!(done, "the first download did not finish");
+    let accepted = eventually(Duration::from_secs(10), async || {
+        start("Qwen/SlowB").await.status() == 202
+    })
+    .await;
+    assert!(accepted, "the permit was not given back");
 }

@@ -454,6 +454,20 @@ async fn receive(
     result
 }
 
+/// A heavy-request permit for a form upload; when none is free, the form is
+/// drained before the 429 goes out, for the reason given at [`receive`].
+async fn form_permit(
+    state: &AppState,
+    form: &mut Multipart,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let refused = match state.heavy_permit() {
+        Ok(permit) => return Ok(permit),
+        Err(e) => e,
+    };
+    discard_rest(form).await;
+    Err(refused)
+}
+
 /// Reads and drops what is left of a refused form, for at most 64 MiB or 5 s.
 async fn discard_rest(form: &mut Multipart) {
     const MAX_BYTES: usize = 64 << 20;
@@ -573,9 +587,9 @@ async fn receive_into(
 pub async fn upload(
     State(state): State<AppState>,
     headers: HeaderMap,
-    form: Multipart,
+    mut form: Multipart,
 ) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
-    let permit = state.heavy_permit()?;
+    let permit = form_permit(&state, &mut form).await?;
     let received = receive(&state, &headers, form).await?;
     let name = received
         .name
@@ -603,9 +617,9 @@ pub async fn upload(
 pub async fn validate(
     State(state): State<AppState>,
     headers: HeaderMap,
-    form: Multipart,
+    mut form: Multipart,
 ) -> Result<Json<LoadReport>, ApiError> {
-    let permit = state.heavy_permit()?;
+    let permit = form_permit(&state, &mut form).await?;
     let received = receive(&state, &headers, form).await?;
     let state2 = state.clone();
     let report = tokio::task::spawn_blocking(move || {

@@ -60,6 +60,10 @@ struct Inner {
     bound: std::sync::OnceLock<SocketAddr>,
     /// Permits for heavy requests ([`AppState::heavy_permit`]).
     heavy: Arc<tokio::sync::Semaphore>,
+    /// Permits for downloads started through the API
+    /// ([`AppState::pull_permit`]); a pool of its own, since a pull holds
+    /// its permit for minutes or hours.
+    pulls: Arc<tokio::sync::Semaphore>,
     /// Tokenizers and chat templates loaded for `?model=`.
     model_files: crate::model::cache::ModelFilesCache,
 }
@@ -79,11 +83,15 @@ impl AppState {
         let heavy = Arc::new(tokio::sync::Semaphore::new(
             settings.server.max_heavy_requests.max(1),
         ));
+        let pulls = Arc::new(tokio::sync::Semaphore::new(
+            settings.server.max_heavy_requests.max(1),
+        ));
         Self {
             inner: Arc::new(Inner {
                 guard,
                 bound: std::sync::OnceLock::new(),
                 heavy,
+                pulls,
                 model_files: Default::default(),
                 host,
                 store,
@@ -183,13 +191,30 @@ impl AppState {
     /// when `server.max_heavy_requests` are running. Move the permit into
     /// the blocking work so that it is held until that work really ends.
     pub fn heavy_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        self.inner.heavy.clone().try_acquire_owned().map_err(|_| {
+        self.permit(
+            &self.inner.heavy,
+            "heavy requests (uploads, validation, token statistics, rendered previews)",
+        )
+    }
+
+    /// A permit to run one download started through the API, held by the
+    /// download until it ends; 429 `too_busy` when
+    /// `server.max_heavy_requests` downloads are running.
+    pub fn pull_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.permit(&self.inner.pulls, "downloads")
+    }
+
+    fn permit(
+        &self,
+        pool: &Arc<tokio::sync::Semaphore>,
+        what: &str,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        pool.clone().try_acquire_owned().map_err(|_| {
             ApiError::new(
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
                 "too_busy",
                 format!(
-                    "the server is already running {} heavy requests (uploads, validation, \
-                     token statistics, rendered previews); retry shortly",
+                    "the server is already running {} {what}; retry shortly",
                     self.settings().server.max_heavy_requests
                 ),
             )

@@ -148,7 +148,8 @@ fn hub_error(e: HubError) -> ApiError {
 /// Starts a download in the background; returns its id at once (202).
 #[utoipa::path(post, path = "/api/models/download", tag = "models", params(DownloadQuery),
     responses((status = 202, body = DownloadStarted),
-              (status = 400, description = "invalid name or source", body = super::error::ErrorBody)))]
+              (status = 400, description = "invalid name or source", body = super::error::ErrorBody),
+              (status = 429, description = "Too many downloads at once (`Retry-After`)", body = super::error::ErrorBody)))]
 pub async fn start_download(
     State(state): State<AppState>,
     Query(q): Query<DownloadQuery>,
@@ -174,8 +175,10 @@ pub async fn start_download(
     {
         return Err(hub_error(HubError::UnknownSource(s.clone())));
     }
+    let permit = state.pull_permit()?;
     let id = state.downloads().start(
         hub,
+        permit,
         PullRequest {
             repo: q.model_name,
             kind: Some(kind),

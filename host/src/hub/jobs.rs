@@ -103,8 +103,15 @@ pub struct DownloadJobs {
 }
 
 impl DownloadJobs {
-    /// Starts `req` in the background and returns its id at once.
-    pub fn start(&self, hub: Arc<Hub>, req: PullRequest) -> String {
+    /// Starts `req` in the background and returns its id at once. `permit`
+    /// is held until the download ends (the server's bound on concurrent
+    /// downloads).
+    pub fn start(
+        &self,
+        hub: Arc<Hub>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        req: PullRequest,
+    ) -> String {
         let id = format!(
             "dl-{}-{}",
             std::time::SystemTime::now()
@@ -135,6 +142,7 @@ impl DownloadJobs {
         tokio::spawn(async move {
             let sink: super::Progress = job.clone();
             let result = hub.pull(&req, &sink).await;
+            drop(permit);
             {
                 let mut s = job.status.lock().unwrap();
                 match result {

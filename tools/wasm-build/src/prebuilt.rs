@@ -122,8 +122,8 @@ impl PluginSet {
         rel.dedup_by(|a, b| a.0 == b.0);
         let mut hasher = Sha256::new();
         for (name, path) in rel {
-            let bytes =
-                std::fs::read(&path).map_err(|e| io_err(format!("reading {}", path.display()), e))?;
+            let bytes = std::fs::read(&path)
+                .map_err(|e| io_err(format!("reading {}", path.display()), e))?;
             // Length-prefixed fields: no two different trees hash alike.
             hasher.update((name.len() as u64).to_le_bytes());
             hasher.update(name.as_bytes());
@@ -240,10 +240,13 @@ impl PluginSet {
             .iter()
             .flat_map(|p| [format!("{}.wasm", p.package), format!("{}.toml", p.package)])
             .collect();
-        for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir.display(), e))?.flatten() {
+        for entry in std::fs::read_dir(dir)
+            .map_err(|e| io_err(dir.display(), e))?
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let stale_artifact = (name.ends_with(".wasm") || name.ends_with(".toml"))
-                && !keep.contains(&name);
+            let stale_artifact =
+                (name.ends_with(".wasm") || name.ends_with(".toml")) && !keep.contains(&name);
             if stale_artifact {
                 std::fs::remove_file(entry.path()).map_err(|e| io_err(name, e))?;
             }
@@ -257,12 +260,26 @@ impl PluginSet {
             )));
         }
         let mut record = String::new();
-        writeln!(record, "# Written by `{REFRESH_COMMAND}`: the hash of the sources the").unwrap();
-        writeln!(record, "# components in this folder were built from. Do not edit.").unwrap();
+        writeln!(
+            record,
+            "# Written by `{REFRESH_COMMAND}`: the hash of the sources the"
+        )
+        .unwrap();
+        writeln!(
+            record,
+            "# components in this folder were built from. Do not edit."
+        )
+        .unwrap();
         writeln!(record, "sources-sha256 {after}").unwrap();
         for p in &built {
             let bytes = std::fs::read(&p.wasm).map_err(|e| io_err(p.wasm.display(), e))?;
-            writeln!(record, "component {} {}", p.package, hex(&Sha256::digest(&bytes))).unwrap();
+            writeln!(
+                record,
+                "component {} {}",
+                p.package,
+                hex(&Sha256::digest(&bytes))
+            )
+            .unwrap();
         }
         write_atomically(&dir.join(SOURCES_FILE), record.as_bytes())?;
         Ok(built)
@@ -302,7 +319,10 @@ pub fn components_for_build_script(
         println!("cargo:rerun-if-changed={}", path.display());
     }
     println!("cargo:rerun-if-changed={}", set.prebuilt_dir.display());
-    println!("cargo:rerun-if-changed={}", set.workspace_manifest.display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        set.workspace_manifest.display()
+    );
     for var in [
         PREBUILT_ENV,
         "TUNER_WASM_RUSTC",
