@@ -212,3 +212,59 @@ pub fn tuner_bin() -> PathBuf {
     assert!(bin.is_file(), "{}", bin.display());
     bin
 }
+
+/// `tuner serve` as a process, with `home` as `TUNER_HOME`, on a free
+/// loopback port, without a token or a plugin folder from the environment;
+/// killed (SIGKILL) when dropped. For suites that need a real process: to
+/// kill it mid-job, or to read its memory.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl ServeProcess {
+    /// Starts it and waits (at most a minute) until `/api/health` answers.
+    pub fn start(home: &Path) -> ServeProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(tuner_bin())
+            .args(["serve", "--port", &port.to_string(), "--no-watch"])
+            .env("TUNER_HOME", home)
+            .env_remove("TUNER_PLUGIN_DIR")
+            .env_remove("TUNER_API_TOKEN")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let serve = ServeProcess {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..600 {
+            if reqwest::blocking::get(format!("{}/api/health", serve.url)).is_ok() {
+                return serve;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("tuner serve did not answer");
+    }
+
+    /// Peak resident memory of the process (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib << 10
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tuner_tests::{TestHome, TestServer, test_limits, tuner_bin};
+use tuner_tests::{ServeProcess, TestHome, TestServer, test_limits, tuner_bin};
 
 async fn server(home: &TestHome) -> TestServer {
     let host = Arc::new(home.start(test_limits()));
@@ -398,57 +398,6 @@ async fn config_updates_are_checked_key_by_key() {
     );
 }
 
-/// `tuner serve` with `home` as TUNER_HOME on a free port, killed on drop.
-struct Serve {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Serve {
-    fn start(home: &Path) -> Serve {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(tuner_bin())
-            .args(["serve", "--port", &port.to_string(), "--no-watch"])
-            .env("TUNER_HOME", home)
-            .env_remove("TUNER_PLUGIN_DIR")
-            .env_remove("TUNER_API_TOKEN")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let serve = Serve {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        for _ in 0..600 {
-            if reqwest::blocking::get(format!("{}/api/health", serve.url)).is_ok() {
-                return serve;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("tuner serve did not answer");
-    }
-
-    /// Peak resident memory of the process (VmHWM), in bytes.
-    fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kib << 10
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_bad_config_file_stops_serve_naming_file_and_key() {
     let home = tempfile::tempdir().unwrap();
@@ -543,7 +492,7 @@ async fn fifty_concurrent_stats_requests_stay_bounded() {
     .unwrap();
     let path = home.path().to_path_buf();
     let serve = tokio::task::spawn_blocking(move || {
-        let serve = Serve::start(&path);
+        let serve = ServeProcess::start(&path);
         upload(&serve.url, "big", dataset(2000));
         serve
     })
@@ -596,7 +545,7 @@ async fn work_stops_when_its_client_goes_away() {
     .unwrap();
     let path = home.path().to_path_buf();
     let serve = tokio::task::spawn_blocking(move || {
-        let serve = Serve::start(&path);
+        let serve = ServeProcess::start(&path);
         upload(&serve.url, "big", dataset(6_000));
         upload(&serve.url, "small", dataset(2));
         serve

@@ -9,7 +9,7 @@ use std::process::Output;
 
 use serde_json::Value;
 use sha2::Digest;
-use tuner_tests::{test_plugin, tuner_bin};
+use tuner_tests::{ServeProcess, test_plugin, tuner_bin};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -307,42 +307,17 @@ fn bad_configs_and_a_broken_method_plugin_fail_clearly() {
     );
 }
 
-/// `tuner serve` on a free port, until dropped (killed with SIGKILL).
-struct Server {
-    child: std::process::Child,
-    url: String,
-}
+/// `tuner serve` as a process (killed with SIGKILL when dropped), with the
+/// requests these tests make.
+struct Server(ServeProcess);
 
 impl Server {
     fn start(home: &Path) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(tuner_bin())
-            .args(["serve", "--port", &port.to_string(), "--no-watch"])
-            .env("TUNER_HOME", home)
-            .env_remove("TUNER_PLUGIN_DIR")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Server {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        for _ in 0..600 {
-            if server.get("/api/health").is_some() {
-                return server;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("tuner serve did not answer");
+        Server(ServeProcess::start(home))
     }
 
     fn get(&self, path: &str) -> Option<Value> {
-        reqwest::blocking::get(format!("{}{path}", self.url))
+        reqwest::blocking::get(format!("{}{path}", self.0.url))
             .ok()?
             .json()
             .ok()
@@ -350,7 +325,7 @@ impl Server {
 
     fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let resp = reqwest::blocking::Client::new()
-            .post(format!("{}{path}", self.url))
+            .post(format!("{}{path}", self.0.url))
             .json(body)
             .send()
             .unwrap();
@@ -368,13 +343,6 @@ impl Server {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         panic!("job {id} did not reach the expected state");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
