@@ -419,6 +419,21 @@ pub fn create_new_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
     o.open(path)
 }
 
+/// `PREFIX-PID-NANOS-N`: a temporary file name no other process, and no
+/// other call in this one, uses, for write-then-rename.
+pub fn unique_temp_name(prefix: &str) -> String {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 /// Writes `bytes` to `root/rel` (relative, `/`-separated, untrusted):
 /// checked name, folders created by [`create_dir_in`], a temporary file
 /// opened with `O_NOFOLLOW`, synced, then renamed over the destination (a
@@ -440,14 +455,7 @@ pub fn write_file_in(
             reason: "a folder is in the way".into(),
         });
     }
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
+    let tmp = dir.join(unique_temp_name(&format!(".{name}.tmp")));
     let result = (|| {
         let mut f = create_new_nofollow(&tmp)?;
         f.write_all(bytes)?;

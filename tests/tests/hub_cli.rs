@@ -31,14 +31,15 @@ fn pull(bin: &PathBuf, home: &std::path::Path, emu: &HubEmulator) -> Command {
     c
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_transfer_then_rerun_completes() {
+/// The tuner binary, and an emulator serving `Qwen/Tiny` (a `config.json`
+/// and `size` pseudo-random bytes of weights, returned) at 1 MiB/s per
+/// connection.
+async fn throttled_repo(size: usize, seed: u64) -> (PathBuf, HubEmulator, Vec<u8>) {
     let bin = tokio::task::spawn_blocking(tuner_tests::tuner_bin)
         .await
         .unwrap();
     let emu = HubEmulator::start().await;
-    let size = 8 * MIB;
-    let weights = pseudo_random(size, 11);
+    let weights = pseudo_random(size, seed);
     emu.add_repo(
         "models",
         "Qwen/Tiny",
@@ -48,6 +49,13 @@ async fn kill_9_mid_transfer_then_rerun_completes() {
         ],
     );
     emu.faults(|f| f.rate = MIB as u64);
+    (bin, emu, weights)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_transfer_then_rerun_completes() {
+    let size = 8 * MIB;
+    let (bin, emu, weights) = throttled_repo(size, 11).await;
     let home = tempfile::tempdir().unwrap();
     let mut child = pull(&bin, home.path(), &emu)
         .stdout(Stdio::null())
@@ -114,24 +122,11 @@ async fn kill_9_mid_transfer_then_rerun_completes() {
 async fn ten_kills_mid_chunk_refetch_little() {
     use sha2::{Digest, Sha256};
 
-    let bin = tokio::task::spawn_blocking(tuner_tests::tuner_bin)
-        .await
-        .unwrap();
-    let emu = HubEmulator::start().await;
-    let size = 32 * MIB;
-    let weights = pseudo_random(size, 23);
-    emu.add_repo(
-        "models",
-        "Qwen/Tiny",
-        &[
-            ("config.json", b"{}".to_vec()),
-            ("model.safetensors", weights.clone()),
-        ],
-    );
     // 1 MiB/s per connection, two connections, 1 MiB chunks: a chunk takes
     // a second, so the kills land inside chunks (whole-chunk resume would
     // lose about half a chunk per connection each time, ~1.3x in all).
-    emu.faults(|f| f.rate = MIB as u64);
+    let size = 32 * MIB;
+    let (bin, emu, weights) = throttled_repo(size, 23).await;
     let home = tempfile::tempdir().unwrap();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {

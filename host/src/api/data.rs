@@ -503,14 +503,7 @@ async fn receive_into(
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(ApiError::internal)?;
-    let path = dir.join(format!(
-        "upload-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
+    let path = dir.join(crate::paths::unique_temp_name("upload"));
     let mut received = Received {
         path,
         file_name: String::new(),

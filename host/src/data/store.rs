@@ -129,14 +129,9 @@ impl<'a> Datasets<'a> {
         }
         std::fs::create_dir_all(&self.dir)
             .map_err(io(format!("creating {}", self.dir.display())))?;
-        let tmp = self.dir.join(format!(
-            ".{name}.jsonl.tmp-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
+        let tmp = self.dir.join(crate::paths::unique_temp_name(&format!(
+            ".{name}.jsonl.tmp"
+        )));
         let result = self.add_via(host, path, display_name, name, options, &tmp);
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
