@@ -52,6 +52,24 @@ async fn throttled_repo(size: usize, seed: u64) -> (PathBuf, HubEmulator, Vec<u8
     (bin, emu, weights)
 }
 
+/// Runs the pull to its end at full speed; returns the snapshot folder.
+async fn finish_pull(bin: &PathBuf, home: &std::path::Path, emu: &HubEmulator) -> PathBuf {
+    emu.faults(|f| f.rate = 0);
+    let out = tokio::task::spawn_blocking({
+        let mut c = pull(bin, home, emu);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    PathBuf::from(report["path"].as_str().unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_transfer_then_rerun_completes() {
     let size = 8 * MIB;
@@ -86,20 +104,7 @@ async fn kill_9_mid_transfer_then_rerun_completes() {
         "{snaps:?}"
     );
 
-    emu.faults(|f| f.rate = 0);
-    let out = tokio::task::spawn_blocking({
-        let mut c = pull(&bin, home.path(), &emu);
-        move || c.output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let path = PathBuf::from(report["path"].as_str().unwrap());
+    let path = finish_pull(&bin, home.path(), &emu).await;
     assert_eq!(
         std::fs::read(path.join("model.safetensors")).unwrap(),
         weights
@@ -162,20 +167,7 @@ async fn ten_kills_mid_chunk_refetch_little() {
     let killed = emu.bytes_served();
     assert!(killed < size as u64, "finished before the last kill");
 
-    emu.faults(|f| f.rate = 0);
-    let out = tokio::task::spawn_blocking({
-        let mut c = pull(&bin, home.path(), &emu);
-        move || c.output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let path = PathBuf::from(report["path"].as_str().unwrap());
+    let path = finish_pull(&bin, home.path(), &emu).await;
     let got = std::fs::read(path.join("model.safetensors")).unwrap();
     assert_eq!(
         hex::encode(Sha256::digest(&got)),
