@@ -82,8 +82,19 @@ impl TestHome {
 
     /// API state over `host`, with this home's database and settings.
     pub fn app_state(&self, host: Arc<PluginHost>, token: Option<String>) -> AppState {
+        self.state(host, &ConfigFile::default(), token)
+    }
+
+    /// [`TestHome::app_state`] with the settings of `file` (endpoints,
+    /// source order, limits), without a token.
+    pub fn app_state_with(&self, host: Arc<PluginHost>, file: &ConfigFile) -> AppState {
+        self.state(host, file, None)
+    }
+
+    fn state(&self, host: Arc<PluginHost>, file: &ConfigFile, token: Option<String>) -> AppState {
+        let settings = Settings::resolve(&self.home, file).unwrap();
         let store = Arc::new(Store::open(&self.home.database).unwrap());
-        AppState::new(host, store, self.home.clone(), self.settings(), token)
+        AppState::new(host, store, self.home.clone(), settings, token)
     }
 
     pub fn settings(&self) -> Settings {

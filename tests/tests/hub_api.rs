@@ -4,10 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tuner::api::AppState;
-use tuner::config::{ConfigFile, Settings};
+use tuner::config::ConfigFile;
 use tuner::plugins::PluginLimits;
-use tuner::store::Store;
 use tuner_tests::hub_emulator::{HubEmulator, pseudo_random};
 use tuner_tests::{TestHome, TestServer, eventually, test_limits};
 
@@ -34,16 +32,7 @@ async fn server_with(
         ..Default::default()
     };
     configure(&mut file);
-    let settings = Settings::resolve(&home.home, &file).unwrap();
-    let store = Arc::new(Store::open(&home.home.database).unwrap());
-    TestServer::start(AppState::new(
-        host,
-        store,
-        home.home.clone(),
-        settings,
-        None,
-    ))
-    .await
+    TestServer::start(home.app_state_with(host, &file)).await
 }
 
 #[tokio::test]

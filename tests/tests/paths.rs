@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tuner::config::{ConfigFile, Settings};
+use tuner::config::ConfigFile;
 use tuner::hub::{Hub, HubConfig, Progress, PullRequest, RepoKind, TransferOptions};
 use tuner::plugins::PluginLimits;
 use tuner::store::Store;
@@ -258,16 +258,7 @@ async fn api_server(home: &TestHome) -> TestServer {
         .collect(),
         ..Default::default()
     };
-    let settings = Settings::resolve(&home.home, &file).unwrap();
-    let store = Arc::new(Store::open(&home.home.database).unwrap());
-    TestServer::start(tuner::api::AppState::new(
-        host,
-        store,
-        home.home.clone(),
-        settings,
-        None,
-    ))
-    .await
+    TestServer::start(home.app_state_with(host, &file)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
