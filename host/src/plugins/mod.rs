@@ -32,6 +32,7 @@ pub mod plugin;
 pub mod registry;
 pub mod runtime;
 pub mod scaffold;
+pub mod settings;
 pub mod state;
 pub mod watch;
 
