@@ -14,7 +14,7 @@ mod models;
 mod openapi;
 mod plugins;
 mod training;
-pub use plugins::{PluginList, PluginView};
+pub use plugins::{PluginDetail, PluginList, PluginView};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};

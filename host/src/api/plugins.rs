@@ -9,7 +9,8 @@ use utoipa::ToSchema;
 use super::{ApiError, AppState};
 use crate::plugins::plugin::{CallStats, Degraded};
 use crate::plugins::registry::LoadFailure;
-use crate::plugins::{Plugin, PluginHost, PluginMeta, ReloadReport};
+use crate::plugins::settings::Setting;
+use crate::plugins::{Kind, Plugin, PluginHost, PluginMeta, ReloadReport};
 
 /// A plugin as the API and `tuner plugins list --json` show it.
 #[derive(Serialize, ToSchema)]
@@ -28,6 +29,39 @@ impl From<&Plugin> for PluginView {
             meta: p.meta.clone(),
             stats: p.stats(),
             degraded: p.degraded(),
+        }
+    }
+}
+
+/// One plugin in full: what the list shows, plus the settings it declares
+/// (a method's training-config keys, a format's `--set` keys), which the
+/// web UI builds its forms from.
+#[derive(Serialize, ToSchema)]
+pub struct PluginDetail {
+    #[serde(flatten)]
+    pub view: PluginView,
+    /// Declared settings, in the plugin's order; empty for source plugins.
+    pub settings: Vec<Setting>,
+    /// Why the settings could not be read, when the plugin failed to say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings_error: Option<String>,
+}
+
+impl PluginDetail {
+    /// Asks the plugin for its settings (a call into the sandbox: run it off
+    /// the async threads).
+    pub fn of(plugin: &Plugin) -> Self {
+        let (settings, settings_error) = match plugin.kind() {
+            Kind::Format | Kind::Method => match plugin.settings() {
+                Ok(s) => (s, None),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            },
+            Kind::Source => (Vec::new(), None),
+        };
+        Self {
+            view: PluginView::from(plugin),
+            settings,
+            settings_error,
         }
     }
 }
@@ -69,17 +103,19 @@ pub async fn list(State(state): State<AppState>) -> Json<PluginList> {
 /// One plugin by name.
 #[utoipa::path(get, path = "/api/plugins/{name}", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
-    responses((status = 200, body = PluginView),
+    responses((status = 200, body = PluginDetail),
               (status = 404, description = "No such plugin", body = super::error::ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<PluginView>, ApiError> {
-    state
-        .host()
-        .get(&name)
-        .map(|p| Json(PluginView::from(&*p)))
-        .ok_or_else(|| ApiError::not_found("plugin_not_found", format!("no plugin named `{name}`")))
+) -> Result<Json<PluginDetail>, ApiError> {
+    let plugin = state.host().get(&name).ok_or_else(|| {
+        ApiError::not_found("plugin_not_found", format!("no plugin named `{name}`"))
+    })?;
+    let detail = tokio::task::spawn_blocking(move || PluginDetail::of(&plugin))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(detail))
 }
 
 /// Rescans the plugin folder now (the file watcher normally does this).

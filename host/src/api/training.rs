@@ -24,6 +24,7 @@ use utoipa::ToSchema;
 use super::{ApiError, AppState};
 use crate::plugins::Kind;
 use crate::train::TrainConfig;
+use crate::train::config::MethodCatalog;
 use crate::train::jobs::{JobError, JobQueue, JobRecord, JobUpdate, StoredEvent};
 
 pub fn routes() -> Router<AppState> {
@@ -86,17 +87,15 @@ pub async fn submit(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
     let Json(body) = body.map_err(|e| invalid(e.body_text()))?;
-    let config = TrainConfig::from_json(body).map_err(|e| invalid(e.to_string()))?;
-    let methods: Vec<String> = state
-        .host()
-        .list()
-        .iter()
-        .filter(|p| p.kind() == Kind::Method)
-        .map(|p| p.name().to_string())
-        .collect();
-    config
-        .check_method(&methods)
-        .map_err(|e| invalid(e.to_string()))?;
+    // Asking the method plugins for their settings schemas runs wasm:
+    // off the async workers.
+    let host = state.host().clone();
+    let config = tokio::task::spawn_blocking(move || {
+        TrainConfig::from_json(body, &MethodCatalog::from_host(&host))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| invalid(e.to_string()))?;
     let runs = state.runs_dir();
     let output_dir = api_output_dir(&config, &runs)?;
     let queue = queue(&state)?;

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::Context;
 use crate::plugins::Kind;
 use crate::store::Store;
-use crate::train::config::RawConfig;
+use crate::train::config::{MethodCatalog, RawConfig};
 use crate::train::jobs::{JobQueue, JobRecord, JobStatus, JobUpdate, QueueOptions, StoredEvent};
 use crate::train::{TrainerEnv, default_trainer};
 
@@ -58,26 +58,10 @@ pub fn run(ctx: Context, args: TrainArgs) -> Result<ExitCode> {
     if let Some(r) = &args.resume {
         raw.insert("resume_from_checkpoint", r.clone().into());
     }
-    let config = raw.finish()?;
     let host = Arc::new(ctx.start_plugins()?);
-    let methods: Vec<String> = host
-        .list()
-        .iter()
-        .filter(|p| p.kind() == Kind::Method)
-        .map(|p| p.name().to_string())
-        .collect();
-    let method_from_set = args
-        .set
-        .iter()
-        .any(|s| s.trim_start().starts_with("training_method"));
-    config.check_method(&methods).map_err(|e| {
-        let origin = if method_from_set {
-            "--set".to_string()
-        } else {
-            args.config.display().to_string()
-        };
-        anyhow::anyhow!("{origin}: {e}")
-    })?;
+    // The method plugins' settings schemas decide which of the remaining
+    // keys are valid, so the config is checked once the plugins are loaded.
+    let config = raw.finish(&MethodCatalog::from_host(&host))?;
     let store = Arc::new(Store::open(&ctx.settings.database)?);
     let env = TrainerEnv {
         host,
@@ -222,18 +206,7 @@ impl View {
             return;
         }
         let ev = &e.event;
-        let mut parts = Vec::new();
-        if let Some(l) = ev.loss {
-            parts.push(format!("loss {l:.4}"));
-        }
-        if let Some(t) = ev.tokens_per_s {
-            parts.push(format!("{t:.0} tok/s"));
-        }
-        if let Some(lr) = ev.lr {
-            parts.push(format!("lr {lr:.2e}"));
-        }
-        parts.push(format!("epoch {:.2}", ev.epoch));
-        let msg = parts.join(" | ");
+        let msg = step_summary(ev);
         match &self.bar {
             Some(bar) => {
                 bar.set_position(ev.step);
@@ -371,4 +344,70 @@ pub fn run_jobs(ctx: Context, cmd: JobsCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One step in words: the loss, then the metrics the method reported
+/// (`report-metric`, e.g. a DPO margin) and the eval loss, then speed,
+/// learning rate and epoch. Used by the progress bar and the plain
+/// per-step lines alike.
+fn step_summary(ev: &crate::train::TrainEvent) -> String {
+    let mut parts = Vec::new();
+    if let Some(l) = ev.loss {
+        parts.push(format!("loss {l:.4}"));
+    }
+    for (name, value) in &ev.metrics {
+        if let Some(v) = value.as_f64() {
+            parts.push(format!("{name} {}", metric_text(v)));
+        }
+    }
+    if let Some(t) = ev.tokens_per_s {
+        parts.push(format!("{t:.0} tok/s"));
+    }
+    if let Some(lr) = ev.lr {
+        parts.push(format!("lr {lr:.2e}"));
+    }
+    parts.push(format!("epoch {:.2}", ev.epoch));
+    parts.join(" | ")
+}
+
+/// Four significant digits, in plain notation where that stays short.
+fn metric_text(v: f64) -> String {
+    if v == 0.0 {
+        "0.000".into()
+    } else if (1e-3..1e5).contains(&v.abs()) {
+        let decimals = (3 - v.abs().log10().floor() as i32).clamp(0, 6) as usize;
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_metrics_appear_beside_the_loss() {
+        let mut metrics = serde_json::Map::new();
+        metrics.insert("reward_margin".into(), json!(0.123456));
+        metrics.insert("eval_loss".into(), json!(2.5));
+        metrics.insert("truncated".into(), json!("3 samples"));
+        let ev = crate::train::TrainEvent {
+            step: 3,
+            epoch: 0.5,
+            loss: Some(1.25),
+            lr: Some(1e-4),
+            grad_norm: None,
+            tokens_per_s: Some(812.4),
+            memory_bytes: None,
+            metrics,
+        };
+        assert_eq!(
+            step_summary(&ev),
+            "loss 1.2500 | eval_loss 2.500 | reward_margin 0.1235 | 812 tok/s | lr 1.00e-4 | epoch 0.50"
+        );
+        assert_eq!(metric_text(12345.678), "12346");
+        assert_eq!(metric_text(1e-7), "1.000e-7");
+        assert_eq!(metric_text(0.0), "0.000");
+    }
 }

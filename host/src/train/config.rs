@@ -10,6 +10,7 @@
 //! ms-swift, so existing configs mostly carry over. The reference is
 //! `docs/training.md`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -18,13 +19,17 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-/// Methods that ship with tuner (method plugins `sft`, `lora`, `qlora`;
-/// `full` is another name for `sft`).
-pub const BUILTIN_METHODS: [&str; 4] = ["full", "lora", "qlora", "sft"];
+use crate::plugins::settings::{self, Setting};
+
 
 /// A complete, checked training configuration.
+///
+/// The host types only the keys it acts on itself. Every other key belongs to
+/// the method plugin (`lora_rank`, `beta`, ...): it is checked against the
+/// plugin's settings schema and kept, defaults filled in, in
+/// [`TrainConfig::method_settings`], which serialises flat beside the host's
+/// keys so a stored job reads like the file it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// Hub id (`Qwen/Qwen3-0.6B`, from the model cache) or a local model folder.
     pub model_name: String,
@@ -77,28 +82,6 @@ pub struct TrainConfig {
     /// Batch samples of similar length together.
     #[serde(default)]
     pub group_by_length: bool,
-    /// LoRA rank r.
-    #[serde(default = "d_rank")]
-    pub lora_rank: usize,
-    /// LoRA alpha (scale = alpha / r, or alpha / sqrt(r) with rsLoRA).
-    #[serde(default = "d_alpha")]
-    pub lora_alpha: f64,
-    /// Dropout on the LoRA input while training.
-    #[serde(default = "d_lora_dropout")]
-    pub lora_dropout: f64,
-    /// Module names to adapt (`q_proj`, `v_proj`, ...) or `all-linear`.
-    /// A string is accepted (comma-separated).
-    #[serde(default = "d_targets", deserialize_with = "modules")]
-    pub target_modules: Vec<String>,
-    /// rsLoRA scaling (alpha / sqrt(r)).
-    #[serde(default)]
-    pub use_rslora: bool,
-    /// Frozen base in NF4 (4-bit); default true for `qlora`.
-    #[serde(default)]
-    pub load_in_4bit: bool,
-    /// Frozen base in 8-bit.
-    #[serde(default)]
-    pub load_in_8bit: bool,
     /// Recompute each layer in the backward pass to save memory.
     #[serde(default = "d_true")]
     pub gradient_checkpointing: bool,
@@ -139,6 +122,11 @@ pub struct TrainConfig {
     /// Job name shown in lists (default `<model>-<method>`).
     #[serde(default)]
     pub run_name: Option<String>,
+    /// The method plugin's settings, checked against its schema, defaults
+    /// filled in (e.g. `lora_rank = 8`).
+    #[serde(flatten, default)]
+    #[schema(value_type = Object)]
+    pub method_settings: BTreeMap<String, Value>,
 }
 
 fn d_method() -> String {
@@ -167,18 +155,6 @@ fn d_one() -> f64 {
 }
 fn d_seq() -> usize {
     2048
-}
-fn d_rank() -> usize {
-    8
-}
-fn d_alpha() -> f64 {
-    32.0
-}
-fn d_lora_dropout() -> f64 {
-    0.05
-}
-fn d_targets() -> Vec<String> {
-    vec!["all-linear".into()]
 }
 fn d_true() -> bool {
     true
@@ -295,14 +271,6 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 }
 
 /// A list of module names, or one string of comma-separated names.
-fn modules<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    Ok(one_or_many(d)?
-        .iter()
-        .flat_map(|s| s.split(','))
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect())
-}
 
 /// What kind of value a key holds, for lenient reading of strings.
 #[derive(Clone, Copy, PartialEq)]
@@ -313,7 +281,8 @@ enum Kind {
     Other,
 }
 
-/// Every key [`TrainConfig`] accepts, with aliases, and its kind.
+/// Every key the host acts on itself, with aliases, and its kind. Any
+/// other key belongs to the method plugin (see [`MethodCatalog`]).
 const KEYS: &[(&str, Kind)] = &[
     ("model_name", Kind::Other),
     ("training_method", Kind::Other),
@@ -334,13 +303,6 @@ const KEYS: &[(&str, Kind)] = &[
     ("max_length", Kind::Int),
     ("packing", Kind::Bool),
     ("group_by_length", Kind::Bool),
-    ("lora_rank", Kind::Int),
-    ("lora_alpha", Kind::Float),
-    ("lora_dropout", Kind::Float),
-    ("target_modules", Kind::Other),
-    ("use_rslora", Kind::Bool),
-    ("load_in_4bit", Kind::Bool),
-    ("load_in_8bit", Kind::Bool),
     ("gradient_checkpointing", Kind::Bool),
     ("save_steps", Kind::Int),
     ("save_total_limit", Kind::Int),
@@ -365,9 +327,6 @@ const OTHER_NAMES: &[(&str, &str)] = &[
     ("lr", "learning_rate"),
     ("epochs", "num_train_epochs"),
     ("batch_size", "per_device_train_batch_size"),
-    ("r", "lora_rank"),
-    ("lora_r", "lora_rank"),
-    ("lora_target_modules", "target_modules"),
     ("max_seq_len", "max_seq_length"),
     ("datasets", "dataset"),
     ("scheduler", "lr_scheduler_type"),
@@ -378,20 +337,112 @@ const OTHER_NAMES: &[(&str, &str)] = &[
     ("name", "run_name"),
 ];
 
-/// The closest valid key to `unknown`, if any is close enough to suggest.
-fn suggest(unknown: &str) -> Option<&'static str> {
+/// The host key another tool's name stands for (`lr` → `learning_rate`).
+fn other_name(unknown: &str) -> Option<&'static str> {
     let lower = unknown.to_ascii_lowercase().replace('-', "_");
-    if let Some((_, ours)) = OTHER_NAMES.iter().find(|(theirs, _)| *theirs == lower) {
-        return Some(ours);
+    OTHER_NAMES
+        .iter()
+        .find(|(theirs, _)| *theirs == lower)
+        .map(|(_, ours)| *ours)
+}
+
+/// The settings each installed method plugin declares: what the keys of a
+/// config outside the host's own are checked against.
+///
+/// A method whose schema could not be read (a broken plugin) is kept with
+/// the reason, so a config naming it fails with that reason rather than
+/// "not installed".
+#[derive(Debug, Clone, Default)]
+pub struct MethodCatalog {
+    methods: BTreeMap<String, Result<Vec<Setting>, String>>,
+}
+
+impl MethodCatalog {
+    /// An empty catalog: only configs for no method would pass.
+    pub fn new() -> Self {
+        Self::default()
     }
-    if let Some((k, _)) = KEYS.iter().find(|(k, _)| *k == lower) {
-        return Some(k);
+
+    /// Adds (or replaces) a method and its schema.
+    pub fn with(mut self, name: &str, schema: Result<Vec<Setting>, String>) -> Self {
+        self.methods.insert(name.to_string(), schema);
+        self
     }
-    KEYS.iter()
-        .map(|(k, _)| (strsim::damerau_levenshtein(&lower, k), *k))
-        .min()
-        .filter(|(d, k)| *d <= (k.len() / 3).max(2))
-        .map(|(_, k)| k)
+
+    /// Every method plugin of `host`, asking each for its settings.
+    pub fn from_host(host: &crate::plugins::PluginHost) -> Self {
+        let mut catalog = Self::new();
+        for plugin in host.list() {
+            if plugin.kind() == crate::plugins::manifest::Kind::Method {
+                let schema = plugin.settings().map_err(|e| e.to_string());
+                catalog.methods.insert(plugin.name().to_string(), schema);
+            }
+        }
+        catalog
+    }
+
+    /// The schema of `method`, `None` when no such method is installed.
+    pub fn schema(&self, method: &str) -> Option<&Result<Vec<Setting>, String>> {
+        self.methods.get(method)
+    }
+
+    /// Installed method names, with `full` (another name for `sft`).
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.methods.keys().cloned().collect();
+        if self.methods.contains_key("sft") {
+            names.push("full".into());
+        }
+        names.sort();
+        names
+    }
+
+    /// The methods other than `except` that declare `key`.
+    fn owners_of(&self, key: &str, except: &str) -> Vec<&str> {
+        self.methods
+            .iter()
+            .filter(|(name, _)| name.as_str() != except)
+            .filter(|(_, schema)| {
+                schema
+                    .as_ref()
+                    .is_ok_and(|s| s.iter().any(|setting| setting.name == key))
+            })
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+}
+
+/// Why a key is unknown, with the most useful hint: another tool's name for
+/// a host key, a near-miss of a host or method key, or the methods that do
+/// declare it.
+fn unknown_key_message(key: &str, method: &str, schema: &[Setting], catalog: &MethodCatalog) -> String {
+    if let Some(ours) = other_name(key) {
+        return format!("unknown key \"{key}\"; did you mean \"{ours}\"?");
+    }
+    let host_keys = KEYS.iter().map(|(k, _)| *k);
+    let method_keys = schema.iter().map(|s| s.name.as_str());
+    if let Some(close) = settings::closest(key, host_keys.chain(method_keys)) {
+        let whose = if schema.iter().any(|s| s.name == close) {
+            format!(" (a setting of method \"{method}\")")
+        } else {
+            String::new()
+        };
+        return format!("unknown key \"{key}\"; did you mean \"{close}\"{whose}?");
+    }
+    let owners = catalog.owners_of(key, method);
+    if !owners.is_empty() {
+        return format!(
+            "\"{key}\" is a setting of method {}, not of training_method \"{method}\"",
+            owners
+                .iter()
+                .map(|o| format!("\"{o}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    format!(
+        "unknown key \"{key}\" (see docs/training.md for the host's keys and \
+         `tuner plugins info {method}` for the method's)"
+    )
 }
 
 /// A configuration that cannot be used: one line per problem, each naming
@@ -509,23 +560,70 @@ impl RawConfig {
         }
     }
 
-    /// Checks keys and values and fills in defaults.
-    pub fn finish(mut self) -> Result<TrainConfig, ConfigError> {
+    /// Checks keys and values against the host's keys and the chosen
+    /// method's settings (from `catalog`) and fills in defaults.
+    pub fn finish(mut self, catalog: &MethodCatalog) -> Result<TrainConfig, ConfigError> {
+        let method = self
+            .map
+            .get("training_method")
+            .and_then(Value::as_str)
+            .unwrap_or("lora")
+            .trim()
+            .to_ascii_lowercase();
+        let plugin = if method == "full" { "sft" } else { method.as_str() };
+        let schema: &[Setting] = match catalog.schema(plugin) {
+            Some(Ok(schema)) => schema,
+            Some(Err(reason)) => {
+                return Err(ConfigError::one(
+                    self.origin_of("training_method"),
+                    format!("method plugin \"{plugin}\" cannot be used: {reason}"),
+                ));
+            }
+            None => {
+                let known = catalog.names();
+                let hint = settings::closest(&method, known.iter().map(String::as_str))
+                    .map(|k| format!("; did you mean \"{k}\"?"))
+                    .unwrap_or_default();
+                return Err(ConfigError::one(
+                    self.origin_of("training_method"),
+                    format!(
+                        "training_method \"{method}\" is not an installed method plugin{hint} \
+                         (installed: {})",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        };
         let mut problems = Vec::new();
-        let mut keys: Vec<&String> = self.map.keys().collect();
+        let mut method_given = Map::new();
+        let mut keys: Vec<String> = self.map.keys().cloned().collect();
         keys.sort();
         for key in keys {
-            if !KEYS.iter().any(|(k, _)| k == key) {
-                let message = match suggest(key) {
-                    Some(s) => format!("unknown key \"{key}\"; did you mean \"{s}\"?"),
-                    None => format!("unknown key \"{key}\" (see docs/training.md for the keys)"),
-                };
-                problems.push(prefixed(self.origin_of(key), message));
+            if KEYS.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            if schema.iter().any(|s| s.name == key) {
+                let value = self.map.remove(&key).expect("key listed from the map");
+                method_given.insert(key, value);
+            } else {
+                let message = unknown_key_message(&key, plugin, schema, catalog);
+                problems.push(prefixed(self.origin_of(&key), message));
             }
         }
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
+        let method_values = settings::check(schema, &method_given).map_err(|bad| ConfigError {
+            problems: bad
+                .into_iter()
+                .map(|p| {
+                    prefixed(
+                        self.origin_of(&p.key),
+                        format!("{} (method \"{plugin}\"): {}", p.key, p.message),
+                    )
+                })
+                .collect(),
+        })?;
         for (key, kind) in KEYS {
             if let Some(v) = self.map.get_mut(*key) {
                 coerce(v, *kind);
@@ -545,13 +643,17 @@ impl RawConfig {
         }
         self.fill_dependent_defaults();
         match serde_json::from_value::<TrainConfig>(Value::Object(self.map.clone())) {
-            Ok(config) => {
+            Ok(mut config) => {
                 config.check().map_err(|problems| ConfigError {
                     problems: problems
                         .into_iter()
                         .map(|(key, m)| prefixed(self.origin_of(key), m))
                         .collect(),
                 })?;
+                config.method_settings = method_values
+                    .into_iter()
+                    .map(|(k, v)| (k, v.to_json()))
+                    .collect();
                 Ok(config)
             }
             Err(_) => Err(ConfigError {
@@ -571,12 +673,6 @@ impl RawConfig {
         if !self.map.contains_key("learning_rate") && (method == "full" || method == "sft") {
             self.map.insert("learning_rate".into(), 1e-5.into());
         }
-        if method == "qlora"
-            && !self.map.contains_key("load_in_4bit")
-            && !self.map.contains_key("load_in_8bit")
-        {
-            self.map.insert("load_in_4bit".into(), true.into());
-        }
     }
 
     /// Which keys fail to read, and why (serde stops at the first; this
@@ -591,7 +687,11 @@ impl RawConfig {
                 ));
             }
         }
-        let mut keys: Vec<&String> = self.map.keys().collect();
+        let mut keys: Vec<&String> = self
+            .map
+            .keys()
+            .filter(|k| KEYS.iter().any(|(host, _)| host == k))
+            .collect();
         keys.sort();
         for key in keys {
             let mut probe = Map::new();
@@ -660,23 +760,68 @@ fn coerce(v: &mut Value, kind: Kind) {
 
 impl TrainConfig {
     /// Reads and checks a config file, with `--set key=value` overrides.
-    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+    pub fn load(
+        path: &Path,
+        overrides: &[String],
+        catalog: &MethodCatalog,
+    ) -> Result<Self, ConfigError> {
         let mut raw = RawConfig::from_file(path)?;
         for o in overrides {
             raw.set(o)?;
         }
-        raw.finish()
+        raw.finish(catalog)
     }
 
     /// Reads and checks a JSON object (the API body). Messages have no prefix.
-    pub fn from_json(value: Value) -> Result<Self, ConfigError> {
-        RawConfig::from_value("", value)?.finish()
+    pub fn from_json(value: Value, catalog: &MethodCatalog) -> Result<Self, ConfigError> {
+        RawConfig::from_value("", value)?.finish(catalog)
     }
 
-    /// The full configuration as JSON, for a method plugin's `configure`.
-    /// Every key is present, defaults filled in.
+    /// The host's part of the configuration as a JSON object (every host
+    /// key, defaults filled in; no method settings): the `job` a method
+    /// plugin's `configure` may read.
+    pub fn to_job_json(&self) -> String {
+        let mut host = self.clone();
+        host.method_settings.clear();
+        serde_json::to_string(&host).expect("a TrainConfig always serialises")
+    }
+
+    /// Host keys and method settings in one flat JSON object: the shape
+    /// `configure` of a `tuner:plugin@0.1.0` method plugin reads.
     pub fn to_plugin_json(&self) -> String {
         serde_json::to_string(self).expect("a TrainConfig always serialises")
+    }
+
+    /// The method's settings, checked again against the plugin's schema now
+    /// (a job stored earlier may meet a plugin that changed since). Keys the
+    /// plugin no longer declares are an error naming them.
+    pub fn method_values(&self, schema: &[Setting]) -> Result<settings::Values, ConfigError> {
+        let stale: Vec<String> = self
+            .method_settings
+            .keys()
+            .filter(|k| !schema.iter().any(|s| &s.name == *k))
+            .map(|k| {
+                format!(
+                    "\"{k}\" is not a setting of method \"{}\" (any more): \
+                     the plugin changed since the job was submitted",
+                    self.method_plugin()
+                )
+            })
+            .collect();
+        if !stale.is_empty() {
+            return Err(ConfigError { problems: stale });
+        }
+        let given: Map<String, Value> = self
+            .method_settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        settings::check(schema, &given).map_err(|bad| ConfigError {
+            problems: bad
+                .into_iter()
+                .map(|p| format!("{} (method \"{}\"): {}", p.key, self.method_plugin(), p.message))
+                .collect(),
+        })
     }
 
     /// The method plugin that runs this config (`full` is `sft`).
@@ -685,12 +830,6 @@ impl TrainConfig {
             "full" => "sft",
             m => m,
         }
-    }
-
-    /// Whether every weight trains (`full`/`sft`). Plugin methods decide for
-    /// themselves in their plan.
-    pub fn is_full(&self) -> bool {
-        matches!(self.training_method.as_str(), "full" | "sft")
     }
 
     /// The job's display name: `run_name`, else `<model>-<method>`.
@@ -731,36 +870,6 @@ impl TrainConfig {
     pub fn warmup_steps_for(&self, total_steps: u64) -> u64 {
         self.warmup_steps
             .unwrap_or_else(|| (self.warmup_ratio * total_steps as f64).ceil() as u64)
-    }
-
-    /// Checks that `training_method` is built in or an installed method
-    /// plugin (`installed`: names of loaded method plugins).
-    pub fn check_method(&self, installed: &[String]) -> Result<(), ConfigError> {
-        let m = self.training_method.as_str();
-        if BUILTIN_METHODS.contains(&m) || installed.iter().any(|i| i == m) {
-            return Ok(());
-        }
-        let mut known: Vec<String> = BUILTIN_METHODS.iter().map(|s| s.to_string()).collect();
-        known.extend(installed.iter().cloned());
-        known.sort();
-        known.dedup();
-        let close = known
-            .iter()
-            .map(|k| (strsim::damerau_levenshtein(m, k), k))
-            .min()
-            .filter(|(d, _)| *d <= 2);
-        let hint = match close {
-            Some((_, k)) => format!("; did you mean \"{k}\"?"),
-            None => String::new(),
-        };
-        Err(ConfigError::one(
-            "",
-            format!(
-                "training_method \"{m}\" is neither built in nor an installed method plugin{hint} \
-                 (known: {})",
-                known.join(", ")
-            ),
-        ))
     }
 
     /// Value checks; each problem with the key it is about.
@@ -848,53 +957,8 @@ impl TrainConfig {
         if self.max_seq_length < 2 {
             bad("max_seq_length", "max_seq_length must be ≥ 2 tokens".into());
         }
-        if self.lora_rank == 0 {
-            bad("lora_rank", "lora_rank must be ≥ 1".into());
-        }
-        if !positive(self.lora_alpha) {
-            bad(
-                "lora_alpha",
-                format!("lora_alpha must be > 0 (got {})", self.lora_alpha),
-            );
-        }
-        if !(0.0..1.0).contains(&self.lora_dropout) {
-            bad(
-                "lora_dropout",
-                format!("lora_dropout must be in [0, 1) (got {})", self.lora_dropout),
-            );
-        }
-        if self.target_modules.is_empty() {
-            bad(
-                "target_modules",
-                "target_modules must name at least one module, or be \"all-linear\"".into(),
-            );
-        }
         if self.logging_steps == 0 {
             bad("logging_steps", "logging_steps must be ≥ 1".into());
-        }
-        if self.load_in_4bit && self.load_in_8bit {
-            bad(
-                "load_in_8bit",
-                "load_in_4bit and load_in_8bit cannot both be true".into(),
-            );
-        }
-        if self.is_full() && (self.load_in_4bit || self.load_in_8bit) {
-            bad(
-                "training_method",
-                format!(
-                    "training_method \"{}\" trains every weight, which cannot be quantised; \
-                     use \"qlora\" or set load_in_4bit/load_in_8bit to false",
-                    self.training_method
-                ),
-            );
-        }
-        if self.training_method == "qlora" && !(self.load_in_4bit || self.load_in_8bit) {
-            bad(
-                "training_method",
-                "qlora needs a quantised base: set load_in_4bit or load_in_8bit to true, \
-                 or use training_method \"lora\""
-                    .into(),
-            );
         }
         if let Some(r) = &self.resume_from_checkpoint
             && r.trim().is_empty()
@@ -911,11 +975,57 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugins::settings::{Bounds, SettingKind, SettingValue};
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    fn setting(name: &str, kind: SettingKind, default: Option<SettingValue>) -> Setting {
+        Setting {
+            name: name.into(),
+            kind,
+            default,
+            description: String::new(),
+            description_zh: None,
+        }
+    }
+
+    /// Stand-ins for installed method plugins (the real schemas live in
+    /// the plugins; these tests are about the host's side of the check).
+    fn catalog() -> MethodCatalog {
+        let rank = SettingKind::Integer {
+            bounds: Bounds {
+                min: Some(1.0),
+                max: Some(4096.0),
+                ..Bounds::default()
+            },
+        };
+        let dropout = SettingKind::Number {
+            bounds: Bounds {
+                min: Some(0.0),
+                max: Some(1.0),
+                exclusive_max: true,
+                ..Bounds::default()
+            },
+        };
+        let adapters = vec![
+            setting("lora_rank", rank, Some(SettingValue::Integer(8))),
+            setting("lora_dropout", dropout, Some(SettingValue::Number(0.05))),
+            setting("target_modules", SettingKind::Names, None),
+            setting("load_in_4bit", SettingKind::Boolean, Some(SettingValue::Boolean(false))),
+        ];
+        MethodCatalog::new()
+            .with("lora", Ok(adapters.clone()))
+            .with("qlora", Ok(adapters))
+            .with("sft", Ok(vec![]))
+            .with("broken", Err("it trapped in settings()".into()))
+    }
+
+    fn from_json(v: Value) -> Result<TrainConfig, ConfigError> {
+        TrainConfig::from_json(v, &catalog())
     }
 
     #[test]
@@ -926,15 +1036,15 @@ mod tests {
             "c.toml",
             "model_name = \"Qwen/Qwen3-0.6B\"\ndataset = \"alpaca_zh#500\"\nlora_rank = 16\n",
         );
-        let c = TrainConfig::load(&p, &[]).unwrap();
+        let c = TrainConfig::load(&p, &[], &catalog()).unwrap();
         assert_eq!(c.dataset, ["alpaca_zh#500"]);
-        assert_eq!(c.lora_rank, 16);
+        assert_eq!(c.method_settings["lora_rank"], 16);
+        assert_eq!(c.method_settings["lora_dropout"], 0.05, "the plugin's default");
+        assert!(!c.method_settings.contains_key("target_modules"), "no default: unset");
         assert_eq!(c.training_method, "lora");
         assert_eq!(c.learning_rate, 1e-4);
-        assert_eq!(c.target_modules, ["all-linear"]);
         assert_eq!(c.lr_scheduler_type, LrScheduler::Cosine);
         assert_eq!(c.device, DeviceChoice::Auto);
-        assert!(!c.load_in_4bit);
         assert_eq!(c.name(), "Qwen3-0.6B-lora");
         assert_eq!(
             c.resolved_output_dir(Path::new("/w")),
@@ -950,14 +1060,17 @@ mod tests {
             "c.yaml",
             "model_name: /models/qwen\ntraining_method: qlora\ndataset:\n  - a.jsonl\n  - b#10\n\
              learning_rate: 2e-4\nwarmup_ratio: \"0.1\"\ntarget_modules: q_proj, v_proj\n\
-             device: cuda:1\ndtype: bf16\nmax_steps: 20.0\n",
+             device: cuda:1\ndtype: bf16\nmax_steps: 20.0\nlora_rank: \"4\"\n",
         );
-        let c = TrainConfig::load(&p, &[]).unwrap();
+        let c = TrainConfig::load(&p, &[], &catalog()).unwrap();
         assert_eq!(c.dataset, ["a.jsonl", "b#10"]);
         assert_eq!(c.learning_rate, 2e-4);
         assert_eq!(c.warmup_ratio, 0.1);
-        assert_eq!(c.target_modules, ["q_proj", "v_proj"]);
-        assert!(c.load_in_4bit, "qlora defaults to 4-bit");
+        assert_eq!(
+            c.method_settings["target_modules"],
+            serde_json::json!(["q_proj", "v_proj"])
+        );
+        assert_eq!(c.method_settings["lora_rank"], 4);
         assert_eq!(c.device, DeviceChoice::Cuda(1));
         assert_eq!(c.dtype, DtypeChoice::Bf16);
         assert_eq!(c.max_steps, Some(20));
@@ -966,38 +1079,52 @@ mod tests {
 
     #[test]
     fn full_has_its_own_learning_rate_and_plugin() {
-        let c = TrainConfig::from_json(serde_json::json!({
+        let c = from_json(serde_json::json!({
             "model_name": "m", "dataset": ["d"], "training_method": "full"}))
         .unwrap();
         assert_eq!(c.learning_rate, 1e-5);
         assert_eq!(c.method_plugin(), "sft");
+        assert!(c.method_settings.is_empty());
     }
 
     #[test]
-    fn unknown_key_names_the_closest() {
+    fn unknown_key_names_the_closest_of_either_side() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(
             dir.path(),
             "config.toml",
             "model_name = \"m\"\ndataset = \"d\"\nlora_rnak = 8\n",
         );
-        let e = TrainConfig::load(&p, &[]).unwrap_err();
+        let e = TrainConfig::load(&p, &[], &catalog()).unwrap_err();
         assert_eq!(
             e.to_string(),
             format!(
-                "{}: unknown key \"lora_rnak\"; did you mean \"lora_rank\"?",
+                "{}: unknown key \"lora_rnak\"; did you mean \"lora_rank\" (a setting of method \"lora\")?",
                 p.display()
             )
         );
-        let e = TrainConfig::from_json(serde_json::json!({
-            "model_name": "m", "dataset": "d", "lr": 1e-4, "zzzzzzzzzz": 1}))
+        let e = from_json(serde_json::json!({
+            "model_name": "m", "dataset": "d", "lr": 1e-4, "zzzzzzzzzz": 1, "learning_rat": 1}))
         .unwrap_err();
         assert_eq!(
             e.problems,
             [
+                "unknown key \"learning_rat\"; did you mean \"learning_rate\"?",
                 "unknown key \"lr\"; did you mean \"learning_rate\"?",
-                "unknown key \"zzzzzzzzzz\" (see docs/training.md for the keys)"
+                "unknown key \"zzzzzzzzzz\" (see docs/training.md for the host's keys and \
+                 `tuner plugins info lora` for the method's)"
             ]
+        );
+    }
+
+    #[test]
+    fn a_key_of_another_method_says_whose_it_is() {
+        let e = from_json(serde_json::json!({
+            "model_name": "m", "dataset": "d", "training_method": "full", "load_in_4bit": true}))
+        .unwrap_err();
+        assert_eq!(
+            e.problems,
+            ["\"load_in_4bit\" is a setting of method \"lora\", \"qlora\", not of training_method \"sft\""]
         );
     }
 
@@ -1012,17 +1139,23 @@ mod tests {
                 "packing=true".into(),
                 "system=Be brief.".into(),
             ],
+            &catalog(),
         )
         .unwrap();
-        assert_eq!((c.lora_rank, c.packing), (4, true));
+        assert_eq!((c.method_settings["lora_rank"].clone(), c.packing), (4.into(), true));
         assert_eq!(c.system.as_deref(), Some("Be brief."));
-        let e = TrainConfig::load(&p, &["learning_rat=1".into()]).unwrap_err();
+        let e = TrainConfig::load(&p, &["learning_rat=1".into()], &catalog()).unwrap_err();
         assert_eq!(
             e.to_string(),
             "--set: unknown key \"learning_rat\"; did you mean \"learning_rate\"?"
         );
-        let e = TrainConfig::load(&p, &["learning_rate=0".into()]).unwrap_err();
+        let e = TrainConfig::load(&p, &["learning_rate=0".into()], &catalog()).unwrap_err();
         assert_eq!(e.to_string(), "--set: learning_rate must be > 0 (got 0)");
+        let e = TrainConfig::load(&p, &["lora_rank=0".into()], &catalog()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--set: lora_rank (method \"lora\"): must be at least 1, found 0"
+        );
     }
 
     #[test]
@@ -1032,7 +1165,7 @@ mod tests {
             v.as_object_mut()
                 .unwrap()
                 .extend(extra.as_object().unwrap().clone());
-            TrainConfig::from_json(v).unwrap_err().to_string()
+            from_json(v).unwrap_err().to_string()
         };
         assert_eq!(
             bad(serde_json::json!({"learning_rate": -1})),
@@ -1050,15 +1183,16 @@ mod tests {
             bad(serde_json::json!({"device": "tpu"})).starts_with("device: unknown device \"tpu\"")
         );
         assert_eq!(
-            bad(serde_json::json!({"per_device_train_batch_size": 0, "lora_dropout": 1.5})),
-            "per_device_train_batch_size must be ≥ 1\nlora_dropout must be in [0, 1) (got 1.5)"
+            bad(serde_json::json!({"per_device_train_batch_size": 0})),
+            "per_device_train_batch_size must be ≥ 1"
         );
-        assert!(
-            bad(serde_json::json!({"load_in_4bit": true, "training_method": "full"}))
-                .contains("cannot be quantised")
+        assert_eq!(
+            bad(serde_json::json!({"lora_dropout": 1.5, "lora_rank": "x"})),
+            "lora_dropout (method \"lora\"): must be below 1, found 1.5\n\
+             lora_rank (method \"lora\"): expected a whole number, found \"x\""
         );
         assert!(bad(serde_json::json!({"dataset": "x#0"})).contains("sample count"));
-        let e = TrainConfig::from_json(serde_json::json!({"lora_rank": 4})).unwrap_err();
+        let e = from_json(serde_json::json!({"lora_rank": 4})).unwrap_err();
         assert_eq!(
             e.problems,
             [
@@ -1069,20 +1203,37 @@ mod tests {
     }
 
     #[test]
-    fn unknown_method_suggests_installed_ones() {
-        let c = TrainConfig::from_json(serde_json::json!({
-            "model_name": "m", "dataset": "d", "training_method": "dpoo"}))
-        .unwrap();
-        let e = c.check_method(&["dpo".into()]).unwrap_err().to_string();
-        assert!(e.contains("did you mean \"dpo\"?"), "{e}");
-        assert!(c.check_method(&["dpoo".into()]).is_ok());
+    fn unknown_or_broken_method_is_named() {
+        let e = from_json(serde_json::json!({
+            "model_name": "m", "dataset": "d", "training_method": "lorra"}))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("did you mean \"lora\"?"), "{e}");
+        assert!(e.contains("installed: broken, full, lora, qlora, sft"), "{e}");
+        let e = from_json(serde_json::json!({
+            "model_name": "m", "dataset": "d", "training_method": "broken"}))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "method plugin \"broken\" cannot be used: it trapped in settings()");
     }
 
     #[test]
-    fn plugin_json_has_every_key_and_keys_table_matches() {
-        let c =
-            TrainConfig::from_json(serde_json::json!({"model_name": "m", "dataset": "d"})).unwrap();
-        let v: Value = serde_json::from_str(&c.to_plugin_json()).unwrap();
+    fn stored_settings_are_checked_again_against_the_plugin() {
+        let c = from_json(serde_json::json!({"model_name": "m", "dataset": "d", "lora_rank": 2}))
+            .unwrap();
+        let Some(Ok(schema)) = catalog().schema("lora").cloned() else {
+            unreachable!()
+        };
+        let values = c.method_values(&schema).unwrap();
+        assert_eq!(values[0], ("lora_rank".into(), SettingValue::Integer(2)));
+        let e = c.method_values(&schema[1..]).unwrap_err().to_string();
+        assert!(e.contains("\"lora_rank\" is not a setting of method \"lora\""), "{e}");
+    }
+
+    #[test]
+    fn job_json_has_every_host_key_and_keys_table_matches() {
+        let c = from_json(serde_json::json!({"model_name": "m", "dataset": "d"})).unwrap();
+        let v: Value = serde_json::from_str(&c.to_job_json()).unwrap();
         let mut serialised: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
         serialised.sort();
         let aliases = ["split_dataset_ratio", "max_length"];
@@ -1093,7 +1244,11 @@ mod tests {
             .collect();
         table.sort();
         assert_eq!(serialised, table);
-        // Round trip: what the API stores reads back the same.
-        assert_eq!(TrainConfig::from_json(v).unwrap(), c);
+        // Round trip: what the API stores (host and method keys, flat)
+        // reads back the same.
+        let stored = serde_json::to_value(&c).unwrap();
+        assert_eq!(stored["lora_rank"], 8);
+        assert_eq!(from_json(stored.clone()).unwrap(), c);
+        assert_eq!(serde_json::from_value::<TrainConfig>(stored).unwrap(), c);
     }
 }

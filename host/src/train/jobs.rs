@@ -787,7 +787,9 @@ mod tests {
         v.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
-        TrainConfig::from_json(v).unwrap()
+        // The fake trainer runs no plugin: a method with no settings.
+        let catalog = crate::train::config::MethodCatalog::new().with("lora", Ok(Vec::new()));
+        TrainConfig::from_json(v, &catalog).unwrap()
     }
 
     /// Reports `max_steps` steps; each step waits for a go from the test
