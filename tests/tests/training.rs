@@ -72,15 +72,19 @@ impl Setup {
             "lr_scheduler_type": "constant",
             "warmup_ratio": 0.0,
             "max_seq_length": 64,
-            "lora_rank": 16,
-            "lora_alpha": 32,
-            "lora_dropout": 0.0,
             "logging_steps": 1,
             "save_steps": 0,
             "device": "cpu",
             "seed": 7,
             "output_dir": self.path(name),
         });
+        // The LoRA keys are the adapter methods' settings: any other method
+        // would refuse them as keys it does not declare.
+        if matches!(method, "lora" | "qlora") {
+            config["lora_rank"] = 16.into();
+            config["lora_alpha"] = 32.into();
+            config["lora_dropout"] = 0.0.into();
+        }
         for (k, v) in extra.as_object().unwrap() {
             config[k] = v.clone();
         }
@@ -265,7 +269,26 @@ fn bad_configs_and_a_broken_method_plugin_fail_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("unknown key \"lora_rnak\"") && err.contains("lora_rank"),
+        err.contains("unknown key \"lora_rnak\"; did you mean \"lora_rank\" (a setting of method \"lora\")?"),
+        "{err}"
+    );
+
+    // A key of another method says whose it is; a bad value names the
+    // method's rule.
+    let config = s.config("quantised-full", "full", serde_json::json!({"load_in_4bit": true}));
+    let (out, _) = s.train(&config, &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("\"load_in_4bit\" is a setting of method \"lora\", \"qlora\", not of training_method \"sft\""),
+        "{err}"
+    );
+    let config = s.config("rank-zero", "lora", serde_json::json!({}));
+    let (out, _) = s.train(&config, &["--set", "lora_rank=0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--set: lora_rank (method \"lora\"): must be at least 1, found 0"),
         "{err}"
     );
 

@@ -104,7 +104,7 @@ async fn bad_configs_are_rejected_naming_the_key() {
     assert_eq!(
         body,
         json!({"error": {"code": "invalid_training_config",
-                         "message": "unknown key \"lora_rnak\"; did you mean \"lora_rank\"?"}})
+                         "message": "unknown key \"lora_rnak\"; did you mean \"lora_rank\" (a setting of method \"lora\")?"}})
     );
     let (status, body) = post(
         &s,
@@ -335,7 +335,7 @@ fn cli_reports_config_errors_and_lists_jobs() {
     assert!(!out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
-        "error: config.toml: unknown key \"lora_rnak\"; did you mean \"lora_rank\"?"
+        "error: config.toml: unknown key \"lora_rnak\"; did you mean \"lora_rank\" (a setting of method \"lora\")?"
     );
     std::fs::write(
         work.path().join("config.yaml"),
