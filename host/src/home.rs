@@ -29,6 +29,9 @@ pub struct Home {
     pub plugin_dir: PathBuf,
     /// Compiled plugin code, keyed by wasm hash and engine.
     pub compile_cache_dir: PathBuf,
+    /// Cargo target folders shared by every `tuner plugins build`, one per
+    /// wasm toolchain, so `std` and common dependencies are built once.
+    pub wasm_build_cache_dir: PathBuf,
 }
 
 impl Home {
@@ -50,6 +53,7 @@ impl Home {
             model_cache_dir: root.join("models"),
             plugin_dir: root.join("plugins"),
             compile_cache_dir: root.join("cache").join("compiled-plugins"),
+            wasm_build_cache_dir: root.join("cache").join("wasm-build"),
         }
     }
 
@@ -68,6 +72,7 @@ impl Home {
             model_cache_dir: cache.join("models"),
             plugin_dir: data.join("plugins"),
             compile_cache_dir: cache.join("compiled-plugins"),
+            wasm_build_cache_dir: cache.join("wasm-build"),
         })
     }
 }

@@ -63,7 +63,7 @@ pub struct BuildArgs {
     /// Copy the component (and plugin.toml as NAME.toml) into the plugin folder.
     #[arg(long)]
     pub install: bool,
-    /// Cargo target folder for the wasm build (default: DIR/target).
+    /// Cargo target folder for the wasm build (default: one shared by all plugin builds, under the tuner home's cache).
     #[arg(long)]
     pub target_dir: Option<PathBuf>,
 }
@@ -175,11 +175,21 @@ fn build(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
     crate::plugins::manifest::check_name(&krate.package)
         .map_err(|e| anyhow::anyhow!("package name in Cargo.toml: {e}"))?;
     let toolchain = tuner_wasm_build::find_toolchain()?;
-    eprintln!("building {} with {toolchain}", krate.package);
-    let target_dir = args
-        .target_dir
-        .clone()
-        .unwrap_or_else(|| args.dir.join("target"));
+    // One cargo target folder for all plugin crates, per toolchain: the
+    // wasm32 `std` (compiled with -Zbuild-std when there is no prebuilt one)
+    // and common dependencies such as tuner-sdk are built by the first crate
+    // and reused by every later one, since their package, features, profile
+    // and flags are the same. Cargo locks the folder while it builds, so
+    // concurrent builds wait for each other instead of clashing.
+    let target_dir = match &args.target_dir {
+        Some(dir) => dir.clone(),
+        None => ctx.home.wasm_build_cache_dir.join(toolchain.cache_key()?),
+    };
+    eprintln!(
+        "building {} with {toolchain} in {}",
+        krate.package,
+        target_dir.display()
+    );
     let built = tuner_wasm_build::build(
         &toolchain,
         &args.dir.join("Cargo.toml"),

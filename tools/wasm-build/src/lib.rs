@@ -50,6 +50,72 @@ pub enum Toolchain {
     },
 }
 
+impl Toolchain {
+    /// The rustc that compiles: the one set, or cargo's default `rustc`.
+    fn rustc(&self) -> &Path {
+        match self {
+            Toolchain::Prebuilt {
+                rustc: Some(rustc), ..
+            }
+            | Toolchain::BuildStd { rustc, .. } => rustc,
+            Toolchain::Prebuilt { rustc: None, .. } => Path::new("rustc"),
+        }
+    }
+
+    /// A folder name for this toolchain's build outputs, so one cargo target
+    /// folder can serve many plugin crates: the rustc release and commit hash
+    /// (from `rustc -vV`), plus `-build-std` when `std` is compiled from
+    /// source. Another compiler gets another name, so an upgrade starts in a
+    /// fresh folder instead of piling up next to the old compiler's files.
+    pub fn cache_key(&self) -> Result<String, BuildError> {
+        let rustc = self.rustc();
+        let info = probe(rustc, &["-vV"])
+            .ok_or_else(|| BuildError::NoToolchain(format!("`{} -vV` failed", rustc.display())))?;
+        Ok(toolchain_key(
+            &info,
+            matches!(self, Toolchain::BuildStd { .. }),
+        ))
+    }
+}
+
+/// See [`Toolchain::cache_key`]; `version_info` is `rustc -vV`'s output.
+fn toolchain_key(version_info: &str, build_std: bool) -> String {
+    let field = |name: &str| {
+        version_info
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && *v != "unknown")
+    };
+    let release = field("release").unwrap_or("unknown");
+    let id: String = match field("commit-hash") {
+        Some(hash) => hash.chars().take(12).collect(),
+        // No commit hash (some source builds): the whole description it is.
+        None => {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(version_info.as_bytes())
+                .iter()
+                .take(6)
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        }
+    };
+    let mut key: String = format!("{release}-{id}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if build_std {
+        key.push_str("-build-std");
+    }
+    key
+}
+
 impl fmt::Display for Toolchain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -328,7 +394,13 @@ pub enum Output {
 ///
 /// `target_dir` is cargo's target folder for the wasm build; keep it separate
 /// from the host's (cargo locks it while building) and share it between
-/// builds so `std` is compiled only once.
+/// builds, even of unrelated crates, so `std` and common dependencies are
+/// compiled only once: cargo reuses an artifact whenever package, features,
+/// profile and flags match, whichever workspace asked for it.
+///
+/// Builds sharing a folder are safe to run at once: cargo holds a file lock
+/// on the folder while it builds, and a lock of our own
+/// (`tuner-build.lock`) also covers reading the modules afterwards.
 pub fn build(
     toolchain: &Toolchain,
     manifest_path: &Path,
@@ -336,6 +408,13 @@ pub fn build(
     target_dir: &Path,
     output: Output,
 ) -> Result<Vec<BuiltPlugin>, BuildError> {
+    std::fs::create_dir_all(target_dir)
+        .map_err(|e| io_err(format!("creating {}", target_dir.display()), e))?;
+    let _lock = lock_target_dir(target_dir, output)?;
+    let out_dir = target_dir.join(WASM_TARGET).join("release");
+    let owners = target_dir.join("tuner-crates");
+    claim_artifacts(&out_dir, &owners, crates)?;
+
     let mut cmd = cargo_command(toolchain);
     cmd.arg("build")
         .arg("--release")
@@ -353,7 +432,6 @@ pub fn build(
     }
     run_cargo(cmd, output)?;
 
-    let out_dir = target_dir.join(WASM_TARGET).join("release");
     crates
         .iter()
         .map(|krate| {
@@ -376,6 +454,78 @@ pub fn build(
             })
         })
         .collect()
+}
+
+/// Takes `target_dir/tuner-build.lock`, waiting (with a note) while another
+/// build holds it. Released when the file is dropped.
+fn lock_target_dir(target_dir: &Path, output: Output) -> Result<std::fs::File, BuildError> {
+    let path = target_dir.join("tuner-build.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            if output == Output::Inherit {
+                eprintln!(
+                    "waiting for another plugin build using {}",
+                    target_dir.display()
+                );
+            }
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(io_err(format!("locking {}", path.display()), e));
+        }
+    }
+    file.lock()
+        .map_err(|e| io_err(format!("locking {}", path.display()), e))?;
+    Ok(file)
+}
+
+fn crate_id(krate: &PluginCrate) -> String {
+    let dir = krate
+        .dir
+        .canonicalize()
+        .unwrap_or_else(|_| krate.dir.clone());
+    dir.display().to_string()
+}
+
+/// Cargo names a path crate's cdylib without a hash (`deps/NAME.wasm`), so
+/// two crates with the same package name in one target folder write the same
+/// file, and cargo, finding the other crate's fingerprint fresh, would hand
+/// back whichever module was written last. So the folder records which
+/// crate each module came from (`tuner-crates/NAME.wasm`), and a module
+/// from another crate is deleted before building, which makes cargo relink.
+/// The record is written before cargo runs: afterwards the module is either
+/// missing or this crate's, even when the build fails.
+fn claim_artifacts(
+    out_dir: &Path,
+    owners: &Path,
+    crates: &[PluginCrate],
+) -> Result<(), BuildError> {
+    std::fs::create_dir_all(owners)
+        .map_err(|e| io_err(format!("creating {}", owners.display()), e))?;
+    for krate in crates {
+        let name = krate.artifact_name();
+        let record = owners.join(&name);
+        let id = crate_id(krate);
+        if std::fs::read_to_string(&record).is_ok_and(|owner| owner == id) {
+            continue;
+        }
+        for path in [out_dir.join("deps").join(&name), out_dir.join(&name)] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(format!("removing {}", path.display()), e)),
+            }
+        }
+        std::fs::write(&record, id)
+            .map_err(|e| io_err(format!("writing {}", record.display()), e))?;
+    }
+    Ok(())
 }
 
 /// Prepares a cargo command with a clean environment.
@@ -495,4 +645,62 @@ pub fn outer_target_dir(out_dir: &Path) -> PathBuf {
         .find(|p| p.join("CACHEDIR.TAG").is_file())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| out_dir.join("wasm-target"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEBIAN: &str = "rustc 1.85.0 (4d91de4e4 2025-02-17) (built from a source tarball)
+binary: rustc
+commit-hash: 4d91de4e48198da2e33413efdcd9cd2cc0c46688
+commit-date: 2025-02-17
+host: x86_64-unknown-linux-gnu
+release: 1.85.0
+LLVM version: 19.1.7";
+
+    #[test]
+    fn the_toolchain_key_is_release_and_commit() {
+        assert_eq!(toolchain_key(DEBIAN, true), "1.85.0-4d91de4e4819-build-std");
+        assert_eq!(toolchain_key(DEBIAN, false), "1.85.0-4d91de4e4819");
+        let upgraded = DEBIAN.replace("4d91de4e48", "59807616e1");
+        assert_ne!(toolchain_key(&upgraded, true), toolchain_key(DEBIAN, true));
+    }
+
+    #[test]
+    fn without_a_commit_hash_the_whole_description_keys() {
+        let a = "rustc 1.80.0-nightly\ncommit-hash: unknown\nrelease: 1.80.0-nightly\nhost: a/b";
+        let b = a.replace("a/b", "c");
+        let key = toolchain_key(a, false);
+        assert!(key.starts_with("1.80.0-nightly-"), "{key}");
+        assert_ne!(key, toolchain_key(&b, false));
+        assert!(!key.contains('/'));
+    }
+
+    #[test]
+    fn a_module_built_from_another_crate_of_the_same_name_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        for dir in [&a, &b] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let krate = |dir: &Path| PluginCrate {
+            package: "my-lines".into(),
+            dir: dir.to_path_buf(),
+            is_cdylib: true,
+        };
+        let out = tmp.path().join("target/release");
+        let owners = tmp.path().join("target/tuner-crates");
+        std::fs::create_dir_all(out.join("deps")).unwrap();
+        let module = out.join("deps/my_lines.wasm");
+
+        claim_artifacts(&out, &owners, &[krate(&a)]).unwrap();
+        std::fs::write(&module, "a").unwrap();
+        // The same crate again: its module stays (cargo may find it fresh).
+        claim_artifacts(&out, &owners, &[krate(&a)]).unwrap();
+        assert!(module.is_file());
+        // Another crate with the same name: a's module must not be reused.
+        claim_artifacts(&out, &owners, &[krate(&b)]).unwrap();
+        assert!(!module.exists());
+    }
 }
