@@ -3,52 +3,299 @@
 //! The host decodes the file's bytes to text and feeds it to your
 //! [`RecordParser`] in chunks; you return each record as a sample or as a
 //! rejected record (with the field and reason). Records never need the whole
-//! file in memory. For line-oriented formats, [`Lines`](crate::Lines) does the
+//! file in memory. For line-oriented formats, [`Lines`] does the
 //! chunk-to-line bookkeeping, and [`ByLine`] turns a one-line parser
 //! ([`LineParser`]) into a full one.
+//!
+//! A format's own `--set key=value` options are declared by
+//! [`FormatPlugin::settings`]; the host checks the user's values against
+//! that schema and passes them, typed and with defaults filled in, in
+//! [`ParseOptions::settings`].
 
 use std::cell::RefCell;
+use std::fmt;
 
 pub use crate::__bindings::format::exports::tuner::plugin::format_plugin::{
-    FatalError, Location, ParseOptions, ParsedSample, RecordOutcome, RejectedRecord,
+    Location, ParsedSample, RecordOutcome, RejectedRecord,
 };
 pub use crate::{
     ChatSample, Lines, Message, PluginError, PluginInfo, PluginKind, PreferenceSample,
-    PromptSample, Sample,
+    PromptSample, Sample, Setting, SettingValue, Settings,
 };
 
 use crate::__bindings::format::exports::tuner::plugin::format_plugin as wit;
 
-/// A data format. Every method but `info` has a default.
+/// A data format. Every function but `info` has a default.
+///
+/// ```no_run
+/// use tuner_sdk::format::*;
+///
+/// struct Tsv;
+///
+/// impl FormatPlugin for Tsv {
+///     type Parser = ByLine<TsvLine>;
+///
+///     fn info() -> PluginInfo {
+///         tuner_sdk::plugin_info!(Format, "prompt<TAB>answer pairs")
+///     }
+///     fn extensions() -> Vec<String> {
+///         vec!["tsv".into()]
+///     }
+///     fn detect(file_name: &str, head: &str) -> f32 {
+///         match (file_name.ends_with(".tsv"), head.contains('\t')) {
+///             (true, _) => 0.9,
+///             (false, true) => 0.3,
+///             _ => 0.0,
+///         }
+///     }
+///     fn settings() -> Vec<Setting> {
+///         vec![Setting::text("system", "").no_default().describe("System prompt for every sample")]
+///     }
+///     fn check_options(options: &ParseOptions) -> Result<(), PluginError> {
+///         match options.layout.as_deref() {
+///             None | Some("openai") => Ok(()),
+///             Some(other) => Err(PluginError::field("layout", format!("only `openai`, not `{other}`"))),
+///         }
+///     }
+/// }
+///
+/// struct TsvLine { system: Option<String> }
+///
+/// impl LineParser for TsvLine {
+///     fn new(options: ParseOptions) -> Result<Self, FatalError> {
+///         Ok(TsvLine { system: options.settings.text("system").map(str::to_string) })
+///     }
+///     fn parse_line(&mut self, at: Location, line: &str) -> RecordOutcome {
+///         let Some((prompt, answer)) = line.split_once('\t') else {
+///             return RecordOutcome::rejected(at, None, "expected prompt<TAB>answer");
+///         };
+///         let mut messages: Vec<Message> = self.system.iter().map(|s| Message::new("system", s.as_str())).collect();
+///         messages.push(Message::new("user", prompt));
+///         messages.push(Message::new("assistant", answer));
+///         RecordOutcome::sample(at, Sample::Chat(ChatSample { messages, tools: None }), "openai")
+///     }
+/// }
+///
+/// tuner_sdk::export_plugin!(format: Tsv);
+/// ```
 pub trait FormatPlugin {
     /// The streaming parser for one file.
     type Parser: RecordParser;
 
     /// Name, version, description. Use [`plugin_info!`](crate::plugin_info).
+    ///
+    /// ```
+    /// let info = tuner_sdk::plugin_info!(Format, "One text sample per line");
+    /// # assert_eq!(info.description, "One text sample per line");
+    /// ```
     fn info() -> PluginInfo;
 
     /// File extensions this format reads, without the dot.
+    ///
+    /// ```
+    /// fn extensions() -> Vec<String> { vec!["jsonl".into(), "ndjson".into()] }
+    /// # assert_eq!(extensions().len(), 2);
+    /// ```
     fn extensions() -> Vec<String> {
         Vec::new()
     }
 
     /// Confidence from 0.0 to 1.0 that a file is in this format, given its
-    /// name and first few KiB of text. The default says "not mine".
+    /// name and first few KiB of text. The default says "not mine". Keep it
+    /// quick: the host gives detection 2 seconds.
+    ///
+    /// ```
+    /// fn detect(file_name: &str, head: &str) -> f32 {
+    ///     if file_name.ends_with(".lines") { 0.9 } else if head.is_empty() { 0.0 } else { 0.05 }
+    /// }
+    /// # assert_eq!(detect("a.lines", ""), 0.9);
+    /// ```
     fn detect(file_name: &str, head: &str) -> f32 {
         let _ = (file_name, head);
         0.0
     }
 
-    /// Rejects options the parser does not understand before any parsing.
+    /// The format's own settings (`--set key=value`), e.g. a delimiter. The
+    /// host refuses keys outside this list and values that do not fit it,
+    /// and fills in the defaults. The default: none.
+    ///
+    /// ```
+    /// use tuner_sdk::Setting;
+    /// fn settings() -> Vec<Setting> {
+    ///     vec![Setting::choice("split", &["file", "line"], "file").describe("What one sample is")]
+    /// }
+    /// # assert_eq!(settings()[0].name, "split");
+    /// ```
+    fn settings() -> Vec<Setting> {
+        Vec::new()
+    }
+
+    /// Rejects options before any parsing: a layout the format cannot
+    /// produce, a bad column mapping, a combination of settings the schema
+    /// cannot express. The host calls it before every parse. The default
+    /// accepts everything.
+    ///
+    /// ```
+    /// use tuner_sdk::format::{ParseOptions, PluginError};
+    /// fn check_options(options: &ParseOptions) -> Result<(), PluginError> {
+    ///     match options.settings.text("delimiter") {
+    ///         Some(d) if d.chars().count() != 1 => Err(PluginError::field("delimiter", "expected one character")),
+    ///         _ => Ok(()),
+    ///     }
+    /// }
+    /// let mut options = ParseOptions::new("data.csv");
+    /// options.settings = options.settings.with("delimiter", ";;");
+    /// assert_eq!(check_options(&options).unwrap_err().to_string(), "`delimiter`: expected one character");
+    /// ```
     fn check_options(options: &ParseOptions) -> Result<(), PluginError> {
         let _ = options;
         Ok(())
     }
 }
 
-/// Parses one file, chunk by chunk.
+/// How to parse one file.
+///
+/// ```
+/// use tuner_sdk::format::ParseOptions;
+/// let mut options = ParseOptions::new("train.csv");
+/// options.columns.push(("instruction".into(), "question".into()));
+/// options.settings = options.settings.with("delimiter", ";");
+/// assert_eq!(options.settings.text("delimiter"), Some(";"));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParseOptions {
+    /// Name of the file, for messages and extension-based choices.
+    pub file_name: String,
+    /// A record layout to force instead of detecting it (`alpaca`, ...).
+    pub layout: Option<String>,
+    /// Column mapping: (layout field, field in the file), like
+    /// LLaMA-Factory's `columns`.
+    pub columns: Vec<(String, String)>,
+    /// The format's settings, checked against
+    /// [`FormatPlugin::settings`] and completed with its defaults.
+    pub settings: Settings,
+}
+
+impl ParseOptions {
+    /// Options for `file_name` with nothing else set (for tests).
+    ///
+    /// ```
+    /// let options = tuner_sdk::format::ParseOptions::new("a.jsonl");
+    /// assert!(options.layout.is_none() && options.columns.is_empty());
+    /// ```
+    pub fn new(file_name: &str) -> ParseOptions {
+        ParseOptions {
+            file_name: file_name.to_string(),
+            ..ParseOptions::default()
+        }
+    }
+}
+
+impl From<wit::ParseOptions> for ParseOptions {
+    fn from(options: wit::ParseOptions) -> Self {
+        ParseOptions {
+            file_name: options.file_name,
+            layout: options.layout,
+            columns: options.columns,
+            settings: options.settings.into(),
+        }
+    }
+}
+
+/// A failure that ends the whole parse: the input is not in this format at
+/// all, or is cut off. Displays as `line N: message`.
+///
+/// ```
+/// use tuner_sdk::format::{FatalError, Location};
+/// let err = FatalError::new(Some(Location { line: 3, index: 2 }), "unterminated string");
+/// assert_eq!(err.to_string(), "line 3: unterminated string");
+/// assert_eq!(FatalError::new(None, "empty file").to_string(), "empty file");
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct FatalError {
+    /// Where, if known.
+    pub location: Option<Location>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FatalError {
+    /// A fatal error at an optional location.
+    ///
+    /// ```
+    /// let err = tuner_sdk::format::FatalError::new(None, "no header row");
+    /// assert!(err.location.is_none());
+    /// ```
+    pub fn new(location: Option<Location>, message: impl Into<String>) -> Self {
+        Self {
+            location,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for FatalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(at) => write!(f, "line {}: {}", at.line, self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for FatalError {}
+
+/// Parses one file, chunk by chunk. One parser per file; the host calls
+/// `new`, then `feed` once per chunk, then `finish`.
+///
+/// ```no_run
+/// use tuner_sdk::format::*;
+///
+/// /// Every blank-line-separated block is a text sample.
+/// struct Paragraphs { lines: Lines, block: String, start: u64, index: u64 }
+///
+/// impl Paragraphs {
+///     fn on_line(&mut self, line_no: u64, line: &str, out: &mut Vec<RecordOutcome>) {
+///         if line.trim().is_empty() {
+///             self.flush(out);
+///         } else {
+///             if self.block.is_empty() { self.start = line_no; } else { self.block.push('\n'); }
+///             self.block.push_str(line);
+///         }
+///     }
+///     fn flush(&mut self, out: &mut Vec<RecordOutcome>) {
+///         if self.block.is_empty() { return; }
+///         let at = Location { line: self.start, index: self.index };
+///         self.index += 1;
+///         out.push(RecordOutcome::sample(at, Sample::Text(std::mem::take(&mut self.block)), "text"));
+///     }
+/// }
+///
+/// impl RecordParser for Paragraphs {
+///     fn new(_options: ParseOptions) -> Result<Self, FatalError> {
+///         Ok(Paragraphs { lines: Lines::new(), block: String::new(), start: 1, index: 0 })
+///     }
+///     fn feed(&mut self, chunk: &str, out: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
+///         let mut lines = std::mem::take(&mut self.lines);
+///         lines.feed(chunk, |n, line| self.on_line(n, line, out));
+///         self.lines = lines;
+///         Ok(())
+///     }
+///     fn finish(&mut self, out: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
+///         let mut lines = std::mem::take(&mut self.lines);
+///         lines.finish(|n, line| self.on_line(n, line, out));
+///         self.flush(out);
+///         Ok(())
+///     }
+/// }
+/// # struct P;
+/// # impl FormatPlugin for P { type Parser = Paragraphs; fn info() -> PluginInfo { tuner_sdk::plugin_info!(Format, "") } }
+/// # tuner_sdk::export_plugin!(format: P);
+/// ```
 pub trait RecordParser: Sized + 'static {
-    /// Starts a parse with the user's options.
+    /// Starts a parse with the user's options (already accepted by
+    /// [`FormatPlugin::check_options`]). An error here is reported by the
+    /// first `feed`, since WIT constructors cannot fail.
     fn new(options: ParseOptions) -> Result<Self, FatalError>;
 
     /// Consumes the next chunk of text (which may end mid-record) and pushes
@@ -61,6 +308,13 @@ pub trait RecordParser: Sized + 'static {
 
 impl RecordOutcome {
     /// A sample found at `location` in `layout`.
+    ///
+    /// ```
+    /// use tuner_sdk::format::*;
+    /// let at = Location { line: 1, index: 0 };
+    /// let outcome = RecordOutcome::sample(at, Sample::Text("hello".into()), "text");
+    /// assert!(matches!(outcome, RecordOutcome::Sample(_)));
+    /// ```
     pub fn sample(location: Location, sample: Sample, layout: &str) -> Self {
         RecordOutcome::Sample(ParsedSample {
             location,
@@ -70,6 +324,14 @@ impl RecordOutcome {
     }
 
     /// A record rejected at `location`, naming the field at fault.
+    ///
+    /// ```
+    /// use tuner_sdk::format::*;
+    /// let at = Location { line: 4, index: 3 };
+    /// let outcome = RecordOutcome::rejected(at, Some("output"), "expected string, found number");
+    /// let RecordOutcome::Rejected(r) = outcome else { panic!() };
+    /// assert_eq!(r.field.as_deref(), Some("output"));
+    /// ```
     pub fn rejected(location: Location, field: Option<&str>, message: impl Into<String>) -> Self {
         RecordOutcome::Rejected(RejectedRecord {
             location,
@@ -79,19 +341,28 @@ impl RecordOutcome {
     }
 }
 
-impl FatalError {
-    /// A fatal error at an optional location.
-    pub fn new(location: Option<Location>, message: impl Into<String>) -> Self {
-        Self {
-            location,
-            message: message.into(),
-        }
-    }
-}
-
 /// A line-oriented format: one record per non-empty line (JSON Lines, CSV
 /// without multi-line fields, plain text). Use it as
 /// `type Parser = ByLine<MyLineParser>;` and only parse single lines.
+///
+/// ```no_run
+/// use tuner_sdk::format::*;
+///
+/// struct Upper;
+/// impl LineParser for Upper {
+///     fn new(_options: ParseOptions) -> Result<Self, FatalError> { Ok(Upper) }
+///     fn parse_line(&mut self, at: Location, line: &str) -> RecordOutcome {
+///         RecordOutcome::sample(at, Sample::Text(line.to_uppercase()), "text")
+///     }
+/// }
+///
+/// struct Shout;
+/// impl FormatPlugin for Shout {
+///     type Parser = ByLine<Upper>;
+///     fn info() -> PluginInfo { tuner_sdk::plugin_info!(Format, "Loud lines") }
+/// }
+/// tuner_sdk::export_plugin!(format: Shout);
+/// ```
 pub trait LineParser: Sized + 'static {
     /// Starts a parse with the user's options.
     fn new(options: ParseOptions) -> Result<Self, FatalError>;
@@ -102,6 +373,26 @@ pub trait LineParser: Sized + 'static {
 
 /// Turns a [`LineParser`] into a [`RecordParser`]: splits the streamed text
 /// into lines, skips blank ones, numbers lines and records.
+///
+/// ```
+/// use tuner_sdk::format::*;
+///
+/// struct Echo;
+/// impl LineParser for Echo {
+///     fn new(_: ParseOptions) -> Result<Self, FatalError> { Ok(Echo) }
+///     fn parse_line(&mut self, at: Location, line: &str) -> RecordOutcome {
+///         RecordOutcome::sample(at, Sample::Text(line.into()), "text")
+///     }
+/// }
+///
+/// let mut parser = <ByLine<Echo> as RecordParser>::new(ParseOptions::new("a.txt")).unwrap();
+/// let mut out = Vec::new();
+/// parser.feed("one\n\ntw", &mut out).unwrap();
+/// parser.feed("o\n", &mut out).unwrap();
+/// parser.finish(&mut out).unwrap();
+/// let RecordOutcome::Sample(second) = &out[1] else { panic!() };
+/// assert_eq!((second.location.line, second.location.index), (3, 1));
+/// ```
 pub struct ByLine<P: LineParser> {
     parser: P,
     lines: Lines,
@@ -171,9 +462,9 @@ impl<P: RecordParser> ParserResource<P> {
 }
 
 impl<P: RecordParser> wit::GuestParser for ParserResource<P> {
-    fn new(options: ParseOptions) -> Self {
+    fn new(options: wit::ParseOptions) -> Self {
         Self {
-            state: RefCell::new(P::new(options)),
+            state: RefCell::new(P::new(options.into())),
         }
     }
 
@@ -184,6 +475,11 @@ impl<P: RecordParser> wit::GuestParser for ParserResource<P> {
     fn finish(&self) -> Result<Vec<RecordOutcome>, FatalError> {
         self.with(|p, out| p.finish(out))
     }
+}
+
+#[doc(hidden)]
+pub fn __check_options<T: FormatPlugin>(options: wit::ParseOptions) -> Result<(), PluginError> {
+    T::check_options(&options.into())
 }
 
 #[doc(hidden)]
@@ -202,10 +498,13 @@ macro_rules! __format_glue {
             fn detect(file_name: String, head: String) -> f32 {
                 <$ty as $crate::format::FormatPlugin>::detect(&file_name, &head)
             }
+            fn settings() -> Vec<$crate::Setting> {
+                <$ty as $crate::format::FormatPlugin>::settings()
+            }
             fn check_options(
-                options: $crate::format::ParseOptions,
+                options: $crate::__bindings::format::exports::tuner::plugin::format_plugin::ParseOptions,
             ) -> Result<(), $crate::PluginError> {
-                <$ty as $crate::format::FormatPlugin>::check_options(&options)
+                $crate::format::__check_options::<$ty>(options)
             }
         }
     };

@@ -1,37 +1,72 @@
-//! The SDK for writing tuner plugins: data formats, model sources and
-//! training methods, compiled to WebAssembly components.
+//! The SDK for writing tuner plugins: WebAssembly components that tuner runs
+//! in a sandbox (no files, sockets or clocks; network only through the host,
+//! only to declared hosts).
 //!
-//! Implement one trait ([`FormatPlugin`], [`SourcePlugin`] or
-//! [`MethodPlugin`]) and register the type with [`export_plugin!`]:
+//! There are three kinds of plugin. Implement one trait and export the type
+//! with [`export_plugin!`]:
 //!
-//! ```ignore
+//! | Kind | Trait | What it does |
+//! |------|-------|--------------|
+//! | format | [`FormatPlugin`] (+ a [`format::RecordParser`]) | reads a data file format into training [`Sample`]s, streaming |
+//! | source | [`SourcePlugin`] | resolves a model or dataset repository to a file listing the host downloads |
+//! | method | [`MethodPlugin`] | a training method: declares its settings, says what the host prepares ([`method::Plan`]) and composes the loss from host tensors |
+//!
+//! Formats and methods declare their own settings as a schema
+//! ([`Setting`]); the host checks user values against it, fills in defaults
+//! and hands the plugin typed [`Settings`].
+//!
+//! A complete format plugin:
+//!
+//! ```no_run
 //! use tuner_sdk::format::*;
 //!
-//! struct Lines;
-//! impl FormatPlugin for Lines {
-//!     type Parser = LineParser;
-//!     fn info() -> PluginInfo { tuner_sdk::plugin_info!(Format, "one sample per line") }
+//! struct LinesFormat;
+//!
+//! impl FormatPlugin for LinesFormat {
+//!     type Parser = ByLine<LineToText>;
+//!     fn info() -> PluginInfo {
+//!         tuner_sdk::plugin_info!(Format, "One text sample per line")
+//!     }
 //!     fn detect(file_name: &str, _head: &str) -> f32 {
 //!         if file_name.ends_with(".lines") { 0.9 } else { 0.0 }
 //!     }
 //! }
-//! // ... `LineParser` implements `RecordParser` ...
-//! tuner_sdk::export_plugin!(format: Lines);
+//!
+//! struct LineToText;
+//!
+//! impl LineParser for LineToText {
+//!     fn new(_options: ParseOptions) -> Result<Self, FatalError> {
+//!         Ok(LineToText)
+//!     }
+//!     fn parse_line(&mut self, at: Location, line: &str) -> RecordOutcome {
+//!         RecordOutcome::sample(at, Sample::Text(line.to_string()), "text")
+//!     }
+//! }
+//!
+//! tuner_sdk::export_plugin!(format: LinesFormat);
 //! ```
 //!
-//! Build with `tuner plugins build DIR` (or `cargo build --target
-//! wasm32-unknown-unknown` followed by componentisation) and drop the `.wasm`
-//! into the plugin directory. `docs/plugin-authoring.md` walks through it.
+//! Build with `tuner plugins build DIR --install`, which compiles for
+//! `wasm32-unknown-unknown`, wraps the module into a component and copies it
+//! into the plugin folder. `docs/plugin-authoring.md` walks through it.
+//!
+//! This reference: `cargo doc -p tuner-sdk --open`.
 //!
 //! The generated WIT bindings stay private; this crate re-exports an explicit
 //! list of their types so that the public API is small and documented.
+
+#![warn(missing_docs)]
 
 // Lets the bindings' paths (`tuner_sdk::...`) resolve inside this crate too.
 extern crate self as tuner_sdk;
 
 /// The version of the `tuner:plugin` WIT package this SDK targets. Stamped
 /// into every plugin (custom section `tuner-sdk-version`).
-pub const WIT_VERSION: &str = "0.1.0";
+///
+/// ```
+/// assert_eq!(tuner_sdk::WIT_VERSION, "0.2.0");
+/// ```
+pub const WIT_VERSION: &str = "0.2.0";
 
 #[doc(hidden)]
 pub const __WIT_VERSION_BYTES: [u8; WIT_VERSION.len()] = {
@@ -53,38 +88,138 @@ pub mod log;
 pub mod method;
 pub mod source;
 
+mod error;
 mod lines;
+mod settings;
 
+pub use error::PluginError;
 pub use format::FormatPlugin;
+pub use lines::Lines;
 pub use method::MethodPlugin;
+pub use settings::Settings;
 pub use source::SourcePlugin;
 
-// Types every plugin kind uses.
-pub use __bindings::format::tuner::plugin::types::{
-    ChatSample, Message, PluginError, PluginInfo, PluginKind, PreferenceSample, PromptSample,
-    Sample,
-};
+/// What a plugin says about itself; build it with [`plugin_info!`].
+///
+/// ```
+/// let info = tuner_sdk::plugin_info!(Format, "One text sample per line");
+/// assert_eq!(info.kind, tuner_sdk::PluginKind::Format);
+/// assert_eq!(info.name, env!("CARGO_PKG_NAME"));
+/// ```
+pub use __bindings::format::tuner::plugin::types::PluginInfo;
 
-impl PluginError {
-    /// An error about one field or key.
-    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: Some(field.into()),
-            message: message.into(),
-        }
-    }
+/// The kind of a plugin, which must match the world it targets.
+///
+/// ```
+/// use tuner_sdk::PluginKind;
+/// let kind = PluginKind::Method;
+/// assert_ne!(kind, PluginKind::Format);
+/// ```
+pub use __bindings::format::tuner::plugin::types::PluginKind;
 
-    /// An error not tied to a field.
-    pub fn msg(message: impl Into<String>) -> Self {
-        Self {
-            field: None,
-            message: message.into(),
-        }
-    }
-}
+/// A normalised training sample, what a format plugin produces.
+///
+/// ```
+/// use tuner_sdk::{ChatSample, Message, Sample};
+/// let text = Sample::Text("Once upon a time".into());
+/// let chat = Sample::Chat(ChatSample {
+///     messages: vec![Message::new("user", "Hi"), Message::new("assistant", "Hello!")],
+///     tools: None,
+/// });
+/// assert_ne!(text, chat);
+/// ```
+pub use __bindings::format::tuner::plugin::types::Sample;
+
+/// A conversation to train on.
+///
+/// ```
+/// use tuner_sdk::{ChatSample, Message};
+/// let chat = ChatSample { messages: vec![Message::new("user", "2+2?"), Message::new("assistant", "4")], tools: None };
+/// assert_eq!(chat.messages.len(), 2);
+/// ```
+pub use __bindings::format::tuner::plugin::types::ChatSample;
+
+/// One turn of a conversation; [`Message::new`] uses the default loss weight.
+///
+/// ```
+/// use tuner_sdk::Message;
+/// let system = Message { loss_weight: Some(0.0), ..Message::new("system", "Be brief.") };
+/// assert_eq!(system.role, "system");
+/// ```
+pub use __bindings::format::tuner::plugin::types::Message;
+
+/// A preference pair: one prompt, a better and a worse answer.
+///
+/// ```
+/// use tuner_sdk::{Message, PreferenceSample};
+/// let pair = PreferenceSample {
+///     prompt: vec![Message::new("user", "Capital of France?")],
+///     chosen: vec![Message::new("assistant", "Paris.")],
+///     rejected: vec![Message::new("assistant", "Lyon.")],
+/// };
+/// assert_eq!(pair.chosen[0].content, "Paris.");
+/// ```
+pub use __bindings::format::tuner::plugin::types::PreferenceSample;
+
+/// A prompt without an answer to imitate (online methods).
+///
+/// ```
+/// use tuner_sdk::{Message, PromptSample};
+/// let p = PromptSample { prompt: vec![Message::new("user", "2+3?")], answer: Some("5".into()) };
+/// assert!(p.answer.is_some());
+/// ```
+pub use __bindings::format::tuner::plugin::types::PromptSample;
+
+/// One setting a format or method accepts, with its type, default and
+/// description. Build it with the constructors on this type
+/// ([`Setting::integer`], [`Setting::number`], ...).
+///
+/// ```
+/// use tuner_sdk::Setting;
+/// let rank = Setting::integer("lora_rank", 8)
+///     .range(1, 4096)
+///     .describe("Rank of the LoRA matrices")
+///     .zh("LoRA 矩阵的秩");
+/// assert_eq!(rank.name, "lora_rank");
+/// ```
+pub use __bindings::format::tuner::plugin::types::Setting;
+
+/// A checked setting value, as the host passes it.
+///
+/// ```
+/// use tuner_sdk::SettingValue;
+/// assert_eq!(SettingValue::from(8), SettingValue::Integer(8));
+/// assert_eq!(SettingValue::from(0.1).to_string(), "0.1");
+/// ```
+pub use __bindings::format::tuner::plugin::types::SettingValue;
+
+/// What a setting holds; set by the [`Setting`] constructors.
+///
+/// ```
+/// use tuner_sdk::{Setting, SettingKind};
+/// assert!(matches!(Setting::boolean("use_rslora", false).kind, SettingKind::Boolean));
+/// ```
+pub use __bindings::format::tuner::plugin::types::SettingKind;
+
+/// Bounds of a numeric setting; set with [`Setting::range`],
+/// [`Setting::min`], [`Setting::max`], [`Setting::above`], [`Setting::below`].
+///
+/// ```
+/// use tuner_sdk::{Bounds, Setting, SettingKind};
+/// let s = Setting::number("lora_dropout", 0.05).min(0).below(1);
+/// let SettingKind::Number(Bounds { min, max, exclusive_min, exclusive_max }) = s.kind else { panic!() };
+/// assert_eq!((min, max, exclusive_min, exclusive_max), (Some(0.0), Some(1.0), false, true));
+/// ```
+pub use __bindings::format::tuner::plugin::types::Bounds;
 
 impl Message {
-    /// A turn with the default loss weight.
+    /// A turn with the default loss weight (1.0 for `assistant`, 0.0 for
+    /// the other roles).
+    ///
+    /// ```
+    /// let m = tuner_sdk::Message::new("assistant", "Hello!");
+    /// assert_eq!(m.loss_weight, None);
+    /// ```
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
         Self {
             role: role.into(),
@@ -98,6 +233,12 @@ impl Message {
 ///
 /// `plugin_info!(Format, "description")`, optionally followed by the network
 /// hosts the plugin reaches: `plugin_info!(Source, "…", ["hub.example.com"])`.
+///
+/// ```
+/// let info = tuner_sdk::plugin_info!(Source, "Models from my hub", ["hub.example.com"]);
+/// assert_eq!(info.hosts, ["hub.example.com"]);
+/// assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
+/// ```
 #[macro_export]
 macro_rules! plugin_info {
     ($kind:ident, $description:expr) => {
@@ -119,6 +260,21 @@ macro_rules! plugin_info {
 /// `export_plugin!(format: MyFormat)`, `export_plugin!(source: MySource)` or
 /// `export_plugin!(method: MyMethod)`; the type implements the matching
 /// trait. Use it once per crate.
+///
+/// ```no_run
+/// use tuner_sdk::source::*;
+///
+/// struct Nowhere;
+/// impl SourcePlugin for Nowhere {
+///     fn info() -> PluginInfo { tuner_sdk::plugin_info!(Source, "Finds nothing") }
+///     fn default_endpoint() -> String { "https://nowhere.example".into() }
+///     fn resolve(request: ResolveRequest) -> Result<Listing, SourceError> {
+///         Err(SourceError::NotFound(request.repo))
+///     }
+/// }
+///
+/// tuner_sdk::export_plugin!(source: Nowhere);
+/// ```
 #[macro_export]
 macro_rules! export_plugin {
     (format: $ty:ty) => {
@@ -165,5 +321,3 @@ macro_rules! __sdk_version_section {
         static __TUNER_SDK_VERSION: [u8; $crate::WIT_VERSION.len()] = $crate::__WIT_VERSION_BYTES;
     };
 }
-
-pub use lines::Lines;

@@ -3,6 +3,15 @@
 /// Turns a stream of text chunks into complete lines with 1-based line
 /// numbers. A chunk may end anywhere; the unfinished line is kept until the
 /// next chunk or [`Lines::finish`]. Line endings (`\n`, `\r\n`) are removed.
+///
+/// ```
+/// let mut lines = tuner_sdk::Lines::new();
+/// let mut seen = Vec::new();
+/// lines.feed("a\r\nb", |n, l| seen.push((n, l.to_string())));
+/// lines.feed("c\n", |n, l| seen.push((n, l.to_string())));
+/// lines.finish(|n, l| seen.push((n, l.to_string())));
+/// assert_eq!(seen, [(1, "a".to_string()), (2, "bc".to_string())]);
+/// ```
 #[derive(Debug)]
 pub struct Lines {
     pending: String,
@@ -17,6 +26,11 @@ impl Default for Lines {
 
 impl Lines {
     /// An empty splitter; the first line is line 1.
+    ///
+    /// ```
+    /// let lines = tuner_sdk::Lines::new();
+    /// assert_eq!(lines.pending_len(), 0);
+    /// ```
     pub fn new() -> Self {
         Self {
             pending: String::new(),
@@ -25,6 +39,13 @@ impl Lines {
     }
 
     /// Feeds a chunk and calls `each(line_number, line)` for every line it completes.
+    ///
+    /// ```
+    /// let mut lines = tuner_sdk::Lines::new();
+    /// let mut count = 0;
+    /// lines.feed("x\ny\nz", |_, _| count += 1);
+    /// assert_eq!(count, 2); // `z` waits for its newline
+    /// ```
     pub fn feed(&mut self, chunk: &str, mut each: impl FnMut(u64, &str)) {
         let mut rest = chunk;
         while let Some(pos) = rest.find('\n') {
@@ -44,6 +65,14 @@ impl Lines {
     }
 
     /// Ends the input: calls `each` for a last line without a newline, if any.
+    ///
+    /// ```
+    /// let mut lines = tuner_sdk::Lines::new();
+    /// lines.feed("last", |_, _| unreachable!());
+    /// let mut last = None;
+    /// lines.finish(|n, l| last = Some((n, l.to_string())));
+    /// assert_eq!(last, Some((1, "last".to_string())));
+    /// ```
     pub fn finish(&mut self, mut each: impl FnMut(u64, &str)) {
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
@@ -53,6 +82,12 @@ impl Lines {
     }
 
     /// Bytes held for an unfinished line (lets a parser bound its memory).
+    ///
+    /// ```
+    /// let mut lines = tuner_sdk::Lines::new();
+    /// lines.feed("12345", |_, _| {});
+    /// assert_eq!(lines.pending_len(), 5);
+    /// ```
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
