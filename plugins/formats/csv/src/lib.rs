@@ -8,7 +8,7 @@
 //! (`messages`, `conversations`, `history`, `chosen`, ...) may carry JSON.
 
 use csv_core::{ReadRecordResult, Reader, ReaderBuilder};
-use layouts::{FieldError, Normaliser, Settings, human_bytes};
+use layouts::{FieldError, Normaliser, human_bytes, max_record_bytes, with_shared_settings};
 use serde_json::{Map, Value};
 use tuner_sdk::format::*;
 
@@ -48,6 +48,18 @@ impl FormatPlugin for Csv {
         }
     }
 
+    fn settings() -> Vec<Setting> {
+        with_shared_settings(vec![
+            Setting::text("delimiter", "")
+                .no_default()
+                .describe(
+                    "Field delimiter: one ASCII character, or `tab`; unset: Excel's `sep=` line, \
+                     else tab for .tsv, else sniffed from the header row",
+                )
+                .zh("字段分隔符：一个 ASCII 字符或 `tab`；不设置时依次取 Excel 的 `sep=` 行、.tsv 用制表符、否则从表头行推断"),
+        ])
+    }
+
     fn check_options(options: &ParseOptions) -> Result<(), PluginError> {
         Config::new(options).map(drop).map_err(|e| PluginError {
             field: e.field,
@@ -67,14 +79,14 @@ struct Config {
 
 impl Config {
     fn new(options: &ParseOptions) -> Result<Self, FieldError> {
-        let settings = Settings::parse(&options.settings, &["delimiter"])?;
-        let delimiter = match settings.get("delimiter") {
+        let settings = &options.settings;
+        let delimiter = match settings.text("delimiter") {
             None => None,
             Some("\\t" | "tab") => Some(b'\t'),
             Some(d) if d.len() == 1 && d.is_ascii() => Some(d.as_bytes()[0]),
             Some(d) => {
                 return Err(FieldError::new(
-                    "settings.delimiter",
+                    "delimiter",
                     format!("expected one ASCII character (or `tab`), found `{d}`"),
                 ));
             }
@@ -83,7 +95,7 @@ impl Config {
         Ok(Self {
             structured: normaliser.structured_fields(),
             normaliser,
-            max: settings.max_record_bytes,
+            max: max_record_bytes(settings),
             delimiter,
             tsv: options.file_name.to_ascii_lowercase().ends_with(".tsv"),
         })

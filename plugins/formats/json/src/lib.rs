@@ -8,7 +8,7 @@
 //! `max_record_bytes` is rejected while it streams past. Setting
 //! `array_key` picks the array when the wrapper object holds several.
 
-use layouts::{FieldError, Normaliser, Settings, human_bytes};
+use layouts::{FieldError, Normaliser, human_bytes, max_record_bytes, with_shared_settings};
 use serde_json::Value;
 use tuner_sdk::format::*;
 
@@ -37,6 +37,17 @@ impl FormatPlugin for Json {
             (true, _) => 0.2,
             (false, _) => 0.0,
         }
+    }
+
+    fn settings() -> Vec<Setting> {
+        with_shared_settings(vec![
+            Setting::text("array_key", "")
+                .no_default()
+                .describe(
+                    "Key of the array of records when the file is an object holding several arrays",
+                )
+                .zh("文件为包含多个数组的对象时，记录数组所在的键"),
+        ])
     }
 
     fn check_options(options: &ParseOptions) -> Result<(), PluginError> {
@@ -104,11 +115,11 @@ struct JsonParser {
 
 impl JsonParser {
     fn configure(options: &ParseOptions) -> Result<Self, FieldError> {
-        let settings = Settings::parse(&options.settings, &["array_key"])?;
+        let settings = &options.settings;
         Ok(Self {
             normaliser: Normaliser::new(options.layout.as_deref(), &options.columns)?,
-            max: settings.max_record_bytes,
-            array_key: settings.get("array_key").map(str::to_string),
+            max: max_record_bytes(settings),
+            array_key: settings.text("array_key").map(str::to_string),
             phase: Phase::Start,
             line: 1,
             depth: 0,

@@ -2,7 +2,9 @@
 //! recognises. Blank lines are skipped; a line longer than
 //! `max_record_bytes` (default 64 MiB) is rejected without being buffered.
 
-use layouts::{BoundedLines, LineEvent, Normaliser, Settings, human_bytes};
+use layouts::{
+    BoundedLines, LineEvent, Normaliser, human_bytes, max_record_bytes, with_shared_settings,
+};
 use serde_json::Value;
 use tuner_sdk::format::*;
 
@@ -48,6 +50,10 @@ impl FormatPlugin for Jsonl {
         }
     }
 
+    fn settings() -> Vec<Setting> {
+        with_shared_settings(Vec::new())
+    }
+
     fn check_options(options: &ParseOptions) -> Result<(), PluginError> {
         JsonlParser::configure(options)
             .map(drop)
@@ -67,11 +73,11 @@ struct JsonlParser {
 
 impl JsonlParser {
     fn configure(options: &ParseOptions) -> Result<Self, layouts::FieldError> {
-        let settings = Settings::parse(&options.settings, &[])?;
+        let max = max_record_bytes(&options.settings);
         Ok(Self {
             normaliser: Normaliser::new(options.layout.as_deref(), &options.columns)?,
-            lines: BoundedLines::new(settings.max_record_bytes),
-            max: settings.max_record_bytes,
+            lines: BoundedLines::new(max),
+            max,
             index: 0,
         })
     }

@@ -4,7 +4,9 @@
 //! file), `paragraph` (blocks separated by blank lines) or `line` (each
 //! non-blank line). A sample larger than `max_record_bytes` is rejected.
 
-use layouts::{BoundedLines, FieldError, LineEvent, Settings, human_bytes};
+use layouts::{
+    BoundedLines, FieldError, LineEvent, human_bytes, max_record_bytes, with_shared_settings,
+};
 use tuner_sdk::format::*;
 
 struct Text;
@@ -32,6 +34,16 @@ impl FormatPlugin for Text {
         }
     }
 
+    fn settings() -> Vec<Setting> {
+        with_shared_settings(vec![
+            Setting::choice("split", &["file", "paragraph", "line"], "file")
+                .describe(
+                    "What one sample is: the whole file, a block between blank lines, or one line",
+                )
+                .zh("一个样本的范围：整个文件、空行分隔的段落，或单独一行"),
+        ])
+    }
+
     fn check_options(options: &ParseOptions) -> Result<(), PluginError> {
         Split::from_options(options)
             .map(drop)
@@ -51,7 +63,7 @@ enum Split {
 
 impl Split {
     fn from_options(options: &ParseOptions) -> Result<(Split, usize), FieldError> {
-        let settings = Settings::parse(&options.settings, &["split"])?;
+        let settings = &options.settings;
         if let Some(layout) = options
             .layout
             .as_deref()
@@ -62,18 +74,18 @@ impl Split {
                 format!("plain text files only have the `text` layout, not `{layout}`"),
             ));
         }
-        let split = match settings.get("split").unwrap_or("file") {
-            "file" | "document" => Split::File,
-            "paragraph" | "blank-line" | "paragraphs" => Split::Paragraph,
-            "line" | "lines" => Split::Line,
+        let split = match settings.text("split").unwrap_or("file") {
+            "file" => Split::File,
+            "paragraph" => Split::Paragraph,
+            "line" => Split::Line,
             other => {
                 return Err(FieldError::new(
-                    "settings.split",
+                    "split",
                     format!("unknown split `{other}`; expected file, paragraph or line"),
                 ));
             }
         };
-        Ok((split, settings.max_record_bytes))
+        Ok((split, max_record_bytes(settings)))
     }
 }
 

@@ -1,16 +1,18 @@
 //! LoRA: low-rank adapters on a frozen base.
 //!
-//! Keys: `lora_rank` (default 8), `lora_alpha` (default 32, as in ms-swift),
-//! `lora_dropout` (0.05), `target_modules` (`all-linear`, or module names
-//! such as `["q_proj", "v_proj"]`), `use_rslora` (false). With
-//! `load_in_4bit` or `load_in_8bit` the frozen base is quantised, which is
-//! QLoRA (the `qlora` method does that by default). Loss: the mean token NLL
-//! over the trained tokens.
+//! Settings (declared in `method-common`): `lora_rank` (default 8),
+//! `lora_alpha` (default 32, as in ms-swift), `lora_dropout` (0.05),
+//! `target_modules` (`all-linear`, or module names such as `q_proj`,
+//! `v_proj`), `use_rslora` (false). With `load_in_4bit` or `load_in_8bit`
+//! the frozen base is quantised, which is QLoRA (the `qlora` method does
+//! that by default). Loss: the mean token NLL over the trained tokens.
 
-use method_common::{Config, adapter_plan, adapter_spec, requested_quantization, supervised_loss};
+use method_common::{adapter_plan, adapter_spec, lora_settings, requested_quantization, supervised_loss};
 use tuner_sdk::method::*;
 
-struct Lora;
+struct Lora {
+    plan: Plan,
+}
 
 impl MethodPlugin for Lora {
     fn info() -> PluginInfo {
@@ -20,14 +22,23 @@ impl MethodPlugin for Lora {
         )
     }
 
-    fn configure(config: &str) -> Result<Plan, PluginError> {
-        let config = Config::parse(config)?;
-        let adapter = adapter_spec(&config)?;
-        let quantization = requested_quantization(&config)?.unwrap_or(Quantization::None);
-        Ok(adapter_plan(adapter, quantization))
+    fn settings() -> Vec<Setting> {
+        lora_settings(false)
     }
 
-    fn loss(batch: &Batch, policy: &Policy, _step: u64) -> Result<Tensor, PluginError> {
+    fn configure(settings: &Settings, _job: &Job) -> Result<Self, PluginError> {
+        let adapter = adapter_spec(settings)?;
+        let quantization = requested_quantization(settings)?.unwrap_or(Quantization::None);
+        Ok(Lora {
+            plan: adapter_plan(adapter, quantization),
+        })
+    }
+
+    fn plan(&self) -> Plan {
+        self.plan.clone()
+    }
+
+    fn loss(&self, batch: &Batch, policy: &Policy, _step: u64) -> Result<Tensor, PluginError> {
         supervised_loss(batch, policy)
     }
 }

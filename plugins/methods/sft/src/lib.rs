@@ -1,11 +1,12 @@
 //! Supervised fine-tuning of every weight.
 //!
-//! Plan: all weights train, the base is not quantised (a quantised weight
-//! cannot take gradient steps). Loss: the mean negative log-likelihood of
-//! the trained tokens, weighted by the loss mask, `-sum(logp * mask) /
-//! sum(mask)`.
+//! No settings of its own (the LoRA and quantisation keys belong to `lora`
+//! and `qlora`; the host refuses them for this method). Plan: all weights
+//! train, the base is not quantised (a quantised weight cannot take
+//! gradient steps). Loss: the mean negative log-likelihood of the trained
+//! tokens, weighted by the loss mask, `-sum(logp * mask) / sum(mask)`.
 
-use method_common::{Config, requested_quantization, supervised_kinds, supervised_loss};
+use method_common::{supervised_kinds, supervised_loss};
 use tuner_sdk::method::*;
 
 struct Sft;
@@ -18,31 +19,22 @@ impl MethodPlugin for Sft {
         )
     }
 
-    fn configure(config: &str) -> Result<Plan, PluginError> {
-        let config = Config::parse(config)?;
-        if let Some(q) = requested_quantization(&config)? {
-            let key = if q == Quantization::Nf4 {
-                "load_in_4bit"
-            } else {
-                "load_in_8bit"
-            };
-            return Err(PluginError::field(
-                key,
-                "full fine-tuning trains every weight, which a quantised base cannot do; \
-                 use training_method = \"qlora\" (or \"lora\") to train adapters on a quantised base",
-            ));
-        }
-        Ok(Plan {
+    fn configure(_settings: &Settings, _job: &Job) -> Result<Self, PluginError> {
+        Ok(Sft)
+    }
+
+    fn plan(&self) -> Plan {
+        Plan {
             trains: Trainable::Full,
             adapter: None,
             base_quantization: Quantization::None,
             needs_reference: false,
             needs_generation: false,
             accepts: supervised_kinds(),
-        })
+        }
     }
 
-    fn loss(batch: &Batch, policy: &Policy, _step: u64) -> Result<Tensor, PluginError> {
+    fn loss(&self, batch: &Batch, policy: &Policy, _step: u64) -> Result<Tensor, PluginError> {
         supervised_loss(batch, policy)
     }
 }

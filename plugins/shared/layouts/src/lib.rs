@@ -6,9 +6,10 @@
 //! the four normalised [`Sample`] kinds. Errors name the field in the file's
 //! own spelling (`conversations[2].from`) so a user can find it.
 //!
-//! It also holds the helpers every format needs: [`Settings`] (the
-//! format-specific options, with the record size cap) and [`BoundedLines`]
-//! (a line splitter that refuses to buffer a line larger than the cap).
+//! It also holds the helpers every format needs: the shared
+//! `max_record_bytes` setting ([`with_shared_settings`],
+//! [`max_record_bytes`]) and [`BoundedLines`] (a line splitter that refuses
+//! to buffer a line larger than the cap).
 //!
 //! Plain Rust, no WebAssembly specifics: `cargo test --manifest-path
 //! plugins/Cargo.toml -p layouts` runs its tests natively.
@@ -22,7 +23,7 @@ mod size_class;
 
 pub use lines::{BoundedLines, LineEvent};
 pub use normalise::{FieldError, Layout, Normaliser};
-pub use settings::{DEFAULT_MAX_RECORD_BYTES, Settings};
+pub use settings::{DEFAULT_MAX_RECORD_BYTES, max_record_bytes, with_shared_settings};
 pub use size_class::SizeClassAlloc;
 pub use tuner_sdk::{ChatSample, Message, PreferenceSample, PromptSample, Sample};
 

@@ -1,141 +1,73 @@
-//! What the bundled method plugins (`sft`, `lora`, `qlora`) share.
+//! What the bundled method plugins (`sft`, `lora`, `qlora`) share: the LoRA
+//! settings schema (declared here only) and its reading, the quantisation
+//! switches, and the supervised loss.
 //!
-//! The host hands `configure` the whole training configuration as a JSON
-//! object (every key of the job, including keys for other methods). A method
-//! reads the keys it uses, ignores the rest, and names the first bad value.
-//! A `null` value means "not set" (the host may serialise unset options so).
+//! The host checks the user's values against the schema (types, bounds) and
+//! fills in the defaults before `configure`; what is left to check here is
+//! what a schema cannot say (module names, exclusive switches).
 
-use serde_json::{Map, Value};
 use tuner_sdk::method::*;
 
 /// LoRA defaults. `lora_alpha` follows ms-swift (32, independent of the
 /// rank) rather than PEFT's 8, so configs written for ms-swift train the same.
-pub const DEFAULT_RANK: u32 = 8;
-pub const DEFAULT_ALPHA: f32 = 32.0;
-pub const DEFAULT_DROPOUT: f32 = 0.05;
+pub const DEFAULT_RANK: i64 = 8;
+pub const DEFAULT_ALPHA: f64 = 32.0;
+pub const DEFAULT_DROPOUT: f64 = 0.05;
 pub const ALL_LINEAR: &str = "all-linear";
 /// Ranks above this are refused as a typo rather than allocated.
-pub const MAX_RANK: u64 = 4096;
+pub const MAX_RANK: i64 = 4096;
 
-/// The job configuration object.
-pub struct Config(Map<String, Value>);
-
-impl Config {
-    /// Parses the JSON text `configure` receives.
-    pub fn parse(text: &str) -> Result<Config, PluginError> {
-        match serde_json::from_str(text) {
-            Ok(Value::Object(map)) => Ok(Config(map)),
-            Ok(_) => Err(PluginError::msg("configuration must be a JSON object")),
-            Err(e) => Err(PluginError::msg(format!("configuration is not JSON: {e}"))),
-        }
-    }
-
-    /// The value of `key`, `None` when absent or `null`.
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0.get(key).filter(|v| !v.is_null())
-    }
-
-    pub fn bool(&self, key: &str, default: bool) -> Result<bool, PluginError> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(v) => Err(PluginError::field(
-                key,
-                format!("expected true or false, found {v}"),
-            )),
-        }
-    }
-
-    /// A whole number in `min ..= max`.
-    pub fn uint(&self, key: &str, default: u64, min: u64, max: u64) -> Result<u64, PluginError> {
-        let Some(v) = self.get(key) else {
-            return Ok(default);
-        };
-        let n = v
-            .as_u64()
-            .or_else(|| {
-                v.as_f64()
-                    .filter(|f| f.fract() == 0.0 && *f >= 0.0)
-                    .map(|f| f as u64)
-            })
-            .ok_or_else(|| {
-                PluginError::field(key, format!("expected a whole number, found {v}"))
-            })?;
-        if n < min || n > max {
-            return Err(PluginError::field(
-                key,
-                format!("must be between {min} and {max}, found {n}"),
-            ));
-        }
-        Ok(n)
-    }
-
-    /// A finite number.
-    pub fn number(&self, key: &str, default: f64) -> Result<f64, PluginError> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .filter(|f| f.is_finite())
-                .ok_or_else(|| PluginError::field(key, format!("expected a number, found {v}"))),
-        }
-    }
-
-    /// A list of names, given as a JSON list of strings or as one string
-    /// (comma- or space-separated, as on a command line).
-    pub fn names(&self, key: &str) -> Result<Option<Vec<String>>, PluginError> {
-        let names: Vec<String> = match self.get(key) {
-            None => return Ok(None),
-            Some(Value::String(s)) => s
-                .split(|c: char| c == ',' || c.is_whitespace())
-                .filter(|p| !p.is_empty())
-                .map(str::to_string)
-                .collect(),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|item| match item {
-                    Value::String(s) => Ok(s.trim().to_string()),
-                    other => Err(PluginError::field(
-                        key,
-                        format!("expected names (strings), found {other}"),
-                    )),
-                })
-                .collect::<Result<_, _>>()?,
-            Some(v) => {
-                return Err(PluginError::field(
-                    key,
-                    format!("expected a list of names, found {v}"),
-                ));
-            }
-        };
-        if names.is_empty() {
-            return Err(PluginError::field(key, "the list is empty"));
-        }
-        Ok(Some(names))
-    }
+/// The settings of a LoRA method: the adapter shape, then the base
+/// quantisation switches. `load_in_4bit` defaults to `four_bit_default`
+/// (`true` for `qlora`).
+pub fn lora_settings(four_bit_default: bool) -> Vec<Setting> {
+    let four_bit = if four_bit_default {
+        Setting::boolean("load_in_4bit", true)
+            .describe("Store the frozen base in 4-bit NF4 (the default; load_in_8bit = true stores it in 8-bit instead)")
+            .zh("以 4 位 NF4 存储冻结的基座权重（默认；设 load_in_8bit = true 则改用 8 位）")
+    } else {
+        Setting::boolean("load_in_4bit", false)
+            .describe("Store the frozen base in 4-bit NF4, which makes this QLoRA")
+            .zh("以 4 位 NF4 存储冻结的基座权重，即 QLoRA")
+    };
+    vec![
+        Setting::integer("lora_rank", DEFAULT_RANK)
+            .range(1, MAX_RANK as f64)
+            .describe("Rank of the LoRA matrices")
+            .zh("LoRA 矩阵的秩"),
+        Setting::number("lora_alpha", DEFAULT_ALPHA)
+            .above(0)
+            .describe("LoRA scaling: adapter updates are scaled by lora_alpha / lora_rank")
+            .zh("LoRA 缩放系数：适配器的更新按 lora_alpha / lora_rank 缩放"),
+        Setting::number("lora_dropout", DEFAULT_DROPOUT)
+            .min(0)
+            .below(1)
+            .describe("Dropout on the adapters' input during training")
+            .zh("训练时适配器输入的 dropout 比例"),
+        Setting::names("target_modules", &[ALL_LINEAR])
+            .describe("Linear layers that get adapters: module names such as q_proj, v_proj, or all-linear")
+            .zh("添加适配器的线性层：模块名（如 q_proj、v_proj），或 all-linear 表示全部线性层"),
+        Setting::boolean("use_rslora", false)
+            .describe("Rank-stabilised LoRA: scale by lora_alpha / sqrt(lora_rank) instead")
+            .zh("秩稳定 LoRA：改为按 lora_alpha / sqrt(lora_rank) 缩放"),
+        four_bit,
+        Setting::boolean("load_in_8bit", false)
+            .describe("Store the frozen base in 8-bit")
+            .zh("以 8 位存储冻结的基座权重"),
+    ]
 }
 
 /// The LoRA adapter from `lora_rank`, `lora_alpha`, `lora_dropout`,
 /// `target_modules` and `use_rslora`.
-pub fn adapter_spec(config: &Config) -> Result<AdapterSpec, PluginError> {
-    let rank = config.uint("lora_rank", DEFAULT_RANK as u64, 1, MAX_RANK)? as u32;
-    let alpha = config.number("lora_alpha", DEFAULT_ALPHA as f64)?;
-    if alpha <= 0.0 {
-        return Err(PluginError::field(
-            "lora_alpha",
-            format!("must be greater than 0, found {alpha}"),
-        ));
+pub fn adapter_spec(settings: &Settings) -> Result<AdapterSpec, PluginError> {
+    let rank = settings.integer("lora_rank").unwrap_or(DEFAULT_RANK);
+    let target_modules: Vec<String> = match settings.names("target_modules") {
+        Some(names) => names.iter().map(|n| n.trim().to_string()).collect(),
+        None => vec![ALL_LINEAR.to_string()],
+    };
+    if target_modules.is_empty() {
+        return Err(PluginError::field("target_modules", "the list is empty"));
     }
-    let dropout = config.number("lora_dropout", DEFAULT_DROPOUT as f64)?;
-    if !(0.0..1.0).contains(&dropout) {
-        return Err(PluginError::field(
-            "lora_dropout",
-            format!("must be at least 0 and below 1, found {dropout}"),
-        ));
-    }
-    let target_modules = config
-        .names("target_modules")?
-        .unwrap_or_else(|| vec![ALL_LINEAR.to_string()]);
     for name in &target_modules {
         let ok = !name.is_empty()
             && name
@@ -155,19 +87,19 @@ pub fn adapter_spec(config: &Config) -> Result<AdapterSpec, PluginError> {
         ));
     }
     Ok(AdapterSpec {
-        rank,
-        alpha: alpha as f32,
-        dropout: dropout as f32,
+        rank: rank.clamp(1, MAX_RANK) as u32,
+        alpha: settings.number("lora_alpha").unwrap_or(DEFAULT_ALPHA) as f32,
+        dropout: settings.number("lora_dropout").unwrap_or(DEFAULT_DROPOUT) as f32,
         target_modules,
-        rslora: config.bool("use_rslora", false)?,
+        rslora: settings.bool("use_rslora").unwrap_or(false),
     })
 }
 
 /// The base quantisation asked for by `load_in_4bit` / `load_in_8bit`, or
-/// `None` when neither is set.
-pub fn requested_quantization(config: &Config) -> Result<Option<Quantization>, PluginError> {
-    let four = config.bool("load_in_4bit", false)?;
-    let eight = config.bool("load_in_8bit", false)?;
+/// `None` when neither is set; both at once is refused.
+pub fn requested_quantization(settings: &Settings) -> Result<Option<Quantization>, PluginError> {
+    let four = settings.bool("load_in_4bit").unwrap_or(false);
+    let eight = settings.bool("load_in_8bit").unwrap_or(false);
     match (four, eight) {
         (true, true) => Err(PluginError::field(
             "load_in_8bit",
@@ -200,4 +132,62 @@ pub fn adapter_plan(adapter: AdapterSpec, quantization: Quantization) -> Plan {
 /// weighted by the loss mask, `-sum(logp * mask) / sum(mask)`.
 pub fn supervised_loss(batch: &Batch, policy: &Policy) -> Result<Tensor, PluginError> {
     Ok(masked_nll(batch, policy)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults(four_bit_default: bool) -> Settings {
+        let mut settings = Settings::new();
+        for s in lora_settings(four_bit_default) {
+            if let Some(v) = s.default {
+                settings = settings.with(&s.name, v);
+            }
+        }
+        settings
+    }
+
+    #[test]
+    fn the_defaults_make_the_default_adapter() {
+        let a = adapter_spec(&defaults(false)).unwrap();
+        assert_eq!((a.rank, a.alpha, a.dropout, a.rslora), (8, 32.0, 0.05, false));
+        assert_eq!(a.target_modules, [ALL_LINEAR]);
+        assert_eq!(requested_quantization(&defaults(false)).unwrap(), None);
+        assert!(matches!(
+            requested_quantization(&defaults(true)).unwrap(),
+            Some(Quantization::Nf4)
+        ));
+    }
+
+    #[test]
+    fn every_setting_is_described_in_both_languages() {
+        for s in lora_settings(true) {
+            assert!(!s.description.is_empty(), "{}", s.name);
+            assert!(s.description_zh.is_some(), "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn module_names_are_checked() {
+        let bad = |names: &[&str]| {
+            adapter_spec(&defaults(false).with("target_modules", names))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(bad(&[]), "`target_modules`: the list is empty");
+        assert_eq!(
+            bad(&["q proj"]),
+            "`target_modules`: `q proj` is not a module name (such as q_proj) or `all-linear`"
+        );
+        assert_eq!(
+            bad(&["all-linear", "q_proj"]),
+            "`target_modules`: `all-linear` already covers every linear layer; give it alone"
+        );
+        let both = defaults(false).with("load_in_4bit", true).with("load_in_8bit", true);
+        assert_eq!(
+            requested_quantization(&both).unwrap_err().to_string(),
+            "`load_in_8bit`: load_in_4bit and load_in_8bit are both true; choose one"
+        );
+    }
 }
