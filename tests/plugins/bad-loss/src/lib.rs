@@ -12,18 +12,22 @@ impl MethodPlugin for BadLoss {
         tuner_sdk::plugin_info!(Method, "misbehaves in loss, by step")
     }
 
-    fn configure(_config: &str) -> Result<Plan, PluginError> {
-        Ok(Plan {
+    fn configure(_settings: &Settings, _job: &Job) -> Result<Self, PluginError> {
+        Ok(BadLoss)
+    }
+
+    fn plan(&self) -> Plan {
+        Plan {
             trains: Trainable::Full,
             adapter: None,
             base_quantization: Quantization::None,
             needs_reference: false,
             needs_generation: false,
             accepts: vec![BatchKind::Chat],
-        })
+        }
     }
 
-    fn loss(batch: &Batch, policy: &Policy, step: u64) -> Result<Tensor, PluginError> {
+    fn loss(&self, batch: &Batch, policy: &Policy, step: u64) -> Result<Tensor, PluginError> {
         match step {
             0 => Ok(policy.token_logprobs(batch, true)?),
             1 => panic!("asked to panic"),
@@ -36,7 +40,7 @@ impl MethodPlugin for BadLoss {
                             return Err(PluginError::msg(format!(
                                 "refused after {}: {}",
                                 held.len(),
-                                describe(&e)
+                                e
                             )));
                         }
                     }

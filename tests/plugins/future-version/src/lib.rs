@@ -1,4 +1,4 @@
-//! Hostile: built against `tuner:plugin@0.2.0`, newer than the host knows.
+//! Hostile: built against `tuner:plugin@0.3.0`, newer than the host knows.
 wit_bindgen::generate!({ path: "wit", world: "format" });
 
 struct Future;

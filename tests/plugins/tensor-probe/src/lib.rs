@@ -5,6 +5,12 @@
 //! named after it; the loss is the sum of those sums, so one `backward`
 //! checks every operation's gradient. The suite recomputes each metric and
 //! the gradient independently.
+//!
+//! From step 1 on, four more terms join (the ops WIT 0.2.0 added), each over
+//! dimension 1 of the log-probs `lp`: `log_softmax` (sum of
+//! `log_softmax(lp)`), `softmax` (sum of `softmax(lp)^2`), `logsumexp` (sum
+//! of the per-row `logsumexp`) and `entropy` (sum of the per-row entropy of
+//! `log_softmax(lp)`). Step 0 is the 0.1.0 set alone.
 use tuner_sdk::method::*;
 
 struct Probe;
@@ -26,18 +32,22 @@ impl MethodPlugin for Probe {
         tuner_sdk::plugin_info!(Method, "calls every tensor operation")
     }
 
-    fn configure(_config: &str) -> Result<Plan, PluginError> {
-        Ok(Plan {
+    fn configure(_settings: &Settings, _job: &Job) -> Result<Self, PluginError> {
+        Ok(Probe)
+    }
+
+    fn plan(&self) -> Plan {
+        Plan {
             trains: Trainable::Full,
             adapter: None,
             base_quantization: Quantization::None,
             needs_reference: false,
             needs_generation: false,
             accepts: vec![BatchKind::Chat],
-        })
+        }
     }
 
-    fn loss(batch: &Batch, policy: &Policy, _step: u64) -> Result<Tensor, PluginError> {
+    fn loss(&self, batch: &Batch, policy: &Policy, step: u64) -> Result<Tensor, PluginError> {
         let lp = policy.token_logprobs(batch, true)?;
         let mask = batch.loss_mask()?;
         let ok = lp.shape() == [2, 4] && lp.dtype() == Dtype::F32 && mask.dtype() == Dtype::F32;
@@ -85,6 +95,13 @@ impl MethodPlugin for Probe {
         t.add("detach", lp.detach()?.mul(&lp)?)?;
         // Without adapters the host answers without a gradient.
         t.add("reference", policy.token_logprobs(batch, false)?.mul(&lp)?)?;
+        if step >= 1 {
+            // The softmax family (WIT 0.2.0), over the positions of each row.
+            t.add("log_softmax", lp.log_softmax(1)?)?;
+            t.add("softmax", lp.softmax(1)?.sqr()?)?;
+            t.add("logsumexp", lp.logsumexp(1, false)?)?;
+            t.add("entropy", lp.log_softmax(1)?.entropy(1, false)?)?;
+        }
 
         let mut terms = t.0.into_iter();
         let mut loss = terms.next().expect("terms");
