@@ -80,10 +80,11 @@ fn manifest(name: &str, kind: Kind) -> String {
     let (description, hosts) = match kind {
         Kind::Format => ("One text sample per non-empty line", ""),
         Kind::Source => ("Models from my hub", "hosts = [\"hub.example.com\"]\n"),
-        Kind::Method => ("Supervised fine-tuning on assistant tokens", ""),
+        Kind::Method => ("LoRA fine-tuning with label smoothing", ""),
     };
     format!(
-        "# Read by tuner when NAME.toml sits beside NAME.wasm; takes precedence over info().\n\
+        "# `tuner plugins build --install` copies this file beside the component as NAME.toml;\n\
+         # there it takes precedence over info() (version, description, hosts): keep both in step.\n\
          name = \"{name}\"\nversion = \"0.1.0\"\nkind = \"{kind}\"\n\
          description = \"{description}\"\n{hosts}"
     )
@@ -178,22 +179,42 @@ impl SourcePlugin for MyHub {
 tuner_sdk::export_plugin!(source: MyHub);
 "#;
 
-const METHOD_TEMPLATE: &str = r#"//! A method plugin: LoRA supervised fine-tuning, mean NLL of the trained tokens.
+const METHOD_TEMPLATE: &str = r#"//! A method plugin: LoRA fine-tuning with label smoothing. The `smoothing`
+//! setting spreads that share of each target's probability over the whole
+//! vocabulary.
 use tuner_sdk::method::*;
 
-struct MySft;
+struct Smoothed {
+    smoothing: f64,
+}
 
-impl MethodPlugin for MySft {
+impl MethodPlugin for Smoothed {
     fn info() -> PluginInfo {
-        tuner_sdk::plugin_info!(Method, "Supervised fine-tuning on assistant tokens")
+        tuner_sdk::plugin_info!(Method, "LoRA fine-tuning with label smoothing")
     }
 
-    fn configure(_config: &str) -> Result<Plan, PluginError> {
-        Ok(Plan {
+    // Keys of the training config this method accepts. The host checks the
+    // user's values against them and fills in the defaults.
+    fn settings() -> Vec<Setting> {
+        vec![
+            Setting::number("smoothing", 0.1)
+                .min(0)
+                .below(1)
+                .describe("Share of the target probability spread over the vocabulary")
+                .zh("从目标词的概率中均匀分给整个词表的比例"),
+        ]
+    }
+
+    fn configure(settings: &Settings, _job: &Job) -> Result<Self, PluginError> {
+        Ok(Smoothed { smoothing: settings.number("smoothing").unwrap_or(0.1) })
+    }
+
+    fn plan(&self) -> Plan {
+        Plan {
             trains: Trainable::Adapters,
             adapter: Some(AdapterSpec {
                 rank: 8,
-                alpha: 16.0,
+                alpha: 32.0,
                 dropout: 0.05,
                 target_modules: vec!["all-linear".into()],
                 rslora: false,
@@ -201,20 +222,23 @@ impl MethodPlugin for MySft {
             base_quantization: Quantization::None,
             needs_reference: false,
             needs_generation: false,
-            accepts: vec![BatchKind::Chat],
-        })
+            accepts: vec![BatchKind::Chat, BatchKind::Text],
+        }
     }
 
-    fn loss(batch: &Batch, policy: &Policy, _step: u64) -> Result<Tensor, PluginError> {
-        // -sum(logp * mask) / sum(mask): the mask may carry fractional
-        // per-turn weights, and is all zero for a batch with nothing to train.
-        let logprobs = policy.token_logprobs(batch, true)?;
-        let mask = batch.loss_mask()?;
-        Ok(logprobs.weighted_mean(&mask)?.neg()?)
+    fn loss(&self, batch: &Batch, policy: &Policy, _step: u64) -> Result<Tensor, PluginError> {
+        // Log-softmax over the vocabulary at the trained positions: [n, vocab].
+        let dist = policy.vocab_logprobs(batch, true)?;
+        let nll = dist.target_logprobs()?.neg()?; // [n]
+        let uniform = dist.logprobs.mean(&[1], false)?.neg()?; // [n]
+        let e = self.smoothing;
+        let per_position = nll.scale(1.0 - e)?.add(&uniform.scale(e)?)?;
+        // Weighted by the loss weights; 0 for a batch with nothing to train.
+        Ok(per_position.weighted_mean(&dist.weights)?)
     }
 }
 
-tuner_sdk::export_plugin!(method: MySft);
+tuner_sdk::export_plugin!(method: Smoothed);
 "#;
 
 #[cfg(test)]
