@@ -20,7 +20,6 @@
 //! }
 //! ```
 
-use std::cell::OnceCell;
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -283,8 +282,9 @@ pub trait MethodPlugin: Sized + 'static {
     ///     }
     ///     Ok(beta)
     /// }
-    /// let job = Job::new(r#"{"learning_rate": 0.01}"#);
+    /// let job = Job::parse(r#"{"learning_rate": 0.01}"#)?;
     /// assert!(check(&Settings::new().with("beta", 2.0), &job).is_err());
+    /// # Ok::<(), PluginError>(())
     /// ```
     fn configure(settings: &Settings, job: &Job) -> Result<Self, PluginError>;
 
@@ -329,57 +329,61 @@ pub trait MethodPlugin: Sized + 'static {
 ///
 /// ```
 /// use tuner_sdk::method::Job;
-/// let job = Job::new(r#"{"learning_rate": 2e-4, "max_length": 2048, "model_name": "Qwen/Qwen3-0.6B", "bf16": true}"#);
+/// let job = Job::parse(r#"{"learning_rate": 2e-4, "max_length": 2048, "model_name": "Qwen/Qwen3-0.6B", "bf16": true}"#)?;
 /// assert_eq!(job.number("learning_rate"), Some(2e-4));
 /// assert_eq!(job.integer("max_length"), Some(2048));
 /// assert_eq!(job.text("model_name"), Some("Qwen/Qwen3-0.6B"));
 /// assert_eq!(job.bool("bf16"), Some(true));
 /// assert_eq!(job.number("warmup_ratio"), None);
+/// # Ok::<(), tuner_sdk::PluginError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Job {
     json: String,
-    fields: OnceCell<Map<String, Value>>,
+    fields: Map<String, Value>,
 }
 
 impl Job {
-    /// A job from its JSON text (the host builds the real one; this is for
-    /// tests). Text that is not a JSON object reads as an empty job.
+    /// Reads the JSON text of a job. The SDK does this before
+    /// [`MethodPlugin::configure`] and reports text that is not a JSON
+    /// object as the `configure` error; use it yourself in tests.
     ///
     /// ```
-    /// let job = tuner_sdk::method::Job::new("{}");
-    /// assert_eq!(job.json(), "{}");
+    /// use tuner_sdk::method::Job;
+    /// assert!(Job::parse("{}").is_ok());
+    /// let err = Job::parse("[1, 2]").unwrap_err();
+    /// assert_eq!(err.to_string(), "configuration must be a JSON object");
     /// ```
-    pub fn new(json: impl Into<String>) -> Job {
-        Job {
-            json: json.into(),
-            fields: OnceCell::new(),
+    pub fn parse(json: impl Into<String>) -> Result<Job, PluginError> {
+        let json = json.into();
+        match serde_json::from_str(&json) {
+            Ok(Value::Object(fields)) => Ok(Job { json, fields }),
+            Ok(_) => Err(PluginError::msg("configuration must be a JSON object")),
+            Err(e) => Err(PluginError::msg(format!("configuration is not JSON: {e}"))),
         }
     }
 
     /// The JSON text as the host sent it, for reading with your own parser.
     ///
     /// ```
-    /// let job = tuner_sdk::method::Job::new(r#"{"seed": 42}"#);
+    /// let job = tuner_sdk::method::Job::parse(r#"{"seed": 42}"#)?;
     /// assert!(job.json().contains("seed"));
+    /// # Ok::<(), tuner_sdk::PluginError>(())
     /// ```
     pub fn json(&self) -> &str {
         &self.json
     }
 
     fn field(&self, key: &str) -> Option<&Value> {
-        let fields = self.fields.get_or_init(|| match serde_json::from_str(&self.json) {
-            Ok(Value::Object(map)) => map,
-            _ => Map::new(),
-        });
-        fields.get(key).filter(|v| !v.is_null())
+        self.fields.get(key).filter(|v| !v.is_null())
     }
 
     /// A number (an integer converts).
     ///
     /// ```
-    /// let job = tuner_sdk::method::Job::new(r#"{"learning_rate": 1e-5}"#);
+    /// let job = tuner_sdk::method::Job::parse(r#"{"learning_rate": 1e-5}"#)?;
     /// assert_eq!(job.number("learning_rate"), Some(1e-5));
+    /// # Ok::<(), tuner_sdk::PluginError>(())
     /// ```
     pub fn number(&self, key: &str) -> Option<f64> {
         self.field(key)?.as_f64()
@@ -388,8 +392,9 @@ impl Job {
     /// A whole number.
     ///
     /// ```
-    /// let job = tuner_sdk::method::Job::new(r#"{"max_length": 1024}"#);
+    /// let job = tuner_sdk::method::Job::parse(r#"{"max_length": 1024}"#)?;
     /// assert_eq!(job.integer("max_length"), Some(1024));
+    /// # Ok::<(), tuner_sdk::PluginError>(())
     /// ```
     pub fn integer(&self, key: &str) -> Option<i64> {
         self.field(key)?.as_i64()
@@ -398,8 +403,9 @@ impl Job {
     /// `true` or `false`.
     ///
     /// ```
-    /// let job = tuner_sdk::method::Job::new(r#"{"gradient_checkpointing": false}"#);
+    /// let job = tuner_sdk::method::Job::parse(r#"{"gradient_checkpointing": false}"#)?;
     /// assert_eq!(job.bool("gradient_checkpointing"), Some(false));
+    /// # Ok::<(), tuner_sdk::PluginError>(())
     /// ```
     pub fn bool(&self, key: &str) -> Option<bool> {
         self.field(key)?.as_bool()
@@ -408,8 +414,9 @@ impl Job {
     /// A string.
     ///
     /// ```
-    /// let job = tuner_sdk::method::Job::new(r#"{"model_name": "Qwen/Qwen3-0.6B"}"#);
+    /// let job = tuner_sdk::method::Job::parse(r#"{"model_name": "Qwen/Qwen3-0.6B"}"#)?;
     /// assert_eq!(job.text("model_name"), Some("Qwen/Qwen3-0.6B"));
+    /// # Ok::<(), tuner_sdk::PluginError>(())
     /// ```
     pub fn text(&self, key: &str) -> Option<&str> {
         self.field(key)?.as_str()
@@ -580,7 +587,8 @@ pub fn __configure<T: MethodPlugin>(
     settings: Vec<(String, SettingValue)>,
     job: String,
 ) -> Result<wit::Method, PluginError> {
-    let method = T::configure(&Settings::from(settings), &Job::new(job))?;
+    let job = Job::parse(job)?;
+    let method = T::configure(&Settings::from(settings), &job)?;
     Ok(wit::Method::new(MethodResource(method)))
 }
 

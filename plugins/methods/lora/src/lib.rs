@@ -7,7 +7,9 @@
 //! the frozen base is quantised, which is QLoRA (the `qlora` method does
 //! that by default). Loss: the mean token NLL over the trained tokens.
 
-use method_common::{adapter_plan, adapter_spec, lora_settings, requested_quantization, supervised_loss};
+use method_common::{
+    adapter_plan, adapter_spec, lora_settings, requested_quantization, supervised_loss,
+};
 use tuner_sdk::method::*;
 
 struct Lora {

@@ -151,7 +151,10 @@ mod tests {
     #[test]
     fn the_defaults_make_the_default_adapter() {
         let a = adapter_spec(&defaults(false)).unwrap();
-        assert_eq!((a.rank, a.alpha, a.dropout, a.rslora), (8, 32.0, 0.05, false));
+        assert_eq!(
+            (a.rank, a.alpha, a.dropout, a.rslora),
+            (8, 32.0, 0.05, false)
+        );
         assert_eq!(a.target_modules, [ALL_LINEAR]);
         assert_eq!(requested_quantization(&defaults(false)).unwrap(), None);
         assert!(matches!(
@@ -184,7 +187,9 @@ mod tests {
             bad(&["all-linear", "q_proj"]),
             "`target_modules`: `all-linear` already covers every linear layer; give it alone"
         );
-        let both = defaults(false).with("load_in_4bit", true).with("load_in_8bit", true);
+        let both = defaults(false)
+            .with("load_in_4bit", true)
+            .with("load_in_8bit", true);
         assert_eq!(
             requested_quantization(&both).unwrap_err().to_string(),
             "`load_in_8bit`: load_in_4bit and load_in_8bit are both true; choose one"
