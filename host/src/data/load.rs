@@ -15,10 +15,8 @@ use utoipa::ToSchema;
 
 use super::decode::{self, Chunks, DecodeError, TextEncoding};
 use super::sample::Sample;
-use crate::plugins::bindings::format::exports::tuner::plugin::format_plugin::{
-    ParseOptions, RecordOutcome,
-};
-use crate::plugins::{CallError, Kind, PluginHost};
+use crate::plugins::bindings::format::exports::tuner::plugin::format_plugin::RecordOutcome;
+use crate::plugins::{CallError, HostParseOptions, Kind, PluginHost};
 
 /// How many rejected records a report lists by default.
 pub const DEFAULT_KEEP_ERRORS: usize = 20;
@@ -181,12 +179,29 @@ pub fn load(
         });
     }
     let plugin = choose_format(host, display_name, &first, options.format.as_deref())?;
-    let parse_options = ParseOptions {
+    // The settings checked against the plugin's schema, and the options
+    // against the plugin, before any parsing.
+    let refused = |message: String| LoadError::Fatal {
+        file: display_name.to_string(),
+        line: None,
+        message,
+    };
+    let parse_options = HostParseOptions {
         file_name: display_name.to_string(),
         layout: options.layout.clone(),
         columns: options.columns.clone(),
-        settings: options.settings.clone(),
+        settings: plugin.format_values(&options.settings)?.map_err(refused)?,
     };
+    if let Err(e) = plugin.check_options(&parse_options)? {
+        return Err(refused(match e.field {
+            Some(field) => format!(
+                "format plugin `{}`: `{field}`: {}",
+                plugin.name(),
+                e.message
+            ),
+            None => format!("format plugin `{}`: {}", plugin.name(), e.message),
+        }));
+    }
     let mut report = LoadReport {
         file: display_name.to_string(),
         format: plugin.name().to_string(),

@@ -8,10 +8,16 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
+use super::bindings::WitVersion;
 use super::{Kind, LoadError};
 
-/// The `tuner:plugin` version this host implements.
-pub const HOST_WIT_VERSION: &str = "0.1.0";
+/// The newest `tuner:plugin` version this host implements: what new plugins
+/// are built for.
+pub const HOST_WIT_VERSION: &str = "0.2.0";
+
+/// Every `tuner:plugin` version this host loads, newest first. Plugins built
+/// for an older one run through an adapter ([`super::bindings`]).
+pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.2.0", "0.1.0"];
 
 /// What inspection found.
 #[derive(Debug, Clone)]
@@ -19,13 +25,15 @@ pub struct Inspection {
     pub kind: Kind,
     /// The `tuner:plugin` version the component was built against.
     pub wit_version: Version,
+    /// The supported version it runs as (bindings and linker).
+    pub wit: WitVersion,
 }
 
 /// Functions each world's export interface must provide, as the component
 /// model names them.
-fn required_functions(kind: Kind) -> &'static [&'static str] {
-    match kind {
-        Kind::Format => &[
+fn required_functions(kind: Kind, wit: WitVersion) -> &'static [&'static str] {
+    match (kind, wit) {
+        (Kind::Format, WitVersion::V0_1_0) => &[
             "info",
             "extensions",
             "detect",
@@ -34,8 +42,25 @@ fn required_functions(kind: Kind) -> &'static [&'static str] {
             "[method]parser.feed",
             "[method]parser.finish",
         ],
-        Kind::Source => &["info", "default-endpoint", "resolve"],
-        Kind::Method => &["info", "configure", "loss"],
+        (Kind::Format, WitVersion::V0_2_0) => &[
+            "info",
+            "extensions",
+            "detect",
+            "settings",
+            "check-options",
+            "[constructor]parser",
+            "[method]parser.feed",
+            "[method]parser.finish",
+        ],
+        (Kind::Source, _) => &["info", "default-endpoint", "resolve"],
+        (Kind::Method, WitVersion::V0_1_0) => &["info", "configure", "loss"],
+        (Kind::Method, WitVersion::V0_2_0) => &[
+            "info",
+            "settings",
+            "configure",
+            "[method]method.plan",
+            "[method]method.loss",
+        ],
     }
 }
 
@@ -71,7 +96,6 @@ fn tuner_interface(name: &str) -> Option<(&str, Option<&str>)> {
 /// Checks exports and imports of a compiled component.
 pub fn inspect(engine: &Engine, component: &Component) -> Result<Inspection, LoadError> {
     let ty = component.component_type();
-    let host_version = Version::parse(HOST_WIT_VERSION).expect("valid host version");
 
     // Exports: exactly one `tuner:plugin/<kind>-plugin@<version>`.
     let mut found: Vec<(Kind, Version, String)> = Vec::new();
@@ -114,7 +138,7 @@ pub fn inspect(engine: &Engine, component: &Component) -> Result<Inspection, Loa
             return Err(LoadError::SeveralWorlds(names.join(", ")));
         }
     };
-    check_version(&version, &host_version)?;
+    let wit = check_version(&version)?;
 
     // Required functions of the exported interface.
     let export = ty
@@ -126,7 +150,7 @@ pub fn inspect(engine: &Engine, component: &Component) -> Result<Inspection, Loa
         )));
     };
     let present: Vec<&str> = instance.exports(engine).map(|(n, _)| n).collect();
-    let missing: Vec<&str> = required_functions(kind)
+    let missing: Vec<&str> = required_functions(kind, wit)
         .iter()
         .copied()
         .filter(|f| !present.contains(f))
@@ -142,12 +166,19 @@ pub fn inspect(engine: &Engine, component: &Component) -> Result<Inspection, Loa
         });
     }
 
-    // Imports: only the interfaces offered to this kind, at a compatible version.
+    // Imports: only the interfaces offered to this kind, of the version the
+    // exports are for (one version's bindings serve the whole component).
     for (name, _) in ty.imports(engine) {
         match tuner_interface(name) {
             Some((iface, ver)) if offered_imports(kind).contains(&iface) => {
-                if let Some(ver) = ver.and_then(|v| Version::parse(v).ok()) {
-                    check_version(&ver, &host_version)?;
+                if let Some(ver) = ver.and_then(|v| Version::parse(v).ok())
+                    && check_version(&ver)? != wit
+                {
+                    return Err(LoadError::Invalid(format!(
+                        "it exports `{export_name}` but imports `{name}`: the interfaces of \
+                         one plugin must all be of one tuner:plugin version; rebuild it with \
+                         a current tuner-sdk"
+                    )));
                 }
             }
             Some((iface, _)) => {
@@ -179,25 +210,26 @@ pub fn inspect(engine: &Engine, component: &Component) -> Result<Inspection, Loa
     Ok(Inspection {
         kind,
         wit_version: version,
+        wit,
     })
 }
 
-/// Same major (and, before 1.0, same minor) version; newer is "upgrade
-/// tuner", older is "rebuild the plugin".
-fn check_version(found: &Version, host: &Version) -> Result<(), LoadError> {
-    let compatible = found.major == host.major && (host.major > 0 || found.minor == host.minor);
-    if compatible && found <= host {
-        return Ok(());
+/// The supported version a component built for `found` runs as (same major
+/// and, before 1.0, same minor version, not newer). Newer than the newest is
+/// "upgrade tuner"; anything else unsupported is "rebuild the plugin".
+fn check_version(found: &Version) -> Result<WitVersion, LoadError> {
+    if let Some(wit) = WitVersion::for_component(found) {
+        return Ok(wit);
     }
-    if found > host {
+    if *found > WitVersion::NEWEST.semver() {
         Err(LoadError::FutureVersion {
             found: found.to_string(),
-            supported: host.to_string(),
+            supported: HOST_WIT_VERSION.to_string(),
         })
     } else {
         Err(LoadError::OldVersion {
             found: found.to_string(),
-            supported: host.to_string(),
+            supported: SUPPORTED_WIT_VERSIONS.join(" and "),
         })
     }
 }
@@ -219,22 +251,96 @@ pub fn sdk_version(bytes: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn v(s: &str) -> Version {
+        Version::parse(s).unwrap()
+    }
+
     #[test]
     fn versions_compare_like_cargo() {
-        let host = Version::parse("0.1.0").unwrap();
-        assert!(check_version(&Version::parse("0.1.0").unwrap(), &host).is_ok());
+        assert_eq!(check_version(&v("0.1.0")).unwrap(), WitVersion::V0_1_0);
+        assert_eq!(check_version(&v("0.2.0")).unwrap(), WitVersion::V0_2_0);
+        let future = check_version(&v("0.3.0")).unwrap_err();
+        assert!(matches!(future, LoadError::FutureVersion { .. }));
+        assert_eq!(
+            future.to_string(),
+            "built for tuner:plugin@0.3.0, newer than this tuner supports (tuner:plugin@0.2.0); \
+             upgrade tuner to use it"
+        );
         assert!(matches!(
-            check_version(&Version::parse("0.2.0").unwrap(), &host),
+            check_version(&v("0.2.1")),
             Err(LoadError::FutureVersion { .. })
         ));
         assert!(matches!(
-            check_version(&Version::parse("0.1.1").unwrap(), &host),
+            check_version(&v("1.0.0")),
             Err(LoadError::FutureVersion { .. })
         ));
+        // A 0.1 newer than the 0.1.0 this host knows: not loadable either.
+        let err = check_version(&v("0.1.1")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "built for tuner:plugin@0.1.1, which this tuner does not support (it supports \
+             tuner:plugin@0.2.0 and 0.1.0); rebuild it with a current tuner-sdk"
+        );
         assert!(matches!(
-            check_version(&Version::parse("0.0.9").unwrap(), &host),
+            check_version(&v("0.0.9")),
             Err(LoadError::OldVersion { .. })
         ));
+    }
+
+    #[test]
+    fn the_supported_list_matches_the_bindings() {
+        let listed: Vec<&str> = WitVersion::ALL.iter().map(|w| w.as_str()).collect();
+        assert_eq!(listed, SUPPORTED_WIT_VERSIONS);
+        assert_eq!(WitVersion::NEWEST.as_str(), HOST_WIT_VERSION);
+    }
+
+    /// A component exporting one empty instance under `name`: enough for
+    /// the export checks, without a toolchain to build a real plugin.
+    fn empty_export(name: &str) -> Vec<u8> {
+        let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
+        // Instance section: one instance made of no exports.
+        bytes.extend([5, 3, 1, 1, 0]);
+        // Export section: that instance under `name`.
+        let mut export = vec![1, 0, name.len() as u8];
+        export.extend(name.as_bytes());
+        export.extend([5, 0, 0]);
+        bytes.extend([11, export.len() as u8]);
+        bytes.extend(export);
+        bytes
+    }
+
+    fn inspect_export(name: &str) -> Result<Inspection, LoadError> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).unwrap();
+        let component = Component::new(&engine, empty_export(name)).unwrap();
+        inspect(&engine, &component)
+    }
+
+    #[test]
+    fn components_are_read_as_their_version() {
+        let err = inspect_export("tuner:plugin/format-plugin@0.3.0").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "built for tuner:plugin@0.3.0, newer than this tuner supports (tuner:plugin@0.2.0); \
+             upgrade tuner to use it"
+        );
+        // Each supported version is held to its own exports.
+        let err = inspect_export("tuner:plugin/method-plugin@0.2.0").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`tuner:plugin/method-plugin@0.2.0` is missing `info`, `settings`, `configure`, \
+             `[method]method.plan`, `[method]method.loss`"
+        );
+        let err = inspect_export("tuner:plugin/method-plugin@0.1.0").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`tuner:plugin/method-plugin@0.1.0` is missing `info`, `configure`, `loss`"
+        );
+        let err = inspect_export("tuner:plugin/format-plugin@0.1.0").unwrap_err();
+        assert!(!err.to_string().contains("`settings`"), "{err}");
+        let err = inspect_export("tuner:plugin/source-plugin@0.0.3").unwrap_err();
+        assert!(matches!(err, LoadError::OldVersion { .. }), "{err}");
     }
 
     #[test]

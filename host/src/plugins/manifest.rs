@@ -13,7 +13,8 @@
 
 use serde::Deserialize;
 
-use super::Kind;
+// Public: `manifest::Kind` is the kind a manifest declares (the same type).
+pub use super::Kind;
 
 /// A parsed manifest.
 #[derive(Debug, Clone, Deserialize)]

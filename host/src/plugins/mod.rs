@@ -6,8 +6,9 @@
 //! replaces it.
 //!
 //! Loading a plugin ([`registry`]): read the file, check it is a component
-//! targeting one world of `tuner:plugin@0.1.0` with all required exports and
-//! no imports the host does not offer ([`inspect`]), compile it (or load the
+//! targeting one world of a supported `tuner:plugin` version (0.2.0, or
+//! 0.1.0 through an adapter, [`bindings`]) with all required exports and no
+//! imports the host does not offer ([`inspect`]), compile it (or load the
 //! compiled code from the on-disk cache, [`runtime`]), and call its `info()`.
 //!
 //! Sandbox ([`plugin`]): every instance has a memory cap and every call an
@@ -42,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub use limits::PluginLimits;
-pub use plugin::{Plugin, PluginMeta};
+pub use plugin::{HostParseOptions, MethodSession, Plugin, PluginMeta};
 pub use registry::{PluginHost, ReloadReport};
 pub use runtime::Runtime;
 

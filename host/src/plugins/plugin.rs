@@ -12,32 +12,46 @@
 //! `detect` runs under its own short deadline (`detect_timeout`); a format
 //! plugin whose `detect` fails that way is degraded: left out of detection
 //! for `detect_cooldown` (a reload builds a new `Plugin` and ends it).
+//!
+//! A training job talks to its method plugin through a [`MethodSession`]:
+//! `configure` and every `loss` of the job run in one instance, leased from
+//! the pool for the session's lifetime, so the plugin's configured `method`
+//! (a resource in `tuner:plugin@0.2.0`) lives where it was made.
+//!
+//! Plugins of every supported `tuner:plugin` version are called through the
+//! same methods: the answers of older versions are converted to the newest
+//! types ([`super::bindings`]), and what an older version lacks (settings
+//! schemas, typed format settings) is made up for here.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use semver::Version;
 use serde::Serialize;
+use serde_json::{Map, Value};
 use utoipa::ToSchema;
-use wasmtime::component::{Component, Resource};
+use wasmtime::component::{Component, Resource, ResourceAny};
 use wasmtime::{Store, UpdateDeadline};
 
-use super::bindings::format::Format;
-use super::bindings::format::exports::tuner::plugin::format_plugin;
-use super::bindings::method::Method;
-use super::bindings::method::exports::tuner::plugin::method_plugin;
-use super::bindings::source::Source;
-use super::bindings::source::exports::tuner::plugin::source_plugin;
-use super::bindings::{PluginInfo, format::tuner::plugin::types::PluginError};
+use super::bindings::v0_1_0::{self as old, Convert};
+use super::bindings::v0_2_0 as new;
+use super::bindings::{PluginInfo, WitVersion};
 use super::imports::http::HttpGate;
 use super::imports::model::{
     BatchHandle, MethodBatch, MethodLoss, Plan, PolicyBackend, PolicyHandle,
 };
 use super::limits::ticks;
 use super::runtime::{CompileSource, Runtime};
+use super::settings::{self, Setting, SettingValue, Values};
 use super::state::PluginState;
 use super::{CallError, Kind};
+
+pub use new::format::exports::tuner::plugin::format_plugin;
+pub use new::format::tuner::plugin::types::PluginError;
+pub use new::method::exports::tuner::plugin::method_plugin;
+pub use new::source::exports::tuner::plugin::source_plugin;
 
 /// Where a plugin was loaded from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -95,10 +109,14 @@ pub struct CallStats {
     pub instances: u64,
 }
 
+/// An instance's exports, by world and `tuner:plugin` version.
 enum Bindings {
-    Format(Format),
-    Source(Source),
-    Method(Method),
+    Format(new::format::Format),
+    Source(new::source::Source),
+    Method(new::method::Method),
+    FormatV1(old::format::Format),
+    SourceV1(old::source::Source),
+    MethodV1(old::method::Method),
 }
 
 struct Live {
@@ -147,14 +165,7 @@ struct Lease<'a> {
 impl Lease<'_> {
     fn give_back(mut self) {
         let live = self.live.take().expect("leased instance");
-        let mut pool = self
-            .plugin
-            .pool
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        pool.idle.push(live);
-        drop(pool);
-        self.plugin.freed.notify_one();
+        self.plugin.return_instance(live);
     }
 }
 
@@ -169,6 +180,12 @@ impl Drop for Lease<'_> {
 /// A loaded, callable plugin.
 pub struct Plugin {
     pub meta: PluginMeta,
+    /// The supported version the plugin runs as (bindings and linker).
+    wit: WitVersion,
+    /// The `tuner:plugin` version it was built for.
+    wit_version: Version,
+    /// The settings schema, read once (it cannot change for a component).
+    settings: OnceLock<Vec<Setting>>,
     component: Component,
     runtime: Arc<Runtime>,
     http: Option<HttpGate>,
@@ -182,17 +199,23 @@ pub struct Plugin {
 }
 
 impl Plugin {
-    /// Wraps a validated component. `http` is the network gate for source
-    /// plugins (built from the declared hosts).
+    /// Wraps a validated component built for `wit` (the version inspection
+    /// found). `http` is the network gate for source plugins (built from the
+    /// declared hosts).
     pub(crate) fn new(
         meta: PluginMeta,
+        wit: WitVersion,
         component: Component,
         runtime: Arc<Runtime>,
         http: Option<HttpGate>,
     ) -> Self {
         let degraded = Self::saved_degraded(&runtime, &meta.sha256);
+        let wit_version = Version::parse(&meta.wit_version).unwrap_or_else(|_| wit.semver());
         Self {
             meta,
+            wit,
+            wit_version,
+            settings: OnceLock::new(),
             component,
             runtime,
             http,
@@ -211,6 +234,16 @@ impl Plugin {
 
     pub fn kind(&self) -> Kind {
         self.meta.kind
+    }
+
+    /// The `tuner:plugin` version the plugin was built for.
+    pub fn wit_version(&self) -> &Version {
+        &self.wit_version
+    }
+
+    /// The supported version the plugin runs as.
+    pub fn wit(&self) -> WitVersion {
+        self.wit
     }
 
     /// The network gate of a source plugin: the host grants user-configured
@@ -310,38 +343,45 @@ impl Plugin {
         self.freed.notify_one();
     }
 
+    /// Puts a healthy instance back in the pool.
+    fn return_instance(&self, live: Live) {
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        pool.idle.push(live);
+        drop(pool);
+        self.freed.notify_one();
+    }
+
     /// An idle instance, or a new one while the pool is below its cap, or
-    /// (at the cap) the next one to come back.
-    fn lease(&self, deadline: Duration) -> Result<Lease<'_>, CallError> {
+    /// (at the cap) the next one to come back. It keeps its place in the
+    /// pool until [`Plugin::return_instance`] or [`Plugin::release_slot`].
+    fn acquire(&self, deadline: Duration) -> Result<Live, CallError> {
         let cap = self.runtime.limits.max_instances.max(1);
         let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(live) = pool.idle.pop() {
-                return Ok(Lease {
-                    plugin: self,
-                    live: Some(live),
-                });
+                return Ok(live);
             }
             if pool.count < cap {
                 pool.count += 1;
                 drop(pool);
                 // Built outside the lock: other calls go on meanwhile.
-                return match self.instantiate(deadline) {
-                    Ok(live) => Ok(Lease {
-                        plugin: self,
-                        live: Some(live),
-                    }),
-                    Err(err) => {
-                        self.release_slot();
-                        Err(err)
-                    }
-                };
+                return self
+                    .instantiate(deadline)
+                    .inspect_err(|_| self.release_slot());
             }
             pool = self
                 .freed
                 .wait(pool)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+    }
+
+    /// [`Plugin::acquire`] for one call.
+    fn lease(&self, deadline: Duration) -> Result<Lease<'_>, CallError> {
+        Ok(Lease {
+            plugin: self,
+            live: Some(self.acquire(deadline)?),
+        })
     }
 
     fn instantiate(&self, deadline: Duration) -> Result<Live, CallError> {
@@ -370,18 +410,25 @@ impl Plugin {
             plugin: self.meta.name.clone(),
             message: format!("{e:#}"),
         };
-        let bindings = match self.meta.kind {
-            Kind::Format => Bindings::Format(
-                Format::instantiate(&mut store, &self.component, &rt.format_linker)
-                    .map_err(fail)?,
+        let (c, linker) = (&self.component, rt.linker(self.wit, self.meta.kind));
+        let bindings = match (self.meta.kind, self.wit) {
+            (Kind::Format, WitVersion::V0_2_0) => Bindings::Format(
+                new::format::Format::instantiate(&mut store, c, linker).map_err(fail)?,
             ),
-            Kind::Source => Bindings::Source(
-                Source::instantiate(&mut store, &self.component, &rt.source_linker)
-                    .map_err(fail)?,
+            (Kind::Source, WitVersion::V0_2_0) => Bindings::Source(
+                new::source::Source::instantiate(&mut store, c, linker).map_err(fail)?,
             ),
-            Kind::Method => Bindings::Method(
-                Method::instantiate(&mut store, &self.component, &rt.method_linker)
-                    .map_err(fail)?,
+            (Kind::Method, WitVersion::V0_2_0) => Bindings::Method(
+                new::method::Method::instantiate(&mut store, c, linker).map_err(fail)?,
+            ),
+            (Kind::Format, WitVersion::V0_1_0) => Bindings::FormatV1(
+                old::format::Format::instantiate(&mut store, c, linker).map_err(fail)?,
+            ),
+            (Kind::Source, WitVersion::V0_1_0) => Bindings::SourceV1(
+                old::source::Source::instantiate(&mut store, c, linker).map_err(fail)?,
+            ),
+            (Kind::Method, WitVersion::V0_1_0) => Bindings::MethodV1(
+                old::method::Method::instantiate(&mut store, c, linker).map_err(fail)?,
             ),
         };
         self.instances.fetch_add(1, Ordering::Relaxed);
@@ -406,24 +453,35 @@ impl Plugin {
             }
         };
         let live = lease.live.as_mut().expect("leased instance");
-        live.store.set_epoch_deadline(ticks(deadline));
-        live.store.data_mut().limiter.refused = None;
-        match f(&mut live.store, &live.bindings) {
+        match self.run_on(live, call, deadline, f) {
             Ok(value) => {
                 lease.give_back();
                 Ok(value)
             }
-            Err(err) => {
-                let refused = live.store.data().limiter.refused.is_some();
-                // The instance may be in any state after a trap: never reuse
-                // it (dropping the lease discards it and frees its place).
-                drop(lease);
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                let err = self.classify(call, deadline, refused, err);
-                tracing::warn!(plugin = %self.meta.name, call, "{err}");
-                Err(err)
-            }
+            // The instance may be in any state after a trap: never reuse it
+            // (dropping the lease discards it and frees its place).
+            Err(err) => Err(err),
         }
+    }
+
+    /// Runs `f` on `live` under a deadline. A failure is counted, logged and
+    /// classified; the caller must then discard the instance.
+    fn run_on<R>(
+        &self,
+        live: &mut Live,
+        call: &str,
+        deadline: Duration,
+        f: impl FnOnce(&mut Store<PluginState>, &Bindings) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        live.store.set_epoch_deadline(ticks(deadline));
+        live.store.data_mut().limiter.refused = None;
+        f(&mut live.store, &live.bindings).map_err(|err| {
+            let refused = live.store.data().limiter.refused.is_some();
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            let err = self.classify(call, deadline, refused, err);
+            tracing::warn!(plugin = %self.meta.name, call, "{err}");
+            err
+        })
     }
 
     fn classify(
@@ -501,8 +559,105 @@ impl Plugin {
                 Bindings::Format(b) => b.tuner_plugin_format_plugin().call_info(store),
                 Bindings::Source(b) => b.tuner_plugin_source_plugin().call_info(store),
                 Bindings::Method(b) => b.tuner_plugin_method_plugin().call_info(store),
+                Bindings::FormatV1(b) => b
+                    .tuner_plugin_format_plugin()
+                    .call_info(store)
+                    .map(Convert::convert),
+                Bindings::SourceV1(b) => b
+                    .tuner_plugin_source_plugin()
+                    .call_info(store)
+                    .map(Convert::convert),
+                Bindings::MethodV1(b) => b
+                    .tuner_plugin_method_plugin()
+                    .call_info(store)
+                    .map(Convert::convert),
             },
         )
+    }
+
+    /// The settings the plugin declares: a method's training-config keys, a
+    /// format's `--set` keys; none for sources. Read once and kept.
+    ///
+    /// `tuner:plugin@0.2.0` plugins answer with their `settings()` export,
+    /// checked with [`settings::check_schema`] (a bad schema is a
+    /// [`CallError::BadResult`] naming the plugin). 0.1.0 plugins declare
+    /// none: a 0.1.0 method gets [`old::legacy_method_settings`], a 0.1.0
+    /// format an empty list that [`Plugin::settings_are_open`] qualifies.
+    pub fn settings(&self) -> Result<Vec<Setting>, CallError> {
+        if let Some(schema) = self.settings.get() {
+            return Ok(schema.clone());
+        }
+        let schema = match (self.meta.kind, self.wit) {
+            (Kind::Source, _) | (Kind::Format, WitVersion::V0_1_0) => Vec::new(),
+            (Kind::Method, WitVersion::V0_1_0) => old::legacy_method_settings(),
+            (Kind::Format | Kind::Method, WitVersion::V0_2_0) => {
+                let declared = self.call("settings", self.timeout(), |store, b| match b {
+                    Bindings::Format(b) => b.tuner_plugin_format_plugin().call_settings(store),
+                    Bindings::Method(b) => b.tuner_plugin_method_plugin().call_settings(store),
+                    _ => unreachable!("kind and version checked above"),
+                })?;
+                let schema: Vec<Setting> = declared.into_iter().map(Into::into).collect();
+                settings::check_schema(&schema).map_err(|message| CallError::BadResult {
+                    plugin: self.meta.name.clone(),
+                    call: "settings".into(),
+                    message: format!("its settings schema is invalid: {message}"),
+                })?;
+                schema
+            }
+        };
+        Ok(self.settings.get_or_init(|| schema).clone())
+    }
+
+    /// Whether the plugin takes settings outside its schema: a
+    /// `tuner:plugin@0.1.0` format, which reads free-form text settings and
+    /// declares none, accepts any key as text.
+    pub fn settings_are_open(&self) -> bool {
+        self.meta.kind == Kind::Format && self.wit == WitVersion::V0_1_0
+    }
+
+    /// Format plugins: the user's text settings (`--set key=value`) checked
+    /// against [`Plugin::settings`], defaults filled in. The inner error
+    /// names the plugin and the first bad key, with a suggestion for a
+    /// near-miss key. An open schema ([`Plugin::settings_are_open`]) takes
+    /// every key as text.
+    pub fn format_values(
+        &self,
+        given: &[(String, String)],
+    ) -> Result<Result<Values, String>, CallError> {
+        if self.meta.kind != Kind::Format {
+            return Err(self.wrong_kind("settings", Kind::Format));
+        }
+        if self.settings_are_open() {
+            return Ok(Ok(given
+                .iter()
+                .map(|(k, v)| (k.clone(), SettingValue::Text(v.clone())))
+                .collect()));
+        }
+        let schema = self.settings()?;
+        let name = &self.meta.name;
+        for (key, _) in given {
+            if !schema.iter().any(|s| s.name == *key) {
+                let hint = match settings::closest(key, schema.iter().map(|s| s.name.as_str())) {
+                    Some(near) => format!("; did you mean `{near}`?"),
+                    None if schema.is_empty() => "; it takes no settings".into(),
+                    None => {
+                        let names: Vec<&str> = schema.iter().map(|s| s.name.as_str()).collect();
+                        format!(" (its settings: {})", names.join(", "))
+                    }
+                };
+                return Ok(Err(format!(
+                    "format plugin `{name}` has no setting `{key}`{hint}"
+                )));
+            }
+        }
+        let map: Map<String, Value> = given
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        Ok(settings::check(&schema, &map).map_err(|problems| {
+            let p = &problems[0];
+            format!("format plugin `{name}`, setting `{}`: {}", p.key, p.message)
+        }))
     }
 
     /// Format plugins: confidence that a file is in this format, under the
@@ -525,6 +680,9 @@ impl Plugin {
             Bindings::Format(b) => b
                 .tuner_plugin_format_plugin()
                 .call_detect(store, file_name, head),
+            Bindings::FormatV1(b) => b
+                .tuner_plugin_format_plugin()
+                .call_detect(store, file_name, head),
             _ => unreachable!("kind checked above"),
         });
         if let Err(
@@ -545,6 +703,29 @@ impl Plugin {
         }
         self.call("extensions", self.detect_timeout(), |store, b| match b {
             Bindings::Format(b) => b.tuner_plugin_format_plugin().call_extensions(store),
+            Bindings::FormatV1(b) => b.tuner_plugin_format_plugin().call_extensions(store),
+            _ => unreachable!("kind checked above"),
+        })
+    }
+
+    /// Format plugins: checks parse options without parsing (a bad column
+    /// mapping, a combination of settings the schema cannot express). Call
+    /// it before [`Plugin::parse_stream`]; the inner error is the plugin's.
+    pub fn check_options(
+        &self,
+        options: &HostParseOptions,
+    ) -> Result<Result<(), PluginError>, CallError> {
+        if self.meta.kind != Kind::Format {
+            return Err(self.wrong_kind("check-options", Kind::Format));
+        }
+        self.call("check-options", self.timeout(), |store, b| match b {
+            Bindings::Format(b) => b
+                .tuner_plugin_format_plugin()
+                .call_check_options(store, &options.to_v0_2_0()),
+            Bindings::FormatV1(b) => b
+                .tuner_plugin_format_plugin()
+                .call_check_options(store, &options.to_v0_1_0())
+                .map(|r| r.map_err(Convert::convert)),
             _ => unreachable!("kind checked above"),
         })
     }
@@ -554,7 +735,7 @@ impl Plugin {
     /// outcome in memory: for files, use [`Plugin::parse_stream`].
     pub fn parse<'a>(
         &self,
-        options: &format_plugin::ParseOptions,
+        options: &HostParseOptions,
         chunks: impl IntoIterator<Item = &'a str>,
     ) -> Result<Result<Vec<format_plugin::RecordOutcome>, format_plugin::FatalError>, CallError>
     {
@@ -566,10 +747,11 @@ impl Plugin {
     /// Format plugins: streams `chunks` of text through a parser, handing
     /// the outcomes of each call to `on_records` as they come, so memory
     /// stays bounded by one chunk and its records. The inner result is the
-    /// fatal error that ended the parse, if any.
+    /// fatal error that ended the parse, if any. The options should have
+    /// passed [`Plugin::check_options`].
     pub fn parse_stream<C: AsRef<str>>(
         &self,
-        options: &format_plugin::ParseOptions,
+        options: &HostParseOptions,
         chunks: impl IntoIterator<Item = C>,
         mut on_records: impl FnMut(Vec<format_plugin::RecordOutcome>),
     ) -> Result<Result<(), format_plugin::FatalError>, CallError> {
@@ -578,34 +760,51 @@ impl Plugin {
         }
         let mut chunks = chunks.into_iter();
         let deadline = self.timeout();
-        self.call("parse", deadline, |store, b| {
-            let Bindings::Format(b) = b else {
-                unreachable!("kind checked above")
-            };
-            let guest = b.tuner_plugin_format_plugin().parser();
-            let parser = guest.call_constructor(&mut *store, options)?;
-            let mut result = Ok(());
-            for chunk in chunks.by_ref() {
-                // A deadline per call into the plugin: a large file takes many
-                // `feed` calls, each bounded on its own.
-                store.set_epoch_deadline(ticks(deadline));
-                match guest.call_feed(&mut *store, parser, chunk.as_ref())? {
-                    Ok(records) => on_records(records),
-                    Err(fatal) => {
-                        result = Err(fatal);
-                        break;
+        // One parse, for either version's generated types: `$convert` turns
+        // the plugin's records and errors into the newest types.
+        macro_rules! parse_with {
+            ($store:expr, $exports:expr, $options:expr, $convert:expr) => {{
+                let store = $store;
+                let guest = $exports.parser();
+                let parser = guest.call_constructor(&mut *store, $options)?;
+                let mut result = Ok(());
+                for chunk in chunks.by_ref() {
+                    // A deadline per call into the plugin: a large file takes
+                    // many `feed` calls, each bounded on its own.
+                    store.set_epoch_deadline(ticks(deadline));
+                    match guest.call_feed(&mut *store, parser, chunk.as_ref())? {
+                        Ok(records) => on_records($convert(records)),
+                        Err(fatal) => {
+                            result = Err($convert(fatal));
+                            break;
+                        }
                     }
                 }
-            }
-            if result.is_ok() {
-                store.set_epoch_deadline(ticks(deadline));
-                match guest.call_finish(&mut *store, parser)? {
-                    Ok(records) => on_records(records),
-                    Err(fatal) => result = Err(fatal),
+                if result.is_ok() {
+                    store.set_epoch_deadline(ticks(deadline));
+                    match guest.call_finish(&mut *store, parser)? {
+                        Ok(records) => on_records($convert(records)),
+                        Err(fatal) => result = Err($convert(fatal)),
+                    }
                 }
-            }
-            parser.resource_drop(&mut *store)?;
-            Ok(result)
+                parser.resource_drop(&mut *store)?;
+                Ok(result)
+            }};
+        }
+        self.call("parse", deadline, |store, b| match b {
+            Bindings::Format(b) => parse_with!(
+                store,
+                b.tuner_plugin_format_plugin(),
+                &options.to_v0_2_0(),
+                std::convert::identity
+            ),
+            Bindings::FormatV1(b) => parse_with!(
+                store,
+                b.tuner_plugin_format_plugin(),
+                &options.to_v0_1_0(),
+                Convert::convert
+            ),
+            _ => unreachable!("kind checked above"),
         })
     }
 
@@ -619,6 +818,10 @@ impl Plugin {
         }
         self.call("resolve", self.timeout(), |store, b| match b {
             Bindings::Source(b) => b.tuner_plugin_source_plugin().call_resolve(store, request),
+            Bindings::SourceV1(b) => b
+                .tuner_plugin_source_plugin()
+                .call_resolve(store, &request.clone().convert())
+                .map(|r| r.map(Convert::convert).map_err(Convert::convert)),
             _ => unreachable!("kind checked above"),
         })
     }
@@ -630,64 +833,213 @@ impl Plugin {
         }
         self.call("default-endpoint", self.timeout(), |store, b| match b {
             Bindings::Source(b) => b.tuner_plugin_source_plugin().call_default_endpoint(store),
+            Bindings::SourceV1(b) => b.tuner_plugin_source_plugin().call_default_endpoint(store),
             _ => unreachable!("kind checked above"),
         })
     }
 
-    /// Method plugins: turns a JSON job configuration into a training plan.
-    pub fn configure(
-        &self,
-        config_json: &str,
-    ) -> Result<Result<method_plugin::Plan, PluginError>, CallError> {
+    /// Method plugins: configures the method for one job and keeps it, in
+    /// one instance of the plugin, for the job's `loss` calls.
+    ///
+    /// `values` are the method's checked settings (every key of
+    /// [`Plugin::settings`], defaults filled in); `job_json` is the host's
+    /// part of the training config as a JSON object. A
+    /// `tuner:plugin@0.2.0` plugin gets both through `configure` and keeps a
+    /// `method` resource; a 0.1.0 plugin gets one flat JSON object, the job
+    /// with the values laid over it ([`old::legacy_config_json`]).
+    ///
+    /// The plugin's refusal and an inconsistent plan are errors naming the
+    /// plugin (and the key the plugin names).
+    pub fn start_method(
+        self: &Arc<Self>,
+        values: &Values,
+        job_json: &str,
+    ) -> Result<MethodSession, CallError> {
         if self.meta.kind != Kind::Method {
             return Err(self.wrong_kind("configure", Kind::Method));
         }
-        self.call("configure", self.timeout(), |store, b| match b {
-            Bindings::Method(b) => b
-                .tuner_plugin_method_plugin()
-                .call_configure(store, config_json),
-            _ => unreachable!("kind checked above"),
+        let (instance, plan) = self.configure_instance(values, job_json)?;
+        Ok(MethodSession {
+            plugin: self.clone(),
+            values: values.clone(),
+            job_json: job_json.to_string(),
+            plan,
+            instance: Some(instance),
         })
     }
 
-    /// Method plugins: [`Plugin::configure`] with the plugin's refusal and
-    /// an inconsistent plan both turned into errors naming the plugin.
-    pub fn method_configure(&self, config_json: &str) -> Result<Plan, CallError> {
-        let plan = self
-            .configure(config_json)?
-            .map_err(|e| CallError::Failed {
-                plugin: self.meta.name.clone(),
-                call: "configure".into(),
-                message: match e.field {
-                    Some(field) => format!("`{field}`: {}", e.message),
-                    None => e.message,
-                },
-            })?;
-        Plan::from_wit(plan).map_err(|message| CallError::BadResult {
+    /// The plugin's refusal of a call, as the error users see.
+    fn refused(&self, call: &str, e: PluginError) -> CallError {
+        CallError::Failed {
             plugin: self.meta.name.clone(),
-            call: "configure".into(),
-            message: format!("the plan is inconsistent: {message}"),
-        })
+            call: call.to_string(),
+            message: match e.field {
+                Some(field) => format!("`{field}`: {}", e.message),
+                None => e.message,
+            },
+        }
     }
 
-    /// Method plugins: the loss for one batch, built by the plugin from host
-    /// tensors (so it is on the autograd tape), with the metrics it reported
-    /// during the call. The loss is a 0-d float tensor; anything else is a
-    /// [`CallError::BadResult`] naming the plugin.
-    pub fn method_loss(
+    /// An instance with the method configured in it, and its checked plan.
+    fn configure_instance(
         &self,
+        values: &Values,
+        job_json: &str,
+    ) -> Result<(SessionInstance, Plan), CallError> {
+        let deadline = self.timeout();
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut live = self.acquire(deadline).inspect_err(|_| {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        })?;
+        let configured = self.run_on(&mut live, "configure", deadline, |store, b| match b {
+            Bindings::Method(b) => Ok(b
+                .tuner_plugin_method_plugin()
+                .call_configure(store, &new::wit_values(values), job_json)?
+                .map(Configured::Method)),
+            Bindings::MethodV1(b) => Ok(b
+                .tuner_plugin_method_plugin()
+                .call_configure(store, &old::legacy_config_json(values, job_json))?
+                .map(|plan| Configured::Plan(plan.convert()))
+                .map_err(Convert::convert)),
+            _ => unreachable!("kind checked by the caller"),
+        });
+        let configured = match configured {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                self.return_instance(live);
+                return Err(self.refused("configure", e));
+            }
+            Err(err) => {
+                self.release_slot();
+                return Err(err);
+            }
+        };
+        let (method, plan) = match configured {
+            Configured::Plan(plan) => (None, plan),
+            Configured::Method(method) => {
+                self.calls.fetch_add(1, Ordering::Relaxed);
+                let plan = self.run_on(&mut live, "plan", deadline, |store, b| match b {
+                    Bindings::Method(b) => b
+                        .tuner_plugin_method_plugin()
+                        .method()
+                        .call_plan(store, method),
+                    _ => unreachable!("a 0.2.0 method"),
+                });
+                match plan {
+                    Ok(plan) => (Some(method), plan),
+                    Err(err) => {
+                        self.release_slot();
+                        return Err(err);
+                    }
+                }
+            }
+        };
+        let instance = SessionInstance { live, method };
+        match Plan::from_wit(plan) {
+            Ok(plan) => Ok((instance, plan)),
+            Err(message) => {
+                self.close_instance(instance);
+                Err(CallError::BadResult {
+                    plugin: self.meta.name.clone(),
+                    call: "configure".into(),
+                    message: format!("the plan is inconsistent: {message}"),
+                })
+            }
+        }
+    }
+
+    /// Ends a session's instance: drops the method in the guest and returns
+    /// the instance to the pool, or discards it if that fails.
+    fn close_instance(&self, mut instance: SessionInstance) {
+        if let Some(method) = instance.method.take() {
+            let dropped = self.run_on(&mut instance.live, "drop", self.timeout(), |store, _| {
+                method.resource_drop(store)
+            });
+            if dropped.is_err() {
+                self.release_slot();
+                return;
+            }
+        }
+        self.return_instance(instance.live);
+    }
+}
+
+/// What `configure` made: a 0.2.0 `method` resource, or a 0.1.0 plan.
+enum Configured {
+    Method(ResourceAny),
+    Plan(method_plugin::Plan),
+}
+
+/// The instance a [`MethodSession`] runs in.
+struct SessionInstance {
+    live: Live,
+    /// `tuner:plugin@0.2.0`: the configured `method` resource in the guest.
+    method: Option<ResourceAny>,
+}
+
+/// One job's method: configured once ([`Plugin::start_method`]), then asked
+/// for the loss of every batch, all in one instance of the plugin that the
+/// session holds (leased from the plugin's pool) until it is dropped, when
+/// the guest's `method` is dropped and the instance returned.
+///
+/// A call that traps, runs out of time or hits the memory cap discards the
+/// instance, as any plugin call does; the next call builds a new one and
+/// configures the method again with the same settings.
+pub struct MethodSession {
+    plugin: Arc<Plugin>,
+    values: Values,
+    job_json: String,
+    plan: Plan,
+    /// `None` after a failure, until the next call.
+    instance: Option<SessionInstance>,
+}
+
+impl MethodSession {
+    /// What the method asked the host to prepare.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The method plugin.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// The checked settings the method was configured with.
+    pub fn values(&self) -> &Values {
+        &self.values
+    }
+
+    /// The loss for one batch, built by the plugin from host tensors (so it
+    /// is on the autograd tape), with the metrics it reported during the
+    /// call. The loss is a 0-d float tensor; anything else is a
+    /// [`CallError::BadResult`] naming the plugin.
+    pub fn loss(
+        &mut self,
         batch: Arc<MethodBatch>,
         policy: Arc<dyn PolicyBackend>,
         step: u64,
     ) -> Result<MethodLoss, CallError> {
-        if self.meta.kind != Kind::Method {
-            return Err(self.wrong_kind("loss", Kind::Method));
+        let plugin = self.plugin.clone();
+        if self.instance.is_none() {
+            let (instance, plan) = plugin.configure_instance(&self.values, &self.job_json)?;
+            if plan != self.plan {
+                plugin.close_instance(instance);
+                return Err(CallError::BadResult {
+                    plugin: plugin.meta.name.clone(),
+                    call: "configure".into(),
+                    message: "configured again after a failure, it returned another plan \
+                              for the same settings"
+                        .into(),
+                });
+            }
+            self.instance = Some(instance);
         }
+        let instance = self.instance.as_mut().expect("configured above");
+        plugin.calls.fetch_add(1, Ordering::Relaxed);
         let device = batch.ids.device().clone();
-        let outcome = self.call("loss", self.timeout(), |store, b| {
-            let Bindings::Method(b) = b else {
-                unreachable!("kind checked above")
-            };
+        let method = instance.method;
+        let outcome = plugin.run_on(&mut instance.live, "loss", plugin.timeout(), |store, b| {
             let state = store.data_mut();
             state.method.device = device;
             state.method.metrics.clear();
@@ -695,12 +1047,24 @@ impl Plugin {
             let batch = state.table.push(BatchHandle::new(batch))?;
             let policy = state.table.push(PolicyHandle::new(policy))?;
             // Lent, not given: the plugin sees borrows, the table keeps them.
-            let result = b.tuner_plugin_method_plugin().call_loss(
-                &mut *store,
+            let (batch_arg, policy_arg) = (
                 Resource::new_borrow(batch.rep()),
                 Resource::new_borrow(policy.rep()),
-                step,
             );
+            let result = match b {
+                Bindings::Method(b) => b.tuner_plugin_method_plugin().method().call_loss(
+                    &mut *store,
+                    method.expect("a 0.2.0 session holds its method"),
+                    batch_arg,
+                    policy_arg,
+                    step,
+                ),
+                Bindings::MethodV1(b) => b
+                    .tuner_plugin_method_plugin()
+                    .call_loss(&mut *store, batch_arg, policy_arg, step)
+                    .map(|r| r.map_err(Convert::convert)),
+                _ => unreachable!("a method session"),
+            };
             let state = store.data_mut();
             state.table.delete(batch)?;
             state.table.delete(policy)?;
@@ -709,17 +1073,19 @@ impl Plugin {
                 Ok(loss) => Ok((state.take_tensor(loss)?, metrics)),
                 Err(e) => Err(e),
             })
-        })?;
-        let (loss, metrics) = outcome.map_err(|e| CallError::Failed {
-            plugin: self.meta.name.clone(),
-            call: "loss".into(),
-            message: match e.field {
-                Some(field) => format!("`{field}`: {}", e.message),
-                None => e.message,
-            },
-        })?;
+        });
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                // Never reuse an instance after a trap.
+                self.instance = None;
+                plugin.release_slot();
+                return Err(err);
+            }
+        };
+        let (loss, metrics) = outcome.map_err(|e| plugin.refused("loss", e))?;
         let bad = |message: String| CallError::BadResult {
-            plugin: self.meta.name.clone(),
+            plugin: plugin.meta.name.clone(),
             call: "loss".into(),
             message,
         };
@@ -734,5 +1100,62 @@ impl Plugin {
             .reshape(())
             .map_err(|e| bad(format!("cannot read the loss as a scalar: {e}")))?;
         Ok(MethodLoss { loss, metrics })
+    }
+}
+
+impl Drop for MethodSession {
+    fn drop(&mut self) {
+        if let Some(instance) = self.instance.take() {
+            self.plugin.close_instance(instance);
+        }
+    }
+}
+
+impl std::fmt::Debug for MethodSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MethodSession")
+            .field("plugin", &self.plugin.meta.name)
+            .field("plan", &self.plan)
+            .field("values", &self.values)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How to parse a file, as the host's callers give it; converted to each
+/// `tuner:plugin` version's `parse-options`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostParseOptions {
+    /// Name of the file, for messages and extension-based choices.
+    pub file_name: String,
+    /// Force a record layout instead of detecting it.
+    pub layout: Option<String>,
+    /// Column mapping: (layout field, field in the file).
+    pub columns: Vec<(String, String)>,
+    /// The format's checked settings ([`Plugin::format_values`]).
+    pub settings: Values,
+}
+
+impl HostParseOptions {
+    fn to_v0_2_0(&self) -> format_plugin::ParseOptions {
+        format_plugin::ParseOptions {
+            file_name: self.file_name.clone(),
+            layout: self.layout.clone(),
+            columns: self.columns.clone(),
+            settings: new::wit_values(&self.settings),
+        }
+    }
+
+    /// 0.1.0 formats read settings as text.
+    fn to_v0_1_0(&self) -> old::format::exports::tuner::plugin::format_plugin::ParseOptions {
+        old::format::exports::tuner::plugin::format_plugin::ParseOptions {
+            file_name: self.file_name.clone(),
+            layout: self.layout.clone(),
+            columns: self.columns.clone(),
+            settings: self
+                .settings
+                .iter()
+                .map(|(k, v)| (k.clone(), old::setting_text(v)))
+                .collect(),
+        }
     }
 }

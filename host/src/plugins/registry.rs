@@ -344,7 +344,13 @@ impl PluginHost {
         }
 
         // Call `info()` in a sandbox without network, whatever the hosts.
-        let probe = Plugin::new(meta.clone(), component.clone(), self.runtime.clone(), None);
+        let probe = Plugin::new(
+            meta.clone(),
+            inspection.wit,
+            component.clone(),
+            self.runtime.clone(),
+            None,
+        );
         let info = probe.info().map_err(|e| LoadError::Info(e.to_string()))?;
         let info_kind = Kind::from(info.kind);
         if info_kind != kind {
@@ -376,7 +382,13 @@ impl PluginHost {
             }
             None
         };
-        Ok(Plugin::new(meta, component, self.runtime.clone(), http))
+        Ok(Plugin::new(
+            meta,
+            inspection.wit,
+            component,
+            self.runtime.clone(),
+            http,
+        ))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The wasmtime engine shared by all plugins: configuration, the epoch
-//! ticker that enforces deadlines, one linker per world, the on-disk compile
-//! cache, and the HTTP service plugins' requests run on.
+//! ticker that enforces deadlines, one linker per world and `tuner:plugin`
+//! version, the on-disk compile cache, and the HTTP service plugins'
+//! requests run on.
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -13,11 +14,11 @@ use utoipa::ToSchema;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use super::LoadError;
-use super::bindings::{format, method, source};
+use super::bindings::{WitVersion, v0_1_0, v0_2_0};
 use super::imports::http::HttpService;
 use super::limits::{EPOCH_TICK, PluginLimits};
 use super::state::PluginState;
+use super::{Kind, LoadError};
 
 /// Where a plugin's machine code came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -35,9 +36,8 @@ pub enum CompileSource {
 pub struct Runtime {
     pub engine: Engine,
     pub limits: PluginLimits,
-    pub(crate) format_linker: Linker<PluginState>,
-    pub(crate) source_linker: Linker<PluginState>,
-    pub(crate) method_linker: Linker<PluginState>,
+    linkers_v0_1_0: Linkers,
+    linkers_v0_2_0: Linkers,
     pub(crate) http: Arc<HttpService>,
     cache_dir: Option<PathBuf>,
     engine_hash: String,
@@ -56,15 +56,8 @@ impl Runtime {
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:?}"))?;
 
-        let mut format_linker = Linker::new(&engine);
-        format::Format::add_to_linker::<_, HasSelf<_>>(&mut format_linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let mut source_linker = Linker::new(&engine);
-        source::Source::add_to_linker::<_, HasSelf<_>>(&mut source_linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let mut method_linker = Linker::new(&engine);
-        method::Method::add_to_linker::<_, HasSelf<_>>(&mut method_linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let linkers_v0_1_0 = Linkers::v0_1_0(&engine)?;
+        let linkers_v0_2_0 = Linkers::v0_2_0(&engine)?;
 
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -74,13 +67,25 @@ impl Runtime {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             limits,
-            format_linker,
-            source_linker,
-            method_linker,
+            linkers_v0_1_0,
+            linkers_v0_2_0,
             http: Arc::new(HttpService::new()?),
             cache_dir,
             engine_hash,
         }))
+    }
+
+    /// The linker for plugins of `kind` built for `wit`.
+    pub(crate) fn linker(&self, wit: WitVersion, kind: Kind) -> &Linker<PluginState> {
+        let linkers = match wit {
+            WitVersion::V0_1_0 => &self.linkers_v0_1_0,
+            WitVersion::V0_2_0 => &self.linkers_v0_2_0,
+        };
+        match kind {
+            Kind::Format => &linkers.format,
+            Kind::Source => &linkers.source,
+            Kind::Method => &linkers.method,
+        }
     }
 
     /// The compile cache folder, if any (it also keeps the degraded state
@@ -141,6 +146,51 @@ impl Runtime {
     /// Compiles without touching the cache (for `plugins check`).
     pub fn compile_uncached(&self, bytes: &[u8]) -> Result<Component, LoadError> {
         Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))
+    }
+}
+
+/// The three worlds' linkers of one `tuner:plugin` version. Versions get
+/// separate linkers, so a component only ever sees its own version's
+/// interfaces.
+struct Linkers {
+    format: Linker<PluginState>,
+    source: Linker<PluginState>,
+    method: Linker<PluginState>,
+}
+
+fn linker_error(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:?}")
+}
+
+impl Linkers {
+    fn v0_2_0(engine: &Engine) -> anyhow::Result<Self> {
+        use v0_2_0::{format::Format, method::Method, source::Source};
+        let mut format = Linker::new(engine);
+        Format::add_to_linker::<_, HasSelf<_>>(&mut format, |s| s).map_err(linker_error)?;
+        let mut source = Linker::new(engine);
+        Source::add_to_linker::<_, HasSelf<_>>(&mut source, |s| s).map_err(linker_error)?;
+        let mut method = Linker::new(engine);
+        Method::add_to_linker::<_, HasSelf<_>>(&mut method, |s| s).map_err(linker_error)?;
+        Ok(Self {
+            format,
+            source,
+            method,
+        })
+    }
+
+    fn v0_1_0(engine: &Engine) -> anyhow::Result<Self> {
+        use v0_1_0::{format::Format, method::Method, source::Source};
+        let mut format = Linker::new(engine);
+        Format::add_to_linker::<_, HasSelf<_>>(&mut format, |s| s).map_err(linker_error)?;
+        let mut source = Linker::new(engine);
+        Source::add_to_linker::<_, HasSelf<_>>(&mut source, |s| s).map_err(linker_error)?;
+        let mut method = Linker::new(engine);
+        Method::add_to_linker::<_, HasSelf<_>>(&mut method, |s| s).map_err(linker_error)?;
+        Ok(Self {
+            format,
+            source,
+            method,
+        })
     }
 }
 

@@ -33,10 +33,10 @@ use crate::model::RenderOptions;
 use crate::model::linear::Mode;
 use crate::model::lora::{self, LoraSpec};
 use crate::model::qwen3::{self, ModelInput, Qwen3};
-use crate::plugins::PluginHost;
 use crate::plugins::imports::model::{
-    MethodBatch, MethodLoss, Plan, PolicyBackend, Quantization, Trainable,
+    Distribution, MethodBatch, MethodLoss, Plan, PolicyBackend, Quantization, Trainable,
 };
+use crate::plugins::{MethodSession, PluginHost};
 
 /// The real trainer: candle on the CPU (or CUDA in CUDA builds).
 pub struct Engine {
@@ -65,15 +65,23 @@ struct ModelPolicy {
     input: std::sync::Mutex<Option<ModelInput>>,
 }
 
-impl PolicyBackend for ModelPolicy {
-    fn token_logprobs(&self, batch: &MethodBatch, use_adapters: bool) -> Result<Tensor> {
-        let input = self
+impl ModelPolicy {
+    /// The model input of `batch`: the positions and segments of the batch
+    /// in hand when the ids match, else unpacked rows.
+    fn input(&self, batch: &MethodBatch) -> Result<ModelInput> {
+        Ok(self
             .input
             .lock()
             .map_err(|_| anyhow::anyhow!("policy lock poisoned"))?
             .clone()
             .filter(|i| i.ids.dims() == batch.ids.dims())
-            .unwrap_or_else(|| plain_input(&batch.ids));
+            .unwrap_or_else(|| plain_input(&batch.ids)))
+    }
+}
+
+impl PolicyBackend for ModelPolicy {
+    fn token_logprobs(&self, batch: &MethodBatch, use_adapters: bool) -> Result<Tensor> {
+        let input = self.input(batch)?;
         let mode = Mode {
             training: use_adapters,
             adapters: use_adapters,
@@ -81,12 +89,27 @@ impl PolicyBackend for ModelPolicy {
         let lp = self.model.token_logprobs(&input, mode)?;
         Ok(if use_adapters { lp } else { lp.detach() })
     }
+
+    fn vocab_logprobs(&self, batch: &MethodBatch, use_adapters: bool) -> Result<Distribution> {
+        let input = self.input(batch)?;
+        let mode = Mode {
+            training: use_adapters,
+            adapters: use_adapters,
+        };
+        let trained = batch.trained_positions()?;
+        let lp = self.model.vocab_logprobs(&input, &trained.index, mode)?;
+        Ok(Distribution {
+            logprobs: if use_adapters { lp } else { lp.detach() },
+            targets: trained.targets,
+            weights: trained.weights,
+        })
+    }
 }
 
 /// Runs the method plugin's `loss` on `batch`: hands the batch's positions
 /// and segments to the policy, then returns the loss and its value.
 fn method_loss(
-    plugin: &crate::plugins::Plugin,
+    session: &mut MethodSession,
     policy: &Arc<ModelPolicy>,
     batch: &TrainBatch,
     step: u64,
@@ -98,9 +121,9 @@ fn method_loss(
     let mut mb = MethodBatch::new(batch.kind, batch.input.ids.clone(), batch.loss_mask.clone())?;
     mb.pairs = batch.pairs;
     mb.answers = batch.answers.clone();
-    let out = plugin
-        .method_loss(Arc::new(mb), policy.clone(), step)
-        .map_err(|e| anyhow::anyhow!("method plugin `{}`: {e}", plugin.name()))?;
+    let out = session
+        .loss(Arc::new(mb), policy.clone(), step)
+        .map_err(|e| anyhow::anyhow!("method plugin `{}`: {e}", session.plugin().name()))?;
     let value = out
         .loss
         .to_dtype(DType::F32)?
@@ -129,7 +152,8 @@ struct Run {
     config: TrainConfig,
     plan: Plan,
     plugin: String,
-    host: Arc<PluginHost>,
+    /// The configured method, for every `loss` of the job.
+    session: MethodSession,
     device: Device,
     model: Arc<Qwen3>,
     model_dir: PathBuf,
@@ -282,9 +306,14 @@ impl Run {
                 config.training_method
             )
         })?;
-        let plan = plugin
-            .method_configure(&config.to_plugin_json())
+        // CONFIG: the checked method settings; the config refactor may hand
+        // them over ready-made.
+        let schema = plugin.settings()?;
+        let values = config.method_values(&schema)?;
+        let session = plugin
+            .start_method(&values, &config.to_job_json())
             .with_context(|| format!("method plugin `{plugin_name}` rejected the config"))?;
+        let plan = session.plan().clone();
         if plan.needs_generation {
             bail!(
                 "method plugin `{plugin_name}` needs generation, which this build of tuner does not offer yet"
@@ -456,7 +485,7 @@ impl Run {
             config,
             plan,
             plugin: plugin_name,
-            host: engine.host.clone(),
+            session,
             device,
             model,
             model_dir,
@@ -471,10 +500,6 @@ impl Run {
     }
 
     fn train(mut self, job: &JobContext) -> Result<JobOutcome> {
-        let plugin = self
-            .host
-            .get(&self.plugin)
-            .with_context(|| format!("method plugin `{}` was removed", self.plugin))?;
         let policy = Arc::new(ModelPolicy {
             model: self.model.clone(),
             input: std::sync::Mutex::new(None),
@@ -511,7 +536,7 @@ impl Run {
                 );
                 let batch = self.batcher.next_batch(&self.device)?;
                 window_tokens += batch.tokens;
-                let (out, value) = method_loss(&plugin, &policy, &batch, step)?;
+                let (out, value) = method_loss(&mut self.session, &policy, &batch, step)?;
                 if !value.is_finite() {
                     bail!(
                         "step {}: the loss of method plugin `{}` is {value}; lower learning_rate or check the data",
@@ -570,7 +595,7 @@ impl Run {
                 && step.is_multiple_of(self.config.save_steps)
                 && step < self.state.total_steps
             {
-                self.evaluate(job, &plugin, &policy)?;
+                self.evaluate(job, &policy)?;
                 self.save_checkpoint(job)?;
             }
         }
@@ -578,7 +603,7 @@ impl Run {
             self.save_checkpoint(job)?;
         }
         if outcome == JobOutcome::Completed {
-            self.evaluate(job, &plugin, &policy)?;
+            self.evaluate(job, &policy)?;
             self.save_outputs(job)?;
         }
         Ok(outcome)
@@ -586,12 +611,7 @@ impl Run {
 
     /// The method's mean loss over the held-out batches (no update), reported
     /// as `eval_loss`.
-    fn evaluate(
-        &mut self,
-        job: &JobContext,
-        plugin: &crate::plugins::Plugin,
-        policy: &Arc<ModelPolicy>,
-    ) -> Result<()> {
+    fn evaluate(&mut self, job: &JobContext, policy: &Arc<ModelPolicy>) -> Result<()> {
         let Some(validation) = self.validation.as_mut() else {
             return Ok(());
         };
@@ -600,7 +620,7 @@ impl Run {
         let mut total = 0.0;
         for _ in 0..batches {
             let batch = validation.next_batch(&self.device)?;
-            total += method_loss(plugin, policy, &batch, self.state.step)?.1;
+            total += method_loss(&mut self.session, policy, &batch, self.state.step)?.1;
         }
         let eval_loss = total / batches.max(1) as f64;
         let mut metrics = serde_json::Map::new();
@@ -681,4 +701,129 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+    use crate::model::SampleKind;
+
+    /// The tiny random Qwen3 of the model tests, every weight trainable.
+    fn tiny(checkpointing: bool, chunk_elems: usize) -> Arc<Qwen3> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-qwen3/tied");
+        let options = qwen3::LoadOptions {
+            dtype: DType::F32,
+            train: qwen3::TrainMode::Full,
+            quantization: qwen3::Quant::None,
+            gradient_checkpointing: checkpointing,
+        };
+        let mut model = Qwen3::load(&dir, &Device::Cpu, &options).unwrap();
+        model.set_logits_chunk_elems(chunk_elems);
+        Arc::new(model)
+    }
+
+    fn batch() -> MethodBatch {
+        let ids = Tensor::new(&[[1u32, 5, 9, 3, 7], [2, 4, 6, 8, 10]], &Device::Cpu).unwrap();
+        let mask =
+            Tensor::new(&[[0f32, 1.0, 1.0, 0.0], [1.0, 0.0, 0.5, 1.0]], &Device::Cpu).unwrap();
+        MethodBatch::new(SampleKind::Chat, ids, mask).unwrap()
+    }
+
+    #[test]
+    fn vocab_logprobs_at_the_targets_are_the_token_logprobs_with_the_same_gradients() {
+        // One chunk, and chunks of two positions (three for five positions),
+        // with and without checkpointing.
+        for (checkpointing, chunk) in [(false, 1 << 26), (false, 2 * 128), (true, 2 * 128)] {
+            let model = tiny(checkpointing, chunk);
+            let vocab = model.config().vocab_size;
+            let policy = ModelPolicy {
+                model: model.clone(),
+                input: std::sync::Mutex::new(None),
+            };
+            let batch = batch();
+            let d = policy.vocab_logprobs(&batch, true).unwrap();
+            assert_eq!(d.logprobs.dims(), [5, vocab]);
+            assert_eq!(d.targets.to_vec1::<u32>().unwrap(), [9, 3, 4, 8, 10]);
+            assert_eq!(
+                d.weights.to_vec1::<f32>().unwrap(),
+                [1.0, 1.0, 1.0, 0.5, 1.0]
+            );
+            // Each row is a distribution.
+            let mass: Vec<f32> = d.logprobs.exp().unwrap().sum(1).unwrap().to_vec1().unwrap();
+            assert!(mass.iter().all(|m| (m - 1.0).abs() < 1e-5), "{mass:?}");
+
+            let gathered = d
+                .logprobs
+                .gather(&d.targets.unsqueeze(1).unwrap(), 1)
+                .unwrap()
+                .squeeze(1)
+                .unwrap();
+            let tokens = policy.token_logprobs(&batch, true).unwrap();
+            let at = [(0, 1), (0, 2), (1, 0), (1, 2), (1, 3)];
+            let want: Vec<f32> = at
+                .iter()
+                .map(|&(r, t)| {
+                    tokens
+                        .get(r)
+                        .unwrap()
+                        .get(t)
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap()
+                })
+                .collect();
+            let got: Vec<f32> = gathered.to_vec1().unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() < 1e-5,
+                    "{checkpointing} {chunk}: {got:?} vs {want:?}"
+                );
+            }
+
+            // The same weighted loss through either path: the same gradients.
+            let weighted = |t: &Tensor| (t * &d.weights).unwrap().sum_all().unwrap();
+            let from_vocab = model.backward(&weighted(&gathered)).unwrap();
+            let mask = batch.loss_mask.clone();
+            let from_tokens = model
+                .backward(&(tokens * mask).unwrap().sum_all().unwrap())
+                .unwrap();
+            for (name, var) in model.trainable_vars() {
+                let a = from_vocab.get(var.as_tensor()).expect("a gradient");
+                let b = from_tokens.get(var.as_tensor()).expect("a gradient");
+                let diff = (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    diff < 1e-4,
+                    "{checkpointing} {chunk}: {name} differs by {diff}"
+                );
+            }
+
+            // Without adapters the answer carries no gradient.
+            let frozen = policy.vocab_logprobs(&batch, false).unwrap();
+            assert!(!frozen.logprobs.track_op());
+        }
+    }
+
+    #[test]
+    fn a_batch_without_trained_positions_has_an_empty_distribution() {
+        let policy = ModelPolicy {
+            model: tiny(false, 1 << 26),
+            input: std::sync::Mutex::new(None),
+        };
+        let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
+        let mask = Tensor::zeros((1, 2), DType::F32, &Device::Cpu).unwrap();
+        let batch = MethodBatch::new(SampleKind::Text, ids, mask).unwrap();
+        let d = policy.vocab_logprobs(&batch, true).unwrap();
+        assert_eq!(d.logprobs.dims(), [0, 128]);
+        assert_eq!(d.targets.dims(), [0]);
+        assert_eq!(d.weights.dims(), [0]);
+    }
 }

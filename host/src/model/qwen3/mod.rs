@@ -39,6 +39,14 @@ use crate::model::linear::{Linear, LinearBase, Mode};
 use crate::model::quant::QuantizedWeight;
 use ops::{AttnMask, log_softmax_gather, rope_tables};
 
+/// `log_softmax` over the last dimension, `x - max - log(sum(exp(x - max)))`
+/// with the (detached) maximum subtracted first, from differentiable ops.
+fn log_softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
+    let z = x.broadcast_sub(&x.max_keepdim(candle_core::D::Minus1)?.detach())?;
+    let lse = z.exp()?.sum_keepdim(candle_core::D::Minus1)?.log()?;
+    z.broadcast_sub(&lse)
+}
+
 /// What trains in the base model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrainMode {
@@ -281,6 +289,60 @@ impl Qwen3 {
             )?);
         }
         Tensor::cat(&parts, 1)
+    }
+
+    /// `[n, vocab]` f32: the log-softmax of the next-token distribution at
+    /// `positions` (`[n]` u32), indices into the flattened `[b * (s - 1)]`
+    /// prediction positions (row-major, as [`Qwen3::token_logprobs`] lays
+    /// them out).
+    ///
+    /// The lm_head and log-softmax run in chunks of positions of about
+    /// `logits_chunk_elems` logits each; with gradient checkpointing each
+    /// chunk is recomputed in the backward pass, so only the result (which
+    /// the caller asked for) is kept.
+    pub fn vocab_logprobs(
+        &self,
+        input: &ModelInput,
+        positions: &Tensor,
+        mode: Mode,
+    ) -> candle_core::Result<Tensor> {
+        let (b, s) = input.ids.dims2()?;
+        if s < 2 {
+            candle_core::bail!("vocab_logprobs needs at least 2 tokens per row, got {s}");
+        }
+        let vocab = self.config.vocab_size;
+        let n = positions.dim(0)?;
+        if n == 0 {
+            return Tensor::zeros((0, vocab), DType::F32, &self.device);
+        }
+        let h = self
+            .hidden_states(input, mode)?
+            .narrow(1, 0, s - 1)?
+            .reshape((b * (s - 1), self.config.hidden_size))?
+            .index_select(&positions.to_dtype(DType::U32)?, 0)?;
+        let len = (self.logits_chunk_elems / vocab.max(1)).clamp(1, n);
+        let mut parts = Vec::new();
+        for start in (0..n).step_by(len) {
+            let hc = h.narrow(0, start, len.min(n - start))?;
+            let head = self.lm_head.clone();
+            let f =
+                move |h: &Tensor| log_softmax_last(&head.forward(h, mode)?.to_dtype(DType::F32)?);
+            parts.push(if self.checkpointing {
+                let vars = self.lm_head.vars();
+                let grads = &self.checkpoint_grads;
+                checkpoint::recompute(&hc, vars, grads, &self.anchor, "checkpointed-vocab-head", f)?
+            } else {
+                f(&hc)?
+            });
+        }
+        Tensor::cat(&parts, 0)
+    }
+
+    /// Sets the logits per chunk of [`Qwen3::token_logprobs`] and
+    /// [`Qwen3::vocab_logprobs`], so tests can make several chunks.
+    #[cfg(test)]
+    pub(crate) fn set_logits_chunk_elems(&mut self, elems: usize) {
+        self.logits_chunk_elems = elems;
     }
 
     /// The final normed hidden states `[b, s, hidden]` in the model dtype.

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use reqwest::redirect;
 
-use crate::plugins::bindings::source::tuner::plugin::http::{
+use crate::plugins::bindings::v0_2_0::source::tuner::plugin::http::{
     Host, HttpError, Method, Request, Response,
 };
 use crate::plugins::limits::PluginLimits;

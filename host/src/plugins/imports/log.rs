@@ -1,7 +1,7 @@
 //! `tuner:plugin/log`: plugin log lines go to `tracing`, tagged with the
 //! plugin's name (target `tuner::plugin`, field `plugin`).
 
-use crate::plugins::bindings::format::tuner::plugin::log::{Host, Level};
+use crate::plugins::bindings::v0_2_0::format::tuner::plugin::log::{Host, Level};
 use crate::plugins::state::PluginState;
 
 /// Longest log line kept; the rest is cut so a plugin cannot flood the log.

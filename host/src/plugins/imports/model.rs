@@ -4,10 +4,11 @@
 //! The host objects sit behind small seams so the plugin side can be tested
 //! without the real network: a [`MethodBatch`] is the tokenised batch (ids
 //! and loss mask as candle tensors), a [`PolicyBackend`] answers
-//! `token-logprobs` (and, later, `generate`). The trainer wraps its model in
-//! a `PolicyBackend` and hands both to [`Plugin::method_loss`].
+//! `token-logprobs` and `vocab-logprobs` (and, later, `generate`). The
+//! trainer wraps its model in a `PolicyBackend` and hands both to
+//! [`MethodSession::loss`].
 //!
-//! [`Plugin::method_loss`]: crate::plugins::Plugin::method_loss
+//! [`MethodSession::loss`]: crate::plugins::plugin::MethodSession::loss
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,9 +18,11 @@ use wasmtime::component::Resource;
 
 use super::tensors::ops;
 use crate::model::SampleKind;
-use crate::plugins::bindings::method::exports::tuner::plugin::method_plugin as wit_method;
-use crate::plugins::bindings::method::tuner::plugin::model::{self, BatchKind, Rollout, Sampling};
-use crate::plugins::bindings::method::tuner::plugin::tensors::TensorError;
+use crate::plugins::bindings::v0_2_0::method::exports::tuner::plugin::method_plugin as wit_method;
+use crate::plugins::bindings::v0_2_0::method::tuner::plugin::model::{
+    self, BatchKind, Rollout, Sampling,
+};
+use crate::plugins::bindings::v0_2_0::method::tuner::plugin::tensors::TensorError;
 use crate::plugins::state::PluginState;
 
 /// Most metrics one `loss` call may report; later ones are dropped.
@@ -101,6 +104,60 @@ impl MethodBatch {
     pub fn seq_len(&self) -> usize {
         self.ids.dims().get(1).copied().unwrap_or(0)
     }
+
+    /// The trained positions (non-zero loss weight), in row-major order of
+    /// (row, position): their indices into the flattened `[rows * (seq -
+    /// 1)]` positions (u32), their target tokens (u32) and their weights
+    /// (f32), each `[n]`, on the batch's device.
+    pub fn trained_positions(&self) -> candle_core::Result<TrainedPositions> {
+        let device = self.ids.device();
+        let weights: Vec<f32> = self
+            .loss_mask
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        let index: Vec<u32> = (0..weights.len() as u32)
+            .filter(|&i| weights[i as usize] != 0.0)
+            .collect();
+        let n = index.len();
+        let index = Tensor::from_vec(index, n, device)?;
+        let seq = self.seq_len();
+        let targets = self
+            .ids
+            .narrow(1, 1, seq.saturating_sub(1))?
+            .to_dtype(candle_core::DType::U32)?
+            .flatten_all()?
+            .index_select(&index, 0)?;
+        let weights = Tensor::from_vec(weights, self.loss_mask.elem_count(), device)?
+            .index_select(&index, 0)?;
+        Ok(TrainedPositions {
+            index,
+            targets,
+            weights,
+        })
+    }
+}
+
+/// Where a batch trains: see [`MethodBatch::trained_positions`].
+#[derive(Debug, Clone)]
+pub struct TrainedPositions {
+    /// `[n]` u32: indices into the flattened `[rows * (seq - 1)]` positions.
+    pub index: Tensor,
+    /// `[n]` u32: the token to predict at each.
+    pub targets: Tensor,
+    /// `[n]` f32: its loss weight.
+    pub weights: Tensor,
+}
+
+/// The model's next-token distribution at a batch's trained positions.
+#[derive(Debug, Clone)]
+pub struct Distribution {
+    /// `[n, vocab]` f32 log-softmax.
+    pub logprobs: Tensor,
+    /// `[n]` u32 target tokens.
+    pub targets: Tensor,
+    /// `[n]` f32 loss weights.
+    pub weights: Tensor,
 }
 
 /// The operation is not available in this build. A [`PolicyBackend`]
@@ -116,6 +173,17 @@ pub trait PolicyBackend: Send + Sync {
     /// trained adapters applied or not. Part of the autograd graph when
     /// `use_adapters` (the host detaches the other case).
     fn token_logprobs(&self, batch: &MethodBatch, use_adapters: bool) -> anyhow::Result<Tensor>;
+
+    /// The whole log-softmax over the vocabulary at the trained positions
+    /// (non-zero loss weight, [`MethodBatch::trained_positions`]), with their
+    /// targets and weights. Differentiable like `token_logprobs`.
+    fn vocab_logprobs(
+        &self,
+        _batch: &MethodBatch,
+        _use_adapters: bool,
+    ) -> anyhow::Result<Distribution> {
+        Err(NotImplemented("policy.vocab-logprobs").into())
+    }
 
     /// Samples completions for a prompt batch (the generation issue).
     fn generate(&self, _batch: &MethodBatch, _sampling: &Sampling) -> anyhow::Result<Rollout> {
@@ -251,6 +319,68 @@ impl model::HostPolicy for PluginState {
             logprobs.detach()
         };
         Ok(self.push_host_tensor(logprobs))
+    }
+
+    fn vocab_logprobs(
+        &mut self,
+        handle: Resource<PolicyHandle>,
+        batch: Resource<BatchHandle>,
+        use_adapters: bool,
+    ) -> wasmtime::Result<Result<model::Distribution, TensorError>> {
+        let policy = self.table.get(&handle)?.policy.clone();
+        let batch = self.batch(&batch)?;
+        let started = Instant::now();
+        let answer = policy.vocab_logprobs(&batch, use_adapters);
+        self.method.host_time += started.elapsed();
+        let d = match answer {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(backend_error("policy.vocab-logprobs", e))),
+        };
+        let n = d.targets.dims().first().copied().unwrap_or(0);
+        let shapes_agree = d.targets.rank() == 1
+            && d.weights.dims() == [n]
+            && d.logprobs.rank() == 2
+            && d.logprobs.dims()[0] == n;
+        if !shapes_agree {
+            // A host defect, reported rather than handed on.
+            return Ok(Err(TensorError::Shape(format!(
+                "policy.vocab-logprobs: the model returned logprobs {:?}, targets {:?}, \
+                 weights {:?}; expected [n, vocab], [n], [n]",
+                d.logprobs.dims(),
+                d.targets.dims(),
+                d.weights.dims()
+            ))));
+        }
+        // The WIT promises the reference answer carries no gradient.
+        let logprobs = if use_adapters {
+            d.logprobs
+        } else {
+            d.logprobs.detach()
+        };
+        let logprobs = match self.push_host_tensor(logprobs) {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
+        };
+        let targets = match self.push_host_tensor(d.targets) {
+            Ok(t) => t,
+            Err(e) => {
+                self.take_tensor(logprobs)?;
+                return Ok(Err(e));
+            }
+        };
+        let weights = match self.push_host_tensor(d.weights.detach()) {
+            Ok(t) => t,
+            Err(e) => {
+                self.take_tensor(logprobs)?;
+                self.take_tensor(targets)?;
+                return Ok(Err(e));
+            }
+        };
+        Ok(Ok(model::Distribution {
+            logprobs,
+            targets,
+            weights,
+        }))
     }
 
     fn generate(

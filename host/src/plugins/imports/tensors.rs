@@ -5,8 +5,9 @@
 //! resource table. Every operation is an ordinary candle op, so it records
 //! itself on candle's autograd tape and the loss a plugin returns can be
 //! differentiated by the host. Composite operations (`log-sigmoid`,
-//! `sigmoid`) are built from differentiable primitives for the same reason:
-//! candle's fused kernels (as in candle-nn) do not all carry gradients.
+//! `sigmoid`, the softmax family) are built from differentiable primitives
+//! for the same reason: candle's fused kernels (as in candle-nn) do not all
+//! carry gradients.
 //!
 //! The operations themselves are the plain functions in [`ops`], which take
 //! and return candle tensors; the `Host*` impls below only move handles in
@@ -21,7 +22,7 @@ use candle_core::Tensor;
 use wasmtime::component::Resource;
 
 use super::model::MethodState;
-use crate::plugins::bindings::method::tuner::plugin::tensors::{self, Dtype, TensorError};
+use crate::plugins::bindings::v0_2_0::method::tuner::plugin::tensors::{self, Dtype, TensorError};
 use crate::plugins::state::PluginState;
 
 /// A tensor owned by the host, as it sits in the store's resource table.
@@ -194,6 +195,32 @@ impl tensors::HostTensor for PluginState {
         self.unary_op(&handle, |a| ops::max(a, dim, keep_dims))
     }
 
+    fn log_softmax(&mut self, handle: Resource<TensorHandle>, dim: u32) -> TensorResult {
+        self.unary_op(&handle, |a| ops::log_softmax(a, dim))
+    }
+
+    fn softmax(&mut self, handle: Resource<TensorHandle>, dim: u32) -> TensorResult {
+        self.unary_op(&handle, |a| ops::softmax(a, dim))
+    }
+
+    fn logsumexp(
+        &mut self,
+        handle: Resource<TensorHandle>,
+        dim: u32,
+        keep_dims: bool,
+    ) -> TensorResult {
+        self.unary_op(&handle, |a| ops::logsumexp(a, dim, keep_dims))
+    }
+
+    fn entropy(
+        &mut self,
+        handle: Resource<TensorHandle>,
+        dim: u32,
+        keep_dims: bool,
+    ) -> TensorResult {
+        self.unary_op(&handle, |a| ops::entropy(a, dim, keep_dims))
+    }
+
     fn gather(
         &mut self,
         handle: Resource<TensorHandle>,
@@ -265,7 +292,7 @@ impl tensors::Host for PluginState {
 pub mod ops {
     use candle_core::{DType, Device, Shape, Tensor};
 
-    use crate::plugins::bindings::method::tuner::plugin::tensors::{Dtype, TensorError};
+    use crate::plugins::bindings::v0_2_0::method::tuner::plugin::tensors::{Dtype, TensorError};
 
     /// Most elements `to-list` copies out.
     pub const MAX_LIST_ELEMENTS: usize = 65_536;
@@ -583,6 +610,114 @@ pub mod ops {
         .map_err(err("max"))
     }
 
+    /// Checks a float tensor and a non-empty `dim` for the softmax family.
+    fn softmax_dim(op: &str, a: &Tensor, dim: u32) -> Result<usize, TensorError> {
+        need_float(op, a)?;
+        let dim = check_dim(op, a, dim)?;
+        if a.dims()[dim] == 0 {
+            return Err(TensorError::Shape(format!(
+                "{op}: dimension {dim} of {} is empty",
+                shape_str(a)
+            )));
+        }
+        Ok(dim)
+    }
+
+    /// The maximum along `dim` (kept), detached, with infinities and NaN
+    /// replaced by 0: the shift that makes `exp` safe. Detached because the
+    /// result does not depend on it (its gradient would cancel exactly);
+    /// not finite, it would turn `x - max` into NaN for a row of `-inf`.
+    fn stable_shift(op: &'static str, a: &Tensor, dim: usize) -> OpResult {
+        let e = err(op);
+        let max = a.max_keepdim(dim).map_err(&e)?.detach();
+        let finite = max.abs().map_err(&e)?.lt(f64::INFINITY).map_err(&e)?;
+        let zero = max.zeros_like().map_err(&e)?;
+        finite.where_cond(&max, &zero).map_err(&e)
+    }
+
+    /// `z = a - m` and `log(sum(exp(z)))` along `dim` (kept), `m` the
+    /// stable shift.
+    fn shifted_logsumexp(
+        op: &'static str,
+        a: &Tensor,
+        dim: usize,
+    ) -> Result<(Tensor, Tensor, Tensor), TensorError> {
+        let e = err(op);
+        let m = stable_shift(op, a, dim)?;
+        let z = a.broadcast_sub(&m).map_err(&e)?;
+        let lse = z
+            .exp()
+            .and_then(|x| x.sum_keepdim(dim))
+            .and_then(|x| x.log())
+            .map_err(&e)?;
+        Ok((z, lse, m))
+    }
+
+    /// `log(sum(exp(a)))` along `dim`, kept: `m + log(sum(exp(a - m)))`.
+    fn logsumexp_keep(op: &'static str, a: &Tensor, dim: usize) -> OpResult {
+        let (_, lse, m) = shifted_logsumexp(op, a, dim)?;
+        lse.add(&m).map_err(err(op))
+    }
+
+    /// `(a - m) - log(sum(exp(a - m)))` along a checked `dim`: the shifted
+    /// values are small, so large logits keep their precision.
+    fn log_softmax_at(op: &'static str, a: &Tensor, dim: usize) -> OpResult {
+        let (z, lse, _) = shifted_logsumexp(op, a, dim)?;
+        z.broadcast_sub(&lse).map_err(err(op))
+    }
+
+    /// The log-probabilities of a softmax along `dim`, `a - logsumexp(a)`.
+    pub fn log_softmax(a: &Tensor, dim: u32) -> OpResult {
+        let dim = softmax_dim("log-softmax", a, dim)?;
+        log_softmax_at("log-softmax", a, dim)
+    }
+
+    /// `exp(log_softmax(a))`: stable for any logits.
+    pub fn softmax(a: &Tensor, dim: u32) -> OpResult {
+        let dim = softmax_dim("softmax", a, dim)?;
+        log_softmax_at("softmax", a, dim)?
+            .exp()
+            .map_err(err("softmax"))
+    }
+
+    pub fn logsumexp(a: &Tensor, dim: u32, keep_dims: bool) -> OpResult {
+        let dim = softmax_dim("logsumexp", a, dim)?;
+        let lse = logsumexp_keep("logsumexp", a, dim)?;
+        if keep_dims {
+            Ok(lse)
+        } else {
+            lse.squeeze(dim).map_err(err("logsumexp"))
+        }
+    }
+
+    /// `-sum(exp(a) * a)` along `dim` for log-probabilities `a`. A zero
+    /// probability (`a = -inf`) adds 0, as its limit does, rather than
+    /// `0 * -inf = NaN`: `a` is first raised to the dtype's lowest finite
+    /// value.
+    pub fn entropy(a: &Tensor, dim: u32, keep_dims: bool) -> OpResult {
+        let dim = softmax_dim("entropy", a, dim)?;
+        let e = err("entropy");
+        let lowest = match a.dtype() {
+            DType::F16 => half::f16::MIN.to_f64(),
+            DType::BF16 => half::bf16::MIN.to_f64(),
+            DType::F32 => f32::MIN as f64,
+            _ => f64::MIN,
+        };
+        let floor = Tensor::new(lowest, a.device())
+            .and_then(|t| t.to_dtype(a.dtype()))
+            .and_then(|t| t.broadcast_as(a.shape()))
+            .map_err(&e)?;
+        let a = a.maximum(&floor).map_err(&e)?;
+        let plogp = a.exp().and_then(|p| p.mul(&a)).map_err(&e)?;
+        if keep_dims {
+            plogp.sum_keepdim(dim)
+        } else {
+            plogp.sum(dim)
+        }
+        .and_then(|s| s.neg())
+        .map_err(&e)
+    }
+
     pub fn sum_all(a: &Tensor) -> OpResult {
         a.sum_all().map_err(err("sum-all"))
     }
@@ -772,5 +907,153 @@ pub mod ops {
             DType::I64 => v.fract() == 0.0 && v.abs() <= (1u64 << 53) as f64,
             _ => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    use super::ops;
+    use crate::model::qwen3::ops::testing::{finite_diff_check, randn};
+    use crate::plugins::bindings::v0_2_0::method::tuner::plugin::tensors::TensorError;
+
+    fn rows(t: &Tensor) -> Vec<Vec<f64>> {
+        t.to_dtype(DType::F64).unwrap().to_vec2().unwrap()
+    }
+
+    /// `log(sum(exp(row)))` in f64, the maximum subtracted first.
+    fn lse(row: &[f64]) -> f64 {
+        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        m + row.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        a == b || (a - b).abs() <= 1e-5 * (1.0 + a.abs().max(b.abs()))
+    }
+
+    const X: [[f32; 4]; 3] = [
+        [0.5, -1.0, 2.0, 0.0],
+        // Large logits: a naive exp overflows f32.
+        [1000.0, 1001.0, 999.5, 1002.0],
+        [-3.0, -3.0, -3.0, -3.0],
+    ];
+
+    #[test]
+    fn the_softmax_family_matches_f64_references() {
+        let x = Tensor::new(&X, &Device::Cpu).unwrap();
+        let want: Vec<Vec<f64>> = X
+            .iter()
+            .map(|r| r.iter().map(|&v| v as f64).collect())
+            .collect();
+
+        let lsm = rows(&ops::log_softmax(&x, 1).unwrap());
+        let sm = rows(&ops::softmax(&x, 1).unwrap());
+        let lse_keep = ops::logsumexp(&x, 1, true).unwrap();
+        assert_eq!(lse_keep.dims(), [3, 1]);
+        let lse_flat: Vec<f64> = ops::logsumexp(&x, 1, false)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let ent: Vec<f64> = ops::entropy(&ops::log_softmax(&x, 1).unwrap(), 1, false)
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (i, row) in want.iter().enumerate() {
+            let l = lse(row);
+            assert!(
+                close(lse_flat[i], l),
+                "logsumexp row {i}: {} vs {l}",
+                lse_flat[i]
+            );
+            let mut h = 0.0;
+            for (j, &v) in row.iter().enumerate() {
+                let lp = v - l;
+                assert!(
+                    close(lsm[i][j], lp),
+                    "log-softmax [{i}][{j}]: {} vs {lp}",
+                    lsm[i][j]
+                );
+                assert!(close(sm[i][j], lp.exp()), "softmax [{i}][{j}]");
+                h -= lp.exp() * lp;
+            }
+            assert!(close(ent[i], h), "entropy row {i}: {} vs {h}", ent[i]);
+        }
+        // The uniform row: entropy log 4.
+        assert!(close(ent[2], 4f64.ln()));
+        // Along dimension 0 too.
+        let col = rows(&ops::log_softmax(&x, 0).unwrap());
+        let c0: Vec<f64> = want.iter().map(|r| r[0]).collect();
+        assert!(close(col[1][0], c0[1] - lse(&c0)));
+    }
+
+    #[test]
+    fn infinities_give_the_limits_not_nan() {
+        let inf = f32::INFINITY;
+        let x = Tensor::new(&[[-inf, -inf], [0.0, -inf], [inf, 0.0]], &Device::Cpu).unwrap();
+        let l: Vec<f32> = ops::logsumexp(&x, 1, false).unwrap().to_vec1().unwrap();
+        assert_eq!(l, [-inf, 0.0, inf]);
+        // A zero probability adds nothing to the entropy.
+        let p = Tensor::new(&[[0.5f32.ln(), 0.5f32.ln(), -inf]], &Device::Cpu).unwrap();
+        let h: Vec<f32> = ops::entropy(&p, 1, false).unwrap().to_vec1().unwrap();
+        assert!((h[0] - 2f32.ln()).abs() < 1e-6, "{h:?}");
+        let lsm = rows(&ops::log_softmax(&p, 1).unwrap());
+        assert_eq!(lsm[0][2], f64::NEG_INFINITY);
+        assert!((lsm[0][0] - 0.5f64.ln()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_softmax_family_has_the_right_gradients() {
+        let x = randn(&[3, 5], 7).affine(3.0, 0.0).unwrap();
+        let w = randn(&[3, 5], 8);
+        let v = randn(&[3], 9);
+        // Every op in one scalar, with weights so no gradient cancels.
+        let f = |x: &candle_core::Tensor| -> candle_core::Result<Tensor> {
+            let map = |e: TensorError| candle_core::Error::Msg(format!("{e:?}"));
+            let lsm = ops::log_softmax(x, 1).map_err(map)?;
+            let a = (lsm.clone() * &w)?.sum_all()?;
+            let b = (ops::softmax(x, 0).map_err(map)? * &w)?.sum_all()?;
+            let c = (ops::logsumexp(x, 1, false).map_err(map)? * &v)?.sum_all()?;
+            let d = (ops::entropy(&lsm, 1, true).map_err(map)?.squeeze(1)? * &v)?.sum_all()?;
+            let e = ops::logsumexp(x, 0, true).map_err(map)?.sum_all()?;
+            a.add(&b)?.add(&c)?.add(&d)?.add(&e)
+        };
+        finite_diff_check(&x, f, 1e-6);
+    }
+
+    #[test]
+    fn the_softmax_family_refuses_bad_input() {
+        let dev = Device::Cpu;
+        let u = Tensor::zeros((2, 3), DType::U32, &dev).unwrap();
+        let a = Tensor::zeros((2, 3), DType::F32, &dev).unwrap();
+        let empty = Tensor::zeros((2, 0), DType::F32, &dev).unwrap();
+        let msg = |e: TensorError| {
+            format!("{e:?}")
+                .trim_start_matches("TensorError::")
+                .to_string()
+        };
+        assert!(
+            msg(ops::log_softmax(&u, 1).unwrap_err())
+                .starts_with("Dtype(\"log-softmax needs a float tensor"),
+        );
+        assert!(
+            msg(ops::softmax(&a, 2).unwrap_err())
+                .contains("softmax: dimension 2 is out of range for a tensor of shape [2, 3]")
+        );
+        assert_eq!(
+            msg(ops::logsumexp(&empty, 1, false).unwrap_err()),
+            "Shape(\"logsumexp: dimension 1 of [2, 0] is empty\")"
+        );
+        assert!(msg(ops::entropy(&u, 0, false).unwrap_err()).starts_with("Dtype(\"entropy"));
+        // bf16 works and stays bf16.
+        let b = a.to_dtype(DType::BF16).unwrap();
+        let h = ops::entropy(&ops::log_softmax(&b, 1).unwrap(), 1, false).unwrap();
+        assert_eq!(h.dtype(), DType::BF16);
+        let h: Vec<f32> = h.to_dtype(DType::F32).unwrap().to_vec1().unwrap();
+        assert!(h.iter().all(|v| (v - 3f32.ln()).abs() < 1e-2), "{h:?}");
     }
 }
