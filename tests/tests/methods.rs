@@ -1,7 +1,8 @@
 //! Method plugins and the tensor API: the bundled `sft`, `lora` and `qlora`
 //! plans and losses, every tensor operation through the WIT (values and
 //! gradients against an independent reference), and plugins that return a
-//! bad loss, trap or hoard tensors.
+//! bad loss, trap or hoard tensors. Every call goes through a
+//! [`MethodSession`], as the trainer's do.
 //!
 //! The policy is a fake whose log-probs are a candle `Var`, so gradients can
 //! be checked without a model.
@@ -10,13 +11,15 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var};
 use tuner::model::SampleKind;
+use tuner::plugins::bindings::WitVersion;
 use tuner::plugins::bindings::method::exports::tuner::plugin::method_plugin as wit;
 use tuner::plugins::bindings::method::tuner::plugin::tensors::{Dtype, TensorError};
 use tuner::plugins::imports::model::{
     AdapterPlan, MethodBatch, Plan, PolicyBackend, Quantization, Trainable,
 };
 use tuner::plugins::imports::tensors::ops;
-use tuner::plugins::{CallError, PluginHost, PluginLimits};
+use tuner::plugins::settings;
+use tuner::plugins::{CallError, MethodSession, PluginHost, PluginLimits};
 use tuner_tests::{TestHome, install, test_limits};
 
 const LP: [[f32; 4]; 2] = [[-0.3, -1.2, -2.5, -0.7], [-1.9, -0.15, -0.9, -2.2]];
@@ -65,8 +68,30 @@ fn host_with(limits: PluginLimits, test_plugins: &[&str]) -> (TestHome, PluginHo
 
 // ---------------------------------------------------------------- plans
 
-fn configure(host: &PluginHost, method: &str, config: &str) -> Result<Plan, CallError> {
-    host.get(method).unwrap().method_configure(config)
+/// Configures `method` as the trainer does: the config's keys checked
+/// against the method's settings, then `start_method` with the values and
+/// the whole config as the job. A refused value reads `` `key`: message ``.
+fn start(host: &PluginHost, method: &str, config: &str) -> Result<MethodSession, String> {
+    let plugin = host.get(method).unwrap();
+    let given = serde_json::from_str::<serde_json::Value>(config)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    let schema = plugin.settings().map_err(|e| e.to_string())?;
+    let values = settings::check(&schema, &given)
+        .map_err(|p| format!("`{}`: {}", p[0].key, p[0].message))?;
+    plugin
+        .start_method(&values, config)
+        .map_err(|e| e.to_string())
+}
+
+fn configure(host: &PluginHost, method: &str, config: &str) -> Result<Plan, String> {
+    start(host, method, config).map(|s| s.plan().clone())
+}
+
+/// A session with the method's defaults.
+fn session(host: &PluginHost, method: &str) -> MethodSession {
+    start(host, method, "{}").unwrap()
 }
 
 fn adapter(rank: usize, alpha: f64, dropout: f32, targets: &[&str], rslora: bool) -> AdapterPlan {
@@ -83,7 +108,7 @@ fn adapter(rank: usize, alpha: f64, dropout: f32, targets: &[&str], rslora: bool
 fn bundled_methods_plan_from_the_job_config() {
     let host = TestHome::new().start(test_limits());
 
-    let sft = configure(&host, "sft", r#"{"learning_rate": 1e-5, "lora_rank": 0}"#).unwrap();
+    let sft = configure(&host, "sft", r#"{"learning_rate": 1e-5}"#).unwrap();
     assert_eq!(sft.trains, Trainable::Full);
     assert_eq!(sft.adapter, None);
     assert_eq!(sft.base_quantization, Quantization::None);
@@ -141,11 +166,13 @@ fn bundled_methods_plan_from_the_job_config() {
 #[test]
 fn bad_method_configs_name_the_plugin_and_the_key() {
     let host = TestHome::new().start(test_limits());
-    let cases = [
+    // Values the schema rules out: refused by the host before the plugin
+    // is called.
+    let by_schema = [
         (
             "lora",
             r#"{"lora_rank": 0}"#,
-            "`lora_rank`: must be between 1 and 4096, found 0",
+            "`lora_rank`: must be at least 1, found 0",
         ),
         (
             "qlora",
@@ -165,12 +192,12 @@ fn bad_method_configs_name_the_plugin_and_the_key() {
         (
             "lora",
             r#"{"lora_dropout": 1}"#,
-            "`lora_dropout`: must be at least 0 and below 1, found 1",
+            "`lora_dropout`: must be below 1, found 1",
         ),
         (
             "lora",
             r#"{"target_modules": []}"#,
-            "`target_modules`: the list is empty",
+            "`target_modules`: the list of names is empty",
         ),
         (
             "lora",
@@ -179,37 +206,35 @@ fn bad_method_configs_name_the_plugin_and_the_key() {
         ),
         (
             "lora",
+            r#"{"use_rslora": "maybe"}"#,
+            "`use_rslora`: expected true or false, found \"maybe\"",
+        ),
+    ];
+    for (method, config, message) in by_schema {
+        let err = configure(&host, method, config).unwrap_err();
+        assert_eq!(err, message, "{method} {config}");
+    }
+    // What the schema cannot express: refused by the plugin, named.
+    let by_plugin = [
+        (
+            "lora",
             r#"{"target_modules": ["all-linear", "q_proj"]}"#,
             "`target_modules`: `all-linear` already covers every linear layer; give it alone",
         ),
         (
             "lora",
-            r#"{"use_rslora": "yes"}"#,
-            "`use_rslora`: expected true or false, found \"yes\"",
-        ),
-        (
-            "qlora",
             r#"{"load_in_4bit": true, "load_in_8bit": true}"#,
             "`load_in_8bit`: load_in_4bit and load_in_8bit are both true; choose one",
         ),
-        ("sft", "[1]", "configuration must be a JSON object"),
     ];
-    for (method, config, message) in cases {
+    for (method, config, message) in by_plugin {
         let err = configure(&host, method, config).unwrap_err();
         assert_eq!(
-            err.to_string(),
+            err,
             format!("plugin `{method}` failed in `configure`: {message}"),
             "{method} {config}"
         );
     }
-    let err = configure(&host, "sft", r#"{"load_in_4bit": true}"#)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.starts_with("plugin `sft` failed in `configure`: `load_in_4bit`: full fine-tuning"),
-        "{err}"
-    );
-    assert!(err.contains("qlora"), "{err}");
 }
 
 #[test]
@@ -293,10 +318,8 @@ fn bundled_losses_are_the_weighted_nll_and_differentiate() {
         / weight;
     for method in ["sft", "lora", "qlora"] {
         let (var, policy) = policy(&LP);
-        let out = host
-            .get(method)
-            .unwrap()
-            .method_loss(batch(&MASK), policy, 7)
+        let out = session(&host, method)
+            .loss(batch(&MASK), policy, 7)
             .unwrap();
         assert_eq!(out.loss.dims(), &[] as &[usize], "{method}: a 0-d loss");
         let loss = out.loss.to_scalar::<f32>().unwrap();
@@ -326,10 +349,8 @@ fn bundled_losses_are_the_weighted_nll_and_differentiate() {
 fn an_all_zero_mask_gives_a_zero_loss_not_nan() {
     let host = TestHome::new().start(test_limits());
     let (var, policy) = policy(&LP);
-    let out = host
-        .get("lora")
-        .unwrap()
-        .method_loss(batch(&[[0.0; 4]; 2]), policy, 0)
+    let out = session(&host, "lora")
+        .loss(batch(&[[0.0; 4]; 2]), policy, 0)
         .unwrap();
     assert_eq!(out.loss.to_scalar::<f32>().unwrap(), 0.0);
     let grads = out.loss.backward().unwrap();
@@ -349,14 +370,14 @@ fn log_sigmoid(x: f64) -> f64 {
 /// Each metric of the `tensor-probe` plugin, recomputed in f64 from the
 /// log-probs `lp` (and `c`, the detached copy used by `detach` and
 /// `log_sigmoid_zero`).
-fn reference_terms(lp: &[f64], c: &[f64]) -> Vec<(&'static str, f64)> {
+fn reference_terms(lp: &[f64], c: &[f64], step: u64) -> Vec<(&'static str, f64)> {
     let m: Vec<f64> = MASK.iter().flatten().map(|&v| v as f64).collect();
     let sum = |f: &dyn Fn(usize, f64) -> f64| -> f64 {
         lp.iter().enumerate().map(|(i, &x)| f(i, x)).sum()
     };
     let row = [-1.0, -0.5, -2.0, -0.2];
     let rows: Vec<&[f64]> = lp.chunks(4).collect();
-    vec![
+    let mut terms = vec![
         ("add", sum(&|i, x| x + m[i])),
         ("sub", sum(&|i, x| x - m[i])),
         ("mul", sum(&|i, x| x * m[i])),
@@ -408,18 +429,51 @@ fn reference_terms(lp: &[f64], c: &[f64]) -> Vec<(&'static str, f64)> {
         ("to_dtype", lp.iter().sum()),
         ("detach", sum(&|i, x| c[i] * x)),
         ("reference", sum(&|i, x| c[i] * x)),
-    ]
+    ];
+    if step >= 1 {
+        // The softmax family (tuner:plugin@0.2.0), along each row.
+        let lse = |r: &[f64]| {
+            let m = r.iter().cloned().fold(f64::MIN, f64::max);
+            m + r.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+        };
+        let lsm = |r: &[f64]| -> Vec<f64> { r.iter().map(|x| x - lse(r)).collect() };
+        terms.extend([
+            ("log_softmax", rows.iter().flat_map(|r| lsm(r)).sum()),
+            (
+                "softmax",
+                rows.iter()
+                    .flat_map(|r| lsm(r))
+                    .map(|l| (2.0 * l).exp())
+                    .sum(),
+            ),
+            ("logsumexp", rows.iter().map(|r| lse(r)).sum()),
+            (
+                "entropy",
+                rows.iter().flat_map(|r| lsm(r)).map(|l| -l.exp() * l).sum(),
+            ),
+        ]);
+    }
+    terms
 }
 
 #[test]
 fn every_tensor_op_through_the_wit_matches_an_independent_reference() {
     let (_home, host) = host_with(test_limits(), &["tensor-probe"]);
+    // Step 0: the 0.1.0 ops; step 1 adds the softmax family (a probe built
+    // for 0.2.0 only), in the same session.
+    let mut probe = session(&host, "tensor-probe");
+    let steps = match host.get("tensor-probe").unwrap().wit() {
+        WitVersion::V0_1_0 => 0..1,
+        _ => 0..2,
+    };
+    for step in steps {
+        check_probe(&mut probe, step);
+    }
+}
+
+fn check_probe(probe: &mut MethodSession, step: u64) {
     let (var, policy) = policy(&LP);
-    let out = host
-        .get("tensor-probe")
-        .unwrap()
-        .method_loss(batch(&MASK), policy, 0)
-        .unwrap();
+    let out = probe.loss(batch(&MASK), policy, step).unwrap();
     let metric = |name: &str| -> f64 {
         out.metrics
             .iter()
@@ -434,13 +488,13 @@ fn every_tensor_op_through_the_wit_matches_an_independent_reference() {
     assert_eq!(metric("mean_dim_rank"), 2.0);
     assert!(close(metric("to_list"), lp.iter().sum(), 1e-6));
 
-    let terms = reference_terms(&lp, &lp);
+    let terms = reference_terms(&lp, &lp, step);
     for (name, want) in &terms {
         // bf16 keeps 8 bits of mantissa.
         let tol = if *name == "to_dtype" { 1e-2 } else { 1e-5 };
         assert!(
             close(metric(name), *want, tol),
-            "{name}: {} vs {want}",
+            "step {step}, {name}: {} vs {want}",
             metric(name)
         );
     }
@@ -456,7 +510,7 @@ fn every_tensor_op_through_the_wit_matches_an_independent_reference() {
             .get(var.as_tensor())
             .expect("gradient reaches the log-probs"),
     );
-    let f = |x: &[f64]| -> f64 { reference_terms(x, &lp).iter().map(|(_, v)| v).sum() };
+    let f = |x: &[f64]| -> f64 { reference_terms(x, &lp, step).iter().map(|(_, v)| v).sum() };
     for i in 0..8 {
         let h = 1e-6;
         let (mut up, mut down) = (lp.clone(), lp.clone());
@@ -614,16 +668,16 @@ fn tensor_ops_refuse_bad_input_with_clear_errors() {
 #[test]
 fn a_non_scalar_loss_fails_naming_the_plugin() {
     let (_home, host) = host_with(test_limits(), &["bad-loss"]);
-    let plugin = host.get("bad-loss").unwrap();
+    let mut session = session(&host, "bad-loss");
     let (_var, p) = policy(&LP);
-    let err = plugin.method_loss(batch(&MASK), p.clone(), 0).unwrap_err();
+    let err = session.loss(batch(&MASK), p.clone(), 0).unwrap_err();
     assert!(matches!(err, CallError::BadResult { .. }), "{err:?}");
     assert_eq!(
         err.to_string(),
         "plugin `bad-loss` returned an unusable result from `loss`: the loss must be a \
          single-element float tensor, got shape [2, 4] of f32"
     );
-    let err = plugin.method_loss(batch(&MASK), p, 3).unwrap_err();
+    let err = session.loss(batch(&MASK), p, 3).unwrap_err();
     assert_eq!(
         err.to_string(),
         "plugin `bad-loss` returned an unusable result from `loss`: the loss must be a \
@@ -635,34 +689,36 @@ fn a_non_scalar_loss_fails_naming_the_plugin() {
 fn a_trapping_method_fails_naming_the_plugin_and_the_next_call_works() {
     let (_home, host) = host_with(test_limits(), &["bad-loss"]);
     let plugin = host.get("bad-loss").unwrap();
+    let mut session = session(&host, "bad-loss");
     let (_var, p) = policy(&LP);
-    let err = plugin.method_loss(batch(&MASK), p.clone(), 1).unwrap_err();
+    let err = session.loss(batch(&MASK), p.clone(), 1).unwrap_err();
     assert!(matches!(err, CallError::Trap { .. }), "{err:?}");
     let text = err.to_string();
     assert!(
         text.starts_with("plugin `bad-loss` crashed in `loss`:"),
         "{text}"
     );
-    // A fresh instance serves the next step.
-    let out = plugin.method_loss(batch(&MASK), p, 5).unwrap();
+    // A fresh instance, configured again, serves the next step.
+    let out = session.loss(batch(&MASK), p, 5).unwrap();
     assert_eq!(
         out.metrics,
         vec![("rows".to_string(), 2.0), ("answer".to_string(), 42.0)]
     );
+    assert_eq!(plugin.stats().instances, 2);
 }
 
 #[test]
 fn a_failing_tensor_op_reaches_the_host_as_the_plugins_error() {
     let (_home, host) = host_with(test_limits(), &["bad-loss"]);
-    let plugin = host.get("bad-loss").unwrap();
+    let mut session = session(&host, "bad-loss");
     let (_var, p) = policy(&LP);
-    let err = plugin.method_loss(batch(&MASK), p.clone(), 4).unwrap_err();
+    let err = session.loss(batch(&MASK), p.clone(), 4).unwrap_err();
     assert_eq!(
         err.to_string(),
         "plugin `bad-loss` failed in `loss`: shape: add: shapes [2, 4] and [2, 5] do not \
          broadcast (dimension 1: 4 vs 5)"
     );
-    let err = plugin.method_loss(batch(&MASK), p, 6).unwrap_err();
+    let err = session.loss(batch(&MASK), p, 6).unwrap_err();
     assert_eq!(
         err.to_string(),
         "plugin `bad-loss` failed in `loss`: not implemented: policy.generate is not \
@@ -678,11 +734,12 @@ fn the_live_tensor_cap_is_enforced_and_released() {
     };
     let (_home, host) = host_with(limits, &["bad-loss"]);
     let plugin = host.get("bad-loss").unwrap();
+    let mut session = session(&host, "bad-loss");
     let (_var, p) = policy(&LP);
     for _ in 0..2 {
         // The same instance twice: the dropped handles were given back.
-        let err = plugin
-            .method_loss(batch(&MASK), p.clone(), 2)
+        let err = session
+            .loss(batch(&MASK), p.clone(), 2)
             .unwrap_err()
             .to_string();
         assert!(
@@ -694,7 +751,32 @@ fn the_live_tensor_cap_is_enforced_and_released() {
         );
     }
     assert_eq!(plugin.stats().instances, 1);
-    plugin.method_loss(batch(&MASK), p, 5).unwrap();
+    session.loss(batch(&MASK), p, 5).unwrap();
+}
+
+#[test]
+fn a_session_keeps_one_instance_and_gives_it_back_when_dropped() {
+    let limits = PluginLimits {
+        max_instances: 1,
+        ..test_limits()
+    };
+    let host = TestHome::new().start(limits);
+    let plugin = host.get("lora").unwrap();
+    let (_var, p) = policy(&LP);
+    let mut first = start(&host, "lora", r#"{"lora_rank": 16}"#).unwrap();
+    assert_eq!(first.plan().adapter.as_ref().unwrap().rank, 16);
+    let calls = plugin.stats().calls;
+    for step in 0..3 {
+        first.loss(batch(&MASK), p.clone(), step).unwrap();
+    }
+    assert_eq!(plugin.stats().instances, 1);
+    assert_eq!(plugin.stats().calls, calls + 3);
+    // With a pool of one, the next session can only start once the first
+    // gave its instance back; it reuses it.
+    drop(first);
+    let mut second = session(&host, "lora");
+    second.loss(batch(&MASK), p, 0).unwrap();
+    assert_eq!(plugin.stats().instances, 1);
 }
 
 /// A model that takes longer than the plugin call deadline.
@@ -712,31 +794,23 @@ fn time_in_the_model_does_not_count_against_the_plugin_deadline() {
     // test_limits() gives calls 1 s; the forward pass alone takes 1.5 s.
     let host = TestHome::new().start(test_limits());
     let (_var, p) = policy(&LP);
-    let out = host
-        .get("sft")
-        .unwrap()
-        .method_loss(batch(&MASK), Arc::new(SlowPolicy(p)), 0)
+    let out = session(&host, "sft")
+        .loss(batch(&MASK), Arc::new(SlowPolicy(p)), 0)
         .unwrap();
     assert!(out.loss.to_scalar::<f32>().unwrap() > 0.0);
 }
 
 #[test]
-fn loss_on_a_plugin_of_another_kind_is_refused() {
+fn a_method_session_on_a_plugin_of_another_kind_is_refused() {
     let host = TestHome::new().start(test_limits());
-    let (_var, p) = policy(&LP);
     let err = host
         .get("jsonl")
         .unwrap()
-        .method_loss(batch(&MASK), p, 0)
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "plugin `jsonl` is a format plugin; `loss` needs a method plugin"
-    );
-    let err = host
-        .get("jsonl")
-        .unwrap()
-        .method_configure("{}")
+        .start_method(&Vec::new(), "{}")
         .unwrap_err();
     assert!(matches!(err, CallError::WrongKind { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "plugin `jsonl` is a format plugin; `configure` needs a method plugin"
+    );
 }

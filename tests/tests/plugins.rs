@@ -3,9 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tuner::plugins::bindings::format::exports::tuner::plugin::format_plugin::{
-    ParseOptions, RecordOutcome,
-};
+use tuner::plugins::HostParseOptions;
+use tuner::plugins::bindings::format::exports::tuner::plugin::format_plugin::RecordOutcome;
 use tuner::plugins::bindings::format::tuner::plugin::types::Sample;
 use tuner::plugins::plugin::Origin;
 use tuner::plugins::runtime::CompileSource;
@@ -36,8 +35,14 @@ fn bundled_plugins_of_every_kind_load() {
         ]
     );
     let jsonl = host.get("jsonl").unwrap();
-    assert_eq!(jsonl.meta.wit_version, "0.1.0");
-    assert_eq!(jsonl.meta.sdk_version.as_deref(), Some("0.1.0"));
+    // Built with the SDK for a version this host supports.
+    let version = jsonl.meta.wit_version.as_str();
+    assert!(
+        tuner::plugins::inspect::SUPPORTED_WIT_VERSIONS.contains(&version),
+        "{version}"
+    );
+    assert_eq!(jsonl.wit_version().to_string(), version);
+    assert_eq!(jsonl.meta.sdk_version.as_deref(), Some(version));
     assert_eq!(
         host.get("huggingface").unwrap().meta.hosts,
         vec!["huggingface.co", "*.huggingface.co", "*.hf.co"]
@@ -92,11 +97,9 @@ fn a_corrupt_cache_entry_is_recompiled() {
 fn bundled_jsonl_streams_records_with_line_numbers() {
     let host = TestHome::new().start(test_limits());
     let jsonl = host.get("jsonl").unwrap();
-    let options = ParseOptions {
+    let options = HostParseOptions {
         file_name: "train.jsonl".into(),
-        layout: None,
-        columns: vec![],
-        settings: vec![],
+        ..HostParseOptions::default()
     };
     // The second record is split across chunks (messages without an
     // assistant turn: a prompt); line 3 is broken.
@@ -130,10 +133,18 @@ fn bundled_jsonl_streams_records_with_line_numbers() {
 fn bundled_sft_plans_and_reports_the_missing_engine() {
     let host = TestHome::new().start(test_limits());
     let sft = host.get("sft").unwrap();
-    let plan = sft.configure("{\"learning_rate\": 1e-5}").unwrap().unwrap();
+    let values =
+        tuner::plugins::settings::check(&sft.settings().unwrap(), &Default::default()).unwrap();
+    let session = sft
+        .start_method(&values, "{\"learning_rate\": 1e-5}")
+        .unwrap();
+    let plan = session.plan();
     assert!(!plan.needs_reference && !plan.needs_generation);
-    let err = sft.configure("[1, 2]").unwrap().unwrap_err();
-    assert_eq!(err.message, "configuration must be a JSON object");
+    let err = sft.start_method(&values, "[1, 2]").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin `sft` failed in `configure`: configuration must be a JSON object"
+    );
 }
 
 #[test]

@@ -438,10 +438,20 @@ fn a_plugin_built_for_a_future_wit_version_is_rejected() {
     let err = host
         .check_file(&tuner_tests::test_plugin("future-version"))
         .unwrap_err();
+    // The fixture targets a version newer than the newest this host knows.
+    let tuner::plugins::LoadError::FutureVersion { found, .. } = &err else {
+        panic!(
+            "tests/plugins/future-version must target a tuner:plugin version newer than {} \
+             (it is rejected otherwise: {err})",
+            tuner::plugins::inspect::HOST_WIT_VERSION
+        );
+    };
     assert_eq!(
         err.to_string(),
-        "built for tuner:plugin@0.2.0, newer than this tuner supports (tuner:plugin@0.1.0); \
-         upgrade tuner to use it"
+        format!(
+            "built for tuner:plugin@{found}, newer than this tuner supports \
+             (tuner:plugin@0.2.0); upgrade tuner to use it"
+        )
     );
 }
 
