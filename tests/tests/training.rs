@@ -269,13 +269,19 @@ fn bad_configs_and_a_broken_method_plugin_fail_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("unknown key \"lora_rnak\"; did you mean \"lora_rank\" (a setting of method \"lora\")?"),
+        err.contains(
+            "unknown key \"lora_rnak\"; did you mean \"lora_rank\" (a setting of method \"lora\")?"
+        ),
         "{err}"
     );
 
     // A key of another method says whose it is; a bad value names the
     // method's rule.
-    let config = s.config("quantised-full", "full", serde_json::json!({"load_in_4bit": true}));
+    let config = s.config(
+        "quantised-full",
+        "full",
+        serde_json::json!({"load_in_4bit": true}),
+    );
     let (out, _) = s.train(&config, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

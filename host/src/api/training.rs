@@ -22,7 +22,6 @@ use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState};
-use crate::plugins::Kind;
 use crate::train::TrainConfig;
 use crate::train::config::MethodCatalog;
 use crate::train::jobs::{JobError, JobQueue, JobRecord, JobUpdate, StoredEvent};

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::Context;
-use crate::api::{PluginList, PluginView};
+use crate::api::{PluginDetail, PluginList};
 use crate::plugins::{Kind, PluginHost, PluginMeta, scaffold};
 
 #[derive(Debug, Subcommand)]
@@ -99,17 +99,18 @@ pub fn run(ctx: Context, cmd: PluginsCommand) -> Result<ExitCode> {
                 let names: Vec<String> = host.list().iter().map(|p| p.name().to_string()).collect();
                 bail!("no plugin named `{name}` (available: {})", names.join(", "));
             };
-            let view = PluginView::from(&*plugin);
+            let detail = PluginDetail::of(&plugin);
             if json.json {
-                print_json(&view)?;
+                print_json(&detail)?;
             } else {
-                print_meta(&view.meta);
-                if let Some(d) = &view.degraded {
+                print_meta(&detail.view.meta);
+                if let Some(d) = &detail.view.degraded {
                     println!(
                         "degraded:    left out of format detection for another {}s: {}",
                         d.retry_in_secs, d.reason
                     );
                 }
+                print_settings(&detail);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -296,4 +297,42 @@ fn print_meta(m: &PluginMeta) {
     }
     println!("sha256:      {}", m.sha256);
     println!("size:        {} bytes", m.size_bytes);
+}
+
+/// The settings table of `tuner plugins info`: key, type, default, and the
+/// description (Chinese too when the plugin gives it).
+fn print_settings(detail: &PluginDetail) {
+    if let Some(e) = &detail.settings_error {
+        println!("settings:    cannot be read: {e}");
+        return;
+    }
+    if detail.settings.is_empty() {
+        if matches!(detail.view.meta.kind, Kind::Method | Kind::Format) {
+            println!("settings:    none");
+        }
+        return;
+    }
+    let key = match detail.view.meta.kind {
+        Kind::Method => "training-config keys",
+        _ => "--set keys",
+    };
+    println!("settings ({key}):");
+    let width = detail
+        .settings
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0);
+    for s in &detail.settings {
+        let default = s
+            .default
+            .as_ref()
+            .map(|d| format!(", default {}", d.to_json()))
+            .unwrap_or_else(|| ", unset by default".into());
+        println!("  {:width$}  {}{default}", s.name, s.kind.describe());
+        println!("  {:width$}  {}", "", s.description);
+        if let Some(zh) = &s.description_zh {
+            println!("  {:width$}  {zh}", "");
+        }
+    }
 }

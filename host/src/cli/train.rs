@@ -14,7 +14,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use super::Context;
-use crate::plugins::Kind;
 use crate::store::Store;
 use crate::train::config::{MethodCatalog, RawConfig};
 use crate::train::jobs::{JobQueue, JobRecord, JobStatus, JobUpdate, QueueOptions, StoredEvent};

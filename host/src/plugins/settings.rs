@@ -44,13 +44,23 @@ impl Bounds {
             Some(max) if value > max => Some(format!("at most {max}")),
             _ => None,
         };
-        below.or(above).map(|rule| format!("must be {rule}, found {value}"))
+        below
+            .or(above)
+            .map(|rule| format!("must be {rule}, found {value}"))
     }
 
     /// `[1, 4096]`, `(0, ∞)`, `[0, 1)`: the allowed range in interval notation.
     pub fn describe(&self) -> String {
-        let open = if self.exclusive_min || self.min.is_none() { '(' } else { '[' };
-        let close = if self.exclusive_max || self.max.is_none() { ')' } else { ']' };
+        let open = if self.exclusive_min || self.min.is_none() {
+            '('
+        } else {
+            '['
+        };
+        let close = if self.exclusive_max || self.max.is_none() {
+            ')'
+        } else {
+            ']'
+        };
         let min = self.min.map_or("-∞".to_string(), |v| v.to_string());
         let max = self.max.map_or("∞".to_string(), |v| v.to_string());
         format!("{open}{min}, {max}{close}")
@@ -182,9 +192,11 @@ pub fn read_value(kind: &SettingKind, raw: &Value) -> Result<SettingValue, Strin
         }
         SettingKind::Integer { bounds } => {
             let n = match raw {
-                Value::Number(n) => n
-                    .as_i64()
-                    .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)),
+                Value::Number(n) => n.as_i64().or_else(|| {
+                    n.as_f64()
+                        .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                        .map(|f| f as i64)
+                }),
                 Value::String(_) => text.and_then(|t| t.parse::<i64>().ok()),
                 _ => None,
             }
@@ -218,7 +230,12 @@ pub fn read_value(kind: &SettingKind, raw: &Value) -> Result<SettingValue, Strin
                 Value::String(s) => s.trim().to_string(),
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
-                _ => return Err(format!("expected one of {}, found {raw}", choices.join(", "))),
+                _ => {
+                    return Err(format!(
+                        "expected one of {}, found {raw}",
+                        choices.join(", ")
+                    ));
+                }
             };
             match choices.iter().find(|c| c.eq_ignore_ascii_case(&word)) {
                 Some(c) => Ok(SettingValue::Text(c.clone())),
@@ -226,7 +243,10 @@ pub fn read_value(kind: &SettingKind, raw: &Value) -> Result<SettingValue, Strin
                     let hint = closest(&word, choices.iter().map(String::as_str))
                         .map(|c| format!("; did you mean \"{c}\"?"))
                         .unwrap_or_default();
-                    Err(format!("expected one of {}, found \"{word}\"{hint}", choices.join(", ")))
+                    Err(format!(
+                        "expected one of {}, found \"{word}\"{hint}",
+                        choices.join(", ")
+                    ))
                 }
             }
         }
@@ -277,12 +297,18 @@ pub fn check_schema(schema: &[Setting]) -> Result<(), String> {
         if let SettingKind::Choice { choices } = &s.kind
             && choices.is_empty()
         {
-            return Err(format!("setting \"{}\" is a choice with no choices", s.name));
+            return Err(format!(
+                "setting \"{}\" is a choice with no choices",
+                s.name
+            ));
         }
         if let Some(d) = &s.default
             && let Err(e) = read_value(&s.kind, &d.to_json())
         {
-            return Err(format!("the default of setting \"{}\" does not fit: {e}", s.name));
+            return Err(format!(
+                "the default of setting \"{}\" does not fit: {e}",
+                s.name
+            ));
         }
     }
     Ok(())
@@ -290,11 +316,19 @@ pub fn check_schema(schema: &[Setting]) -> Result<(), String> {
 
 /// The candidate closest to `unknown` by edit distance, if close enough to
 /// be a likely typo (case and `-`/`_` are ignored).
-pub fn closest<'a>(unknown: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn closest<'a>(
+    unknown: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let lower = unknown.to_ascii_lowercase().replace('-', "_");
     candidates
         .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(&lower, &c.to_ascii_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::damerau_levenshtein(&lower, &c.to_ascii_lowercase()),
+                c,
+            )
+        })
         .min_by_key(|(d, _)| *d)
         .filter(|(d, c)| *d <= (c.len() / 3).max(2))
         .map(|(_, c)| c)
@@ -353,7 +387,11 @@ mod tests {
                 ("lora_dropout".into(), SettingValue::Number(0.05)),
             ]
         );
-        let values = check(&schema, &map(json!({"lora_rank": 4.0, "lora_dropout": "0.2"}))).unwrap();
+        let values = check(
+            &schema,
+            &map(json!({"lora_rank": 4.0, "lora_dropout": "0.2"})),
+        )
+        .unwrap();
         assert_eq!(values[0].1, SettingValue::Integer(4));
         assert_eq!(values[1].1, SettingValue::Number(0.2));
     }
@@ -361,24 +399,34 @@ mod tests {
     #[test]
     fn every_bad_value_is_reported_with_its_rule() {
         let schema = [rank(), dropout()];
-        let problems = check(&schema, &map(json!({"lora_rank": 0, "lora_dropout": 1.0}))).unwrap_err();
+        let problems =
+            check(&schema, &map(json!({"lora_rank": 0, "lora_dropout": 1.0}))).unwrap_err();
         assert_eq!(problems.len(), 2);
         assert_eq!(problems[0].key, "lora_rank");
         assert_eq!(problems[0].message, "must be at least 1, found 0");
         assert_eq!(problems[1].message, "must be below 1, found 1");
         let problems = check(&schema, &map(json!({"lora_rank": "eight"}))).unwrap_err();
-        assert!(problems[0].message.contains("expected a whole number"), "{problems:?}");
+        assert!(
+            problems[0].message.contains("expected a whole number"),
+            "{problems:?}"
+        );
     }
 
     #[test]
     fn names_choices_and_booleans() {
         let names = read_value(&SettingKind::Names, &json!("q_proj, v_proj")).unwrap();
-        assert_eq!(names, SettingValue::Names(vec!["q_proj".into(), "v_proj".into()]));
+        assert_eq!(
+            names,
+            SettingValue::Names(vec!["q_proj".into(), "v_proj".into()])
+        );
         assert!(read_value(&SettingKind::Names, &json!([])).is_err());
         let kind = SettingKind::Choice {
             choices: vec!["sigmoid".into(), "hinge".into(), "ipo".into()],
         };
-        assert_eq!(read_value(&kind, &json!("IPO")).unwrap(), SettingValue::Text("ipo".into()));
+        assert_eq!(
+            read_value(&kind, &json!("IPO")).unwrap(),
+            SettingValue::Text("ipo".into())
+        );
         let err = read_value(&kind, &json!("sigmod")).unwrap_err();
         assert!(err.contains("did you mean \"sigmoid\""), "{err}");
         assert_eq!(
@@ -396,7 +444,11 @@ mod tests {
         let mut upper = rank();
         upper.name = "Rank".into();
         assert!(check_schema(&[upper]).is_err());
-        assert!(check_schema(&[rank(), rank()]).unwrap_err().contains("twice"));
+        assert!(
+            check_schema(&[rank(), rank()])
+                .unwrap_err()
+                .contains("twice")
+        );
         assert!(check_schema(&[rank(), dropout()]).is_ok());
     }
 
@@ -411,8 +463,14 @@ mod tests {
     #[test]
     fn values_serialise_as_plain_json() {
         assert_eq!(SettingValue::Integer(8).to_json(), json!(8));
-        assert_eq!(SettingValue::Names(vec!["a".into()]).to_json(), json!(["a"]));
+        assert_eq!(
+            SettingValue::Names(vec!["a".into()]).to_json(),
+            json!(["a"])
+        );
         let s = serde_json::to_value(rank()).unwrap();
-        assert_eq!(s["kind"], json!({"type": "integer", "min": 1.0, "max": 4096.0}));
+        assert_eq!(
+            s["kind"],
+            json!({"type": "integer", "min": 1.0, "max": 4096.0})
+        );
     }
 }

@@ -21,7 +21,6 @@ use utoipa::ToSchema;
 
 use crate::plugins::settings::{self, Setting};
 
-
 /// A complete, checked training configuration.
 ///
 /// The host types only the keys it acts on itself. Every other key belongs to
@@ -373,7 +372,7 @@ impl MethodCatalog {
     pub fn from_host(host: &crate::plugins::PluginHost) -> Self {
         let mut catalog = Self::new();
         for plugin in host.list() {
-            if plugin.kind() == crate::plugins::manifest::Kind::Method {
+            if plugin.kind() == crate::plugins::Kind::Method {
                 let schema = plugin.settings().map_err(|e| e.to_string());
                 catalog.methods.insert(plugin.name().to_string(), schema);
             }
@@ -414,7 +413,12 @@ impl MethodCatalog {
 /// Why a key is unknown, with the most useful hint: another tool's name for
 /// a host key, a near-miss of a host or method key, or the methods that do
 /// declare it.
-fn unknown_key_message(key: &str, method: &str, schema: &[Setting], catalog: &MethodCatalog) -> String {
+fn unknown_key_message(
+    key: &str,
+    method: &str,
+    schema: &[Setting],
+    catalog: &MethodCatalog,
+) -> String {
     if let Some(ours) = other_name(key) {
         return format!("unknown key \"{key}\"; did you mean \"{ours}\"?");
     }
@@ -570,7 +574,11 @@ impl RawConfig {
             .unwrap_or("lora")
             .trim()
             .to_ascii_lowercase();
-        let plugin = if method == "full" { "sft" } else { method.as_str() };
+        let plugin = if method == "full" {
+            "sft"
+        } else {
+            method.as_str()
+        };
         let schema: &[Setting] = match catalog.schema(plugin) {
             Some(Ok(schema)) => schema,
             Some(Err(reason)) => {
@@ -819,7 +827,14 @@ impl TrainConfig {
         settings::check(schema, &given).map_err(|bad| ConfigError {
             problems: bad
                 .into_iter()
-                .map(|p| format!("{} (method \"{}\"): {}", p.key, self.method_plugin(), p.message))
+                .map(|p| {
+                    format!(
+                        "{} (method \"{}\"): {}",
+                        p.key,
+                        self.method_plugin(),
+                        p.message
+                    )
+                })
                 .collect(),
         })
     }
@@ -1015,7 +1030,11 @@ mod tests {
             setting("lora_rank", rank, Some(SettingValue::Integer(8))),
             setting("lora_dropout", dropout, Some(SettingValue::Number(0.05))),
             setting("target_modules", SettingKind::Names, None),
-            setting("load_in_4bit", SettingKind::Boolean, Some(SettingValue::Boolean(false))),
+            setting(
+                "load_in_4bit",
+                SettingKind::Boolean,
+                Some(SettingValue::Boolean(false)),
+            ),
         ];
         MethodCatalog::new()
             .with("lora", Ok(adapters.clone()))
@@ -1039,8 +1058,14 @@ mod tests {
         let c = TrainConfig::load(&p, &[], &catalog()).unwrap();
         assert_eq!(c.dataset, ["alpaca_zh#500"]);
         assert_eq!(c.method_settings["lora_rank"], 16);
-        assert_eq!(c.method_settings["lora_dropout"], 0.05, "the plugin's default");
-        assert!(!c.method_settings.contains_key("target_modules"), "no default: unset");
+        assert_eq!(
+            c.method_settings["lora_dropout"], 0.05,
+            "the plugin's default"
+        );
+        assert!(
+            !c.method_settings.contains_key("target_modules"),
+            "no default: unset"
+        );
         assert_eq!(c.training_method, "lora");
         assert_eq!(c.learning_rate, 1e-4);
         assert_eq!(c.lr_scheduler_type, LrScheduler::Cosine);
@@ -1124,7 +1149,9 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.problems,
-            ["\"load_in_4bit\" is a setting of method \"lora\", \"qlora\", not of training_method \"sft\""]
+            [
+                "\"load_in_4bit\" is a setting of method \"lora\", \"qlora\", not of training_method \"sft\""
+            ]
         );
     }
 
@@ -1142,7 +1169,10 @@ mod tests {
             &catalog(),
         )
         .unwrap();
-        assert_eq!((c.method_settings["lora_rank"].clone(), c.packing), (4.into(), true));
+        assert_eq!(
+            (c.method_settings["lora_rank"].clone(), c.packing),
+            (4.into(), true)
+        );
         assert_eq!(c.system.as_deref(), Some("Be brief."));
         let e = TrainConfig::load(&p, &["learning_rat=1".into()], &catalog()).unwrap_err();
         assert_eq!(
@@ -1186,10 +1216,11 @@ mod tests {
             bad(serde_json::json!({"per_device_train_batch_size": 0})),
             "per_device_train_batch_size must be ≥ 1"
         );
+        // In the plugin's schema order.
         assert_eq!(
             bad(serde_json::json!({"lora_dropout": 1.5, "lora_rank": "x"})),
-            "lora_dropout (method \"lora\"): must be below 1, found 1.5\n\
-             lora_rank (method \"lora\"): expected a whole number, found \"x\""
+            "lora_rank (method \"lora\"): expected a whole number, found \"x\"\n\
+             lora_dropout (method \"lora\"): must be below 1, found 1.5"
         );
         assert!(bad(serde_json::json!({"dataset": "x#0"})).contains("sample count"));
         let e = from_json(serde_json::json!({"lora_rank": 4})).unwrap_err();
@@ -1209,12 +1240,18 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("did you mean \"lora\"?"), "{e}");
-        assert!(e.contains("installed: broken, full, lora, qlora, sft"), "{e}");
+        assert!(
+            e.contains("installed: broken, full, lora, qlora, sft"),
+            "{e}"
+        );
         let e = from_json(serde_json::json!({
             "model_name": "m", "dataset": "d", "training_method": "broken"}))
         .unwrap_err()
         .to_string();
-        assert_eq!(e, "method plugin \"broken\" cannot be used: it trapped in settings()");
+        assert_eq!(
+            e,
+            "method plugin \"broken\" cannot be used: it trapped in settings()"
+        );
     }
 
     #[test]
@@ -1227,7 +1264,10 @@ mod tests {
         let values = c.method_values(&schema).unwrap();
         assert_eq!(values[0], ("lora_rank".into(), SettingValue::Integer(2)));
         let e = c.method_values(&schema[1..]).unwrap_err().to_string();
-        assert!(e.contains("\"lora_rank\" is not a setting of method \"lora\""), "{e}");
+        assert!(
+            e.contains("\"lora_rank\" is not a setting of method \"lora\""),
+            "{e}"
+        );
     }
 
     #[test]
