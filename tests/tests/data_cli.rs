@@ -83,3 +83,63 @@ fn data_commands_keep_their_json_contract_and_exit_statuses() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid dataset name"));
 }
+
+/// A format's `--set` keys are checked against the plugin's declared
+/// settings, and the plugin's own `check-options` runs, before any record is
+/// parsed: the same for a bundled plugin and a user's plugin in the folder.
+#[test]
+fn format_settings_are_checked_before_parsing_for_bundled_and_user_plugins() {
+    let bin = tuner_tests::tuner_bin();
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path();
+    std::fs::write(dir.join("qa.csv"), "instruction,output\n问,答\n").unwrap();
+    // A user plugin: the csv component installed under another name.
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    std::fs::copy(
+        repo.join("plugins/prebuilt/csv.wasm"),
+        plugins.join("my-csv.wasm"),
+    )
+    .unwrap();
+
+    for plugin in ["csv", "my-csv"] {
+        let run = |set: &str| {
+            tuner(
+                &bin,
+                dir,
+                &[
+                    "data", "validate", "qa.csv", "--format", plugin, "--set", set,
+                ],
+            )
+        };
+        let out = run("nonsense=1");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{plugin}: {err}");
+        assert!(
+            err.contains(&format!(
+                "format plugin `{plugin}` has no setting `nonsense`"
+            )),
+            "{plugin}: {err}"
+        );
+        let out = run("delimter=;");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("delimiter"),
+            "{plugin}: a near-miss names the key: {err}"
+        );
+        // The plugin's own check, before parsing.
+        let out = run("delimiter=;;");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("`delimiter`: expected one ASCII character"),
+            "{plugin}: {err}"
+        );
+        let out = run("delimiter=,");
+        assert!(
+            out.status.success(),
+            "{plugin}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
