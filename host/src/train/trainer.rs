@@ -526,7 +526,9 @@ impl Run {
             let step = self.state.step;
             let mut acc = GradAccumulator::new();
             let mut loss_sum = 0.0;
-            let mut metrics = serde_json::Map::new();
+            // Each metric the method reports is averaged over the step's
+            // micro-batches, as the loss is.
+            let mut metric_sums: Vec<(String, f64, u32)> = Vec::new();
             for micro in 0..accum {
                 // A fresh dropout mask per micro-batch, a function of the
                 // position in the run only, so a resumed run draws the same.
@@ -545,8 +547,14 @@ impl Run {
                     );
                 }
                 loss_sum += value;
-                for (k, v) in out.metrics {
-                    metrics.insert(k, serde_json::json!(v));
+                for (name, v) in out.metrics {
+                    match metric_sums.iter_mut().find(|(n, _, _)| *n == name) {
+                        Some((_, sum, count)) => {
+                            *sum += v;
+                            *count += 1;
+                        }
+                        None => metric_sums.push((name, v, 1)),
+                    }
                 }
                 let scaled = (out.loss.to_dtype(DType::F32)? / accum as f64)?;
                 let grads = self.model.backward(&scaled)?;
@@ -571,6 +579,10 @@ impl Run {
             self.optimizer.step(&grads, lr)?;
             drop(grads);
             let loss = loss_sum / accum as f64;
+            let metrics: serde_json::Map<String, serde_json::Value> = metric_sums
+                .into_iter()
+                .map(|(name, sum, count)| (name, serde_json::json!(sum / count as f64)))
+                .collect();
             self.state.step += 1;
             self.state.losses.push(loss);
             self.state.cursor = self.batcher.cursor();
