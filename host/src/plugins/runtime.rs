@@ -162,35 +162,32 @@ fn linker_error(e: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{e:?}")
 }
 
-impl Linkers {
-    fn v0_2_0(engine: &Engine) -> anyhow::Result<Self> {
-        use v0_2_0::{format::Format, method::Method, source::Source};
-        let mut format = Linker::new(engine);
+/// One linker per world of the bindings module `$version`: each version's
+/// generated worlds have their own `add_to_linker`, over the same host state.
+macro_rules! linkers_for {
+    ($engine:expr, $version:ident) => {{
+        use $version::{format::Format, method::Method, source::Source};
+        let mut format = Linker::new($engine);
         Format::add_to_linker::<_, HasSelf<_>>(&mut format, |s| s).map_err(linker_error)?;
-        let mut source = Linker::new(engine);
+        let mut source = Linker::new($engine);
         Source::add_to_linker::<_, HasSelf<_>>(&mut source, |s| s).map_err(linker_error)?;
-        let mut method = Linker::new(engine);
+        let mut method = Linker::new($engine);
         Method::add_to_linker::<_, HasSelf<_>>(&mut method, |s| s).map_err(linker_error)?;
-        Ok(Self {
+        Ok(Linkers {
             format,
             source,
             method,
         })
+    }};
+}
+
+impl Linkers {
+    fn v0_2_0(engine: &Engine) -> anyhow::Result<Self> {
+        linkers_for!(engine, v0_2_0)
     }
 
     fn v0_1_0(engine: &Engine) -> anyhow::Result<Self> {
-        use v0_1_0::{format::Format, method::Method, source::Source};
-        let mut format = Linker::new(engine);
-        Format::add_to_linker::<_, HasSelf<_>>(&mut format, |s| s).map_err(linker_error)?;
-        let mut source = Linker::new(engine);
-        Source::add_to_linker::<_, HasSelf<_>>(&mut source, |s| s).map_err(linker_error)?;
-        let mut method = Linker::new(engine);
-        Method::add_to_linker::<_, HasSelf<_>>(&mut method, |s| s).map_err(linker_error)?;
-        Ok(Self {
-            format,
-            source,
-            method,
-        })
+        linkers_for!(engine, v0_1_0)
     }
 }
 
