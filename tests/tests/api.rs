@@ -41,7 +41,24 @@ async fn lists_and_shows_plugins() {
     assert_eq!(status, 200);
     assert_eq!(body["kind"], "format");
     assert_eq!(body["origin"], "bundled");
-    assert_eq!(body["wit_version"], "0.1.0");
+    assert_eq!(body["wit_version"], "0.2.0");
+    // The detail view carries the plugin's declared settings.
+    let names: Vec<&str> = body["settings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["max_record_bytes"], "{body}");
+    let (_, lora) = s.get_json("/api/plugins/lora").await;
+    let rank = &lora["settings"][0];
+    assert_eq!(
+        (rank["name"].as_str(), rank["default"].as_i64()),
+        (Some("lora_rank"), Some(8)),
+        "{lora}"
+    );
+    assert_eq!(rank["kind"]["type"], "integer");
+    assert!(rank["description_zh"].is_string(), "{rank}");
 }
 
 #[tokio::test]
