@@ -10,7 +10,7 @@ use super::{ApiError, AppState};
 use crate::plugins::plugin::{CallStats, Degraded};
 use crate::plugins::registry::LoadFailure;
 use crate::plugins::settings::Setting;
-use crate::plugins::{Kind, Plugin, PluginHost, PluginMeta, ReloadReport};
+use crate::plugins::{Plugin, PluginHost, PluginMeta, ReloadReport};
 
 /// A plugin as the API and `tuner plugins list --json` show it.
 #[derive(Serialize, ToSchema)]
@@ -51,12 +51,10 @@ impl PluginDetail {
     /// Asks the plugin for its settings (a call into the sandbox: run it off
     /// the async threads).
     pub fn of(plugin: &Plugin) -> Self {
-        let (settings, settings_error) = match plugin.kind() {
-            Kind::Format | Kind::Method => match plugin.settings() {
-                Ok(s) => (s, None),
-                Err(e) => (Vec::new(), Some(e.to_string())),
-            },
-            Kind::Source => (Vec::new(), None),
+        // Sources declare none: `settings()` answers an empty list for them.
+        let (settings, settings_error) = match plugin.settings() {
+            Ok(s) => (s, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
         };
         Self {
             view: PluginView::from(plugin),

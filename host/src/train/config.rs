@@ -572,8 +572,9 @@ impl RawConfig {
             .get("training_method")
             .and_then(Value::as_str)
             .unwrap_or("lora")
-            .trim()
-            .to_ascii_lowercase();
+            // Looked up as written: the job runs the plugin of exactly this
+            // name (`TrainConfig::method_plugin`), so `LoRA` must not pass here.
+            .to_string();
         let plugin = if method == "full" {
             "sft"
         } else {

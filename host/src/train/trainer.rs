@@ -802,16 +802,7 @@ mod policy_tests {
             for (name, var) in model.trainable_vars() {
                 let a = from_vocab.get(var.as_tensor()).expect("a gradient");
                 let b = from_tokens.get(var.as_tensor()).expect("a gradient");
-                let diff = (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = crate::model::qwen3::ops::testing::max_abs_diff(a, b);
                 assert!(
                     diff < 1e-4,
                     "{checkpointing} {chunk}: {name} differs by {diff}"
