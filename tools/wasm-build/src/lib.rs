@@ -324,6 +324,19 @@ impl PluginCrate {
             .ok_or_else(|| {
                 BuildError::Crate(format!("{}: no [package] name", manifest.display()))
             })?;
+        // The name becomes file names in the shared build folder
+        // (`tuner-crates/NAME.wasm`), written before cargo runs and checks
+        // it: hold it to cargo's own rule so it is one plain component.
+        let well_formed = !package.is_empty()
+            && package
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !well_formed {
+            return Err(BuildError::Crate(format!(
+                "{}: package name {package:?} is not a crate name (letters, digits, - and _)",
+                manifest.display()
+            )));
+        }
         let is_cdylib = doc
             .get("lib")
             .and_then(|l| l.get("crate-type"))
@@ -658,6 +671,18 @@ commit-date: 2025-02-17
 host: x86_64-unknown-linux-gnu
 release: 1.85.0
 LLVM version: 19.1.7";
+
+    #[test]
+    fn a_package_name_that_is_not_a_crate_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[package]\nname = \"../../escape\"\nversion = \"0.1.0\"\n",
+        )
+        .unwrap();
+        let err = PluginCrate::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("is not a crate name"), "{err}");
+    }
 
     #[test]
     fn the_toolchain_key_is_release_and_commit() {
