@@ -180,8 +180,7 @@ impl ConfigFile {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let text = toml::to_string_pretty(self).context("serialising the configuration")?;
-        tuner_wasm_build::write_atomically(path, text.as_bytes())
-            .map_err(|e| anyhow::anyhow!("{e}"))
+        Ok(crate::fsio::write_atomically(path, text.as_bytes())?)
     }
 
     /// Overlays the keys set in `patch` onto `self`.

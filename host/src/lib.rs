@@ -10,6 +10,7 @@
 //! - [`hub`]: models and datasets from hubs: downloads and the cache.
 //! - [`data`]: training data: decoding, format plugins, datasets, sampling.
 //! - [`paths`]: untrusted names to paths that provably stay inside a root.
+//! - [`fsio`]: whole files written atomically (temporary file, sync, rename).
 //! - [`store`]: the SQLite database.
 //! - [`api`]: the HTTP API (axum) and its OpenAPI document.
 //! - [`cli`]: the command line (clap).
@@ -18,6 +19,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod fsio;
 pub mod home;
 pub mod hub;
 pub mod model;

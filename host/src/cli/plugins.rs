@@ -204,7 +204,7 @@ fn build(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
         .join("target")
         .join(format!("{}.wasm", krate.package));
     std::fs::create_dir_all(out.parent().unwrap())?;
-    tuner_wasm_build::write_atomically(&out, &plugin.component)?;
+    crate::fsio::write_atomically(&out, &plugin.component)?;
     let manifest = krate.manifest();
     if let Some(m) = &manifest {
         std::fs::copy(m, out.with_extension("toml"))?;
@@ -216,13 +216,13 @@ fn build(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
         // Manifest first: a watcher that sees the .wasm then finds its manifest.
         let dest = dir.join(format!("{}.toml", krate.package));
         match &manifest {
-            Some(m) => tuner_wasm_build::write_atomically(&dest, &std::fs::read(m)?)?,
+            Some(m) => crate::fsio::write_atomically(&dest, &std::fs::read(m)?)?,
             // An old manifest would still override the new plugin's info().
             None if dest.exists() => std::fs::remove_file(&dest)?,
             None => {}
         }
         let dest = dir.join(format!("{}.wasm", krate.package));
-        tuner_wasm_build::write_atomically(&dest, &plugin.component)?;
+        crate::fsio::write_atomically(&dest, &plugin.component)?;
         println!("installed {}", dest.display());
     }
     Ok(ExitCode::SUCCESS)

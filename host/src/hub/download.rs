@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 
 use super::HubError;
 use super::progress::Progress;
+use super::retry::{self, Next, Retry, RetryPolicy};
 
 /// Tunables of the download manager. Defaults suit a home connection.
 #[derive(Debug, Clone)]
@@ -59,6 +60,17 @@ impl Default for TransferOptions {
             max_backoff: Duration::from_secs(60),
             read_timeout: Duration::from_secs(30),
             progress_every: 1 << 20,
+        }
+    }
+}
+
+impl TransferOptions {
+    /// The retry policy of every request: attempts and backoff.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            max_backoff: self.max_backoff,
         }
     }
 }
@@ -295,7 +307,7 @@ impl Downloader {
                 .min(chunk / 16)
                 .max(MIN_PROGRESS_EVERY),
         };
-        let mut attempt = 0u32;
+        let mut retry = Retry::new(self.opts.retry_policy());
         let _permit = self.permits.acquire().await.expect("semaphore open");
         loop {
             let mut req = self
@@ -305,7 +317,7 @@ impl Downloader {
             for (k, v) in &task.headers {
                 req = req.header(k, v);
             }
-            let resp = match self.send(req, task, &mut attempt, progress).await? {
+            let resp = match self.send(req, task, &mut retry, progress).await? {
                 resp if resp.status() == reqwest::StatusCode::PARTIAL_CONTENT => {
                     if let Some(p) = probe {
                         p.send_replace(Some(true));
@@ -321,7 +333,7 @@ impl Downloader {
                         "{}: the server ignores ranges; fetching it in one stream",
                         task.path
                     ));
-                    self.write_whole(resp, task, data, log, size, progress, &mut attempt)
+                    self.write_whole(resp, task, data, log, size, progress, &mut retry)
                         .await?;
                     return Ok(RangeOutcome::Whole);
                 }
@@ -352,19 +364,12 @@ impl Downloader {
                         return Ok(RangeOutcome::Ranged);
                     }
                     // Ended early without an error: treat as a drop.
-                    self.backoff(
-                        task,
-                        &mut attempt,
-                        None,
-                        "connection closed early",
-                        progress,
-                    )
-                    .await?;
+                    self.backoff(task, &mut retry, None, "connection closed early", progress)
+                        .await?;
                 }
                 Err((written, why)) => {
                     pos += written;
-                    self.backoff(task, &mut attempt, None, &why, progress)
-                        .await?;
+                    self.backoff(task, &mut retry, None, &why, progress).await?;
                 }
             }
         }
@@ -381,7 +386,7 @@ impl Downloader {
         log: &Path,
         size: u64,
         progress: &Progress,
-        attempt: &mut u32,
+        retry: &mut Retry,
     ) -> Result<(), HubError> {
         loop {
             match self
@@ -398,16 +403,16 @@ impl Downloader {
                     return Ok(());
                 }
                 Ok(_) => {
-                    self.backoff(task, attempt, None, "connection closed early", progress)
+                    self.backoff(task, retry, None, "connection closed early", progress)
                         .await?
                 }
-                Err((_, why)) => self.backoff(task, attempt, None, &why, progress).await?,
+                Err((_, why)) => self.backoff(task, retry, None, &why, progress).await?,
             }
             let mut req = self.client.get(&task.url);
             for (k, v) in &task.headers {
                 req = req.header(k, v);
             }
-            resp = self.send(req, task, attempt, progress).await?;
+            resp = self.send(req, task, retry, progress).await?;
             if !resp.status().is_success() {
                 return Err(self.fail(task, format!("HTTP {}", resp.status())));
             }
@@ -423,7 +428,7 @@ impl Downloader {
         progress: &Progress,
     ) -> Result<(), HubError> {
         let _permit = self.permits.acquire().await.expect("semaphore open");
-        let mut attempt = 0u32;
+        let mut retry = Retry::new(self.opts.retry_policy());
         let mut pos = std::fs::metadata(data).map(|m| m.len()).unwrap_or(0);
         progress.file_started(&task.path, None, pos);
         loop {
@@ -434,7 +439,7 @@ impl Downloader {
             for (k, v) in &task.headers {
                 req = req.header(k, v);
             }
-            let resp = self.send(req, task, &mut attempt, progress).await?;
+            let resp = self.send(req, task, &mut retry, progress).await?;
             match resp.status().as_u16() {
                 206 => {}
                 200 => pos = 0,
@@ -454,19 +459,12 @@ impl Downloader {
                     if expected.is_none_or(|e| n >= e) {
                         return Ok(());
                     }
-                    self.backoff(
-                        task,
-                        &mut attempt,
-                        None,
-                        "connection closed early",
-                        progress,
-                    )
-                    .await?;
+                    self.backoff(task, &mut retry, None, "connection closed early", progress)
+                        .await?;
                 }
                 Err((n, why)) => {
                     pos += n;
-                    self.backoff(task, &mut attempt, None, &why, progress)
-                        .await?;
+                    self.backoff(task, &mut retry, None, &why, progress).await?;
                 }
             }
         }
@@ -477,7 +475,7 @@ impl Downloader {
         &self,
         req: reqwest::RequestBuilder,
         task: &FileTask,
-        attempt: &mut u32,
+        retry: &mut Retry,
         progress: &Progress,
     ) -> Result<reqwest::Response, HubError> {
         loop {
@@ -485,21 +483,12 @@ impl Downloader {
                 return Err(self.fail(task, "request cannot be retried".into()));
             };
             match r.send().await {
-                Ok(resp) => {
-                    let s = resp.status().as_u16();
-                    if s == 429 || (500..600).contains(&s) {
-                        let retry_after = resp
-                            .headers()
-                            .get(reqwest::header::RETRY_AFTER)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.trim().parse::<u64>().ok())
-                            .map(Duration::from_secs);
-                        self.backoff(task, attempt, retry_after, &format!("HTTP {s}"), progress)
-                            .await?;
-                        continue;
-                    }
-                    return Ok(resp);
+                Ok(resp) if retry::is_retryable(resp.status()) => {
+                    let why = format!("HTTP {}", resp.status().as_u16());
+                    let after = retry::retry_after(resp.headers());
+                    self.backoff(task, retry, after, &why, progress).await?;
                 }
+                Ok(resp) => return Ok(resp),
                 Err(e) => {
                     if let Some(why) = crate::plugins::imports::http::refusal(&e) {
                         return Err(HubError::Refused {
@@ -508,36 +497,33 @@ impl Downloader {
                         });
                     }
                     let why = error_chain(&e);
-                    self.backoff(task, attempt, None, &why, progress).await?;
+                    self.backoff(task, retry, None, &why, progress).await?;
                 }
             }
         }
     }
 
-    /// Waits before the next attempt, or fails when attempts are used up.
+    /// Counts a failed attempt (`why`) against `retry`: says so and waits
+    /// before the next, or fails when attempts are used up.
     async fn backoff(
         &self,
         task: &FileTask,
-        attempt: &mut u32,
+        retry: &mut Retry,
         retry_after: Option<Duration>,
         why: &str,
         progress: &Progress,
     ) -> Result<(), HubError> {
-        *attempt += 1;
-        if *attempt >= self.opts.max_attempts {
-            return Err(self.fail(
-                task,
-                format!("{why} (gave up after {} attempts)", self.opts.max_attempts),
-            ));
-        }
-        let exp = self.opts.backoff * 2u32.saturating_pow(*attempt - 1);
-        let wait = retry_after.unwrap_or(exp).min(self.opts.max_backoff);
+        let max = retry.policy().max_attempts;
+        let (wait, attempt) = match retry.failed(retry_after) {
+            Next::GiveUp => {
+                return Err(self.fail(task, format!("{why} (gave up after {max} attempts)")));
+            }
+            Next::Wait { delay, attempt } => (delay, attempt),
+        };
         progress.note(&format!(
-            "{}: {why}; retrying in {:.1}s (attempt {}/{})",
+            "{}: {why}; retrying in {:.1}s (attempt {attempt}/{max})",
             task.path,
             wait.as_secs_f64(),
-            *attempt + 1,
-            self.opts.max_attempts
         ));
         tracing::debug!(path = %task.path, "{why}; retry in {wait:?}");
         tokio::time::sleep(wait).await;

@@ -29,6 +29,7 @@ pub mod progress;
 pub mod pull;
 pub mod records;
 pub mod repo;
+pub mod retry;
 
 pub use cache::{Cache, CachedRepo};
 pub use download::TransferOptions;

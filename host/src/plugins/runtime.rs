@@ -132,7 +132,7 @@ impl Runtime {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
                 }
-                tuner_wasm_build::write_atomically(&path, &code).map_err(|e| e.to_string())
+                crate::fsio::write_atomically(&path, &code).map_err(|e| e.to_string())
             });
         match stored {
             Ok(()) => Ok((component, CompileSource::Compiled)),
