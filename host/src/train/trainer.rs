@@ -32,7 +32,7 @@ use crate::model::ModelFiles;
 use crate::model::RenderOptions;
 use crate::model::linear::Mode;
 use crate::model::lora::{self, LoraSpec};
-use crate::model::qwen3::{self, ModelInput, Qwen3};
+use crate::model::qwen3::{self, Qwen3};
 use crate::plugins::imports::model::{
     Distribution, MethodBatch, MethodLoss, Plan, PolicyBackend, Quantization, Trainable,
 };
@@ -57,31 +57,16 @@ impl Trainer for Engine {
     }
 }
 
-/// The model as the `policy` resource shows it to a method plugin.
+/// The model as the `policy` resource shows it to a method plugin. The
+/// model input (ids, positions, segments) comes from the batch each call is
+/// handed, never from the trainer's state.
 struct ModelPolicy {
     model: Arc<Qwen3>,
-    /// The batch's positions and segments (packing), which the WIT batch
-    /// does not carry.
-    input: std::sync::Mutex<Option<ModelInput>>,
-}
-
-impl ModelPolicy {
-    /// The model input of `batch`: the positions and segments of the batch
-    /// in hand when the ids match, else unpacked rows.
-    fn input(&self, batch: &MethodBatch) -> Result<ModelInput> {
-        Ok(self
-            .input
-            .lock()
-            .map_err(|_| anyhow::anyhow!("policy lock poisoned"))?
-            .clone()
-            .filter(|i| i.ids.dims() == batch.ids.dims())
-            .unwrap_or_else(|| plain_input(&batch.ids)))
-    }
 }
 
 impl PolicyBackend for ModelPolicy {
     fn token_logprobs(&self, batch: &MethodBatch, use_adapters: bool) -> Result<Tensor> {
-        let input = self.input(batch)?;
+        let input = batch.model_input()?;
         let mode = Mode {
             training: use_adapters,
             adapters: use_adapters,
@@ -91,7 +76,7 @@ impl PolicyBackend for ModelPolicy {
     }
 
     fn vocab_logprobs(&self, batch: &MethodBatch, use_adapters: bool) -> Result<Distribution> {
-        let input = self.input(batch)?;
+        let input = batch.model_input()?;
         let mode = Mode {
             training: use_adapters,
             adapters: use_adapters,
@@ -106,19 +91,15 @@ impl PolicyBackend for ModelPolicy {
     }
 }
 
-/// Runs the method plugin's `loss` on `batch`: hands the batch's positions
-/// and segments to the policy, then returns the loss and its value.
+/// Runs the method plugin's `loss` on `batch` (its ids, positions and
+/// segments travel with the batch), then returns the loss and its value.
 fn method_loss(
     session: &mut MethodSession,
     policy: &Arc<ModelPolicy>,
     batch: &TrainBatch,
     step: u64,
 ) -> Result<(MethodLoss, f64)> {
-    *policy
-        .input
-        .lock()
-        .map_err(|_| anyhow::anyhow!("policy lock poisoned"))? = Some(batch.input.clone());
-    let mut mb = MethodBatch::new(batch.kind, batch.input.ids.clone(), batch.loss_mask.clone())?;
+    let mut mb = MethodBatch::packed(batch.kind, batch.input.clone(), batch.loss_mask.clone())?;
     mb.pairs = batch.pairs;
     mb.answers = batch.answers.clone();
     let out = session
@@ -130,21 +111,6 @@ fn method_loss(
         .flatten_all()?
         .to_vec1::<f32>()?[0] as f64;
     Ok((out, value))
-}
-
-/// Unpacked rows: positions `0..s`, every token real.
-fn plain_input(ids: &Tensor) -> ModelInput {
-    let (rows, seq) = ids.dims2().unwrap_or((0, 0));
-    let device = ids.device();
-    let positions = Tensor::arange(0u32, seq as u32, device)
-        .and_then(|t| t.unsqueeze(0)?.repeat((rows, 1)))
-        .expect("positions");
-    let segments = Tensor::ones((rows, seq), DType::U32, device).expect("segments");
-    ModelInput {
-        ids: ids.clone(),
-        positions,
-        segments,
-    }
 }
 
 /// Everything a job needs, loaded.
@@ -502,7 +468,6 @@ impl Run {
     fn train(mut self, job: &JobContext) -> Result<JobOutcome> {
         let policy = Arc::new(ModelPolicy {
             model: self.model.clone(),
-            input: std::sync::Mutex::new(None),
         });
         let vars: Vec<candle_core::Var> = self
             .model
@@ -719,10 +684,12 @@ pub fn peak_rss_bytes() -> Option<u64> {
 mod policy_tests {
     use super::*;
     use crate::model::SampleKind;
+    use crate::model::qwen3::ModelInput;
 
     /// The tiny random Qwen3 of the model tests, every weight trainable.
     fn tiny(checkpointing: bool, chunk_elems: usize) -> Arc<Qwen3> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-qwen3/tied");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/tiny-qwen3/tied");
         let options = qwen3::LoadOptions {
             dtype: DType::F32,
             train: qwen3::TrainMode::Full,
@@ -750,7 +717,6 @@ mod policy_tests {
             let vocab = model.config().vocab_size;
             let policy = ModelPolicy {
                 model: model.clone(),
-                input: std::sync::Mutex::new(None),
             };
             let batch = batch();
             let d = policy.vocab_logprobs(&batch, true).unwrap();
@@ -819,7 +785,6 @@ mod policy_tests {
     fn a_batch_without_trained_positions_has_an_empty_distribution() {
         let policy = ModelPolicy {
             model: tiny(false, 1 << 26),
-            input: std::sync::Mutex::new(None),
         };
         let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
         let mask = Tensor::zeros((1, 2), DType::F32, &Device::Cpu).unwrap();
@@ -828,5 +793,192 @@ mod policy_tests {
         assert_eq!(d.logprobs.dims(), [0, 128]);
         assert_eq!(d.targets.dims(), [0]);
         assert_eq!(d.weights.dims(), [0]);
+    }
+
+    /// Two packed batches of the same shape: `[rows, seq]` ids, positions
+    /// and segments.
+    fn packed_inputs() -> (ModelInput, ModelInput) {
+        let t = |v: [[u32; 6]; 2]| Tensor::new(&v, &Device::Cpu).unwrap();
+        let a = ModelInput {
+            ids: t([[1, 5, 9, 3, 7, 2], [2, 4, 6, 8, 10, 12]]),
+            positions: t([[0, 1, 2, 0, 1, 2], [0, 1, 2, 3, 0, 1]]),
+            segments: t([[1, 1, 1, 2, 2, 2], [1, 1, 1, 1, 2, 2]]),
+        };
+        let b = ModelInput {
+            ids: t([[11, 12, 13, 14, 15, 16], [17, 18, 19, 20, 21, 22]]),
+            positions: t([[0, 1, 0, 1, 2, 3], [0, 1, 2, 3, 4, 5]]),
+            segments: t([[1, 1, 2, 2, 2, 2], [1, 1, 1, 1, 1, 1]]),
+        };
+        (a, b)
+    }
+
+    /// `input`'s ids with `other`'s positions and segments.
+    fn ids_of_with_packing_of(input: &ModelInput, other: &ModelInput) -> ModelInput {
+        ModelInput {
+            ids: input.ids.clone(),
+            positions: other.positions.clone(),
+            segments: other.segments.clone(),
+        }
+    }
+
+    #[test]
+    fn each_packed_batch_is_scored_with_its_own_positions_and_segments() {
+        use crate::model::qwen3::ops::testing::max_abs_diff;
+        let model = tiny(false, 1 << 26);
+        let policy: Arc<dyn PolicyBackend> = Arc::new(ModelPolicy {
+            model: model.clone(),
+        });
+        let (a, b) = packed_inputs();
+        assert_eq!(a.ids.dims(), b.ids.dims());
+        // No weight across a packing boundary, as the batcher writes them.
+        let mask = |v: [[f32; 5]; 2]| Tensor::new(&v, &Device::Cpu).unwrap();
+        let mask_a = mask([[1.0, 1.0, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, 0.0, 0.5]]);
+        let mask_b = mask([[1.0, 0.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0, 1.0]]);
+        let batch_a = MethodBatch::packed(SampleKind::Chat, a.clone(), mask_a).unwrap();
+        let batch_b = MethodBatch::packed(SampleKind::Text, b.clone(), mask_b).unwrap();
+        let frozen = Mode {
+            training: false,
+            adapters: false,
+        };
+
+        // What each batch's own input gives, and what the other batch's
+        // packing (or none) would give: the test tells them apart.
+        let own_a = model.token_logprobs(&a, frozen).unwrap();
+        let own_b = model.token_logprobs(&b, frozen).unwrap();
+        let wrong = [
+            (
+                &own_a,
+                model.token_logprobs(&ids_of_with_packing_of(&a, &b), frozen),
+            ),
+            (&own_a, model.token_logprobs(&plain_input_of(&a), frozen)),
+            (
+                &own_b,
+                model.token_logprobs(&ids_of_with_packing_of(&b, &a), frozen),
+            ),
+            (&own_b, model.token_logprobs(&plain_input_of(&b), frozen)),
+        ];
+        for (own, other) in wrong {
+            let diff = max_abs_diff(own, &other.unwrap());
+            assert!(
+                diff > 1e-3,
+                "the packing changes the log-probs by only {diff}"
+            );
+        }
+
+        // Interleaved, as two batches of one step may reach the policy.
+        for (batch, own) in [(&batch_a, &own_a), (&batch_b, &own_b), (&batch_a, &own_a)] {
+            for use_adapters in [false, true] {
+                let got = policy.token_logprobs(batch, use_adapters).unwrap();
+                let diff = max_abs_diff(&got, own);
+                assert!(diff < 1e-5, "token log-probs differ by {diff}");
+
+                let d = policy.vocab_logprobs(batch, use_adapters).unwrap();
+                let index = batch.trained_positions().unwrap().index;
+                let want = model
+                    .vocab_logprobs(&batch.model_input().unwrap(), &index, frozen)
+                    .unwrap();
+                let diff = max_abs_diff(&d.logprobs, &want);
+                assert!(diff < 1e-5, "vocab log-probs differ by {diff}");
+                // At the targets, the token log-probs at the trained positions.
+                let gathered = d
+                    .logprobs
+                    .gather(&d.targets.unsqueeze(1).unwrap(), 1)
+                    .unwrap()
+                    .squeeze(1)
+                    .unwrap();
+                let at = own.flatten_all().unwrap().index_select(&index, 0).unwrap();
+                let diff = max_abs_diff(&gathered, &at);
+                assert!(
+                    diff < 1e-5,
+                    "vocab log-probs at the targets differ by {diff}"
+                );
+            }
+        }
+    }
+
+    /// What a plugin gets from `policy.token-logprobs(batch, false)` (the
+    /// 0.2.0 or the 0.1.0 import) for each batch resource in turn.
+    #[test]
+    fn the_wit_policy_reads_the_packing_of_the_batch_resource_it_is_handed() {
+        use crate::model::qwen3::ops::testing::max_abs_diff;
+        use crate::plugins::bindings::v0_1_0::method::tuner::plugin::model as old_model;
+        use crate::plugins::bindings::v0_2_0::method::tuner::plugin::model as new_model;
+        use crate::plugins::imports::model::{BatchHandle, PolicyHandle};
+        use crate::plugins::state::PluginState;
+        use wasmtime::component::Resource;
+
+        let model = tiny(false, 1 << 26);
+        let frozen = Mode {
+            training: false,
+            adapters: false,
+        };
+        let (a, b) = packed_inputs();
+        let mask = Tensor::ones((2, 5), DType::F32, &Device::Cpu).unwrap();
+        let mut state = PluginState::new("test".into(), &Default::default(), None);
+        let policy = state
+            .table
+            .push(PolicyHandle::new(Arc::new(ModelPolicy {
+                model: model.clone(),
+            })))
+            .unwrap();
+        let mut batches = Vec::new();
+        for input in [&a, &b] {
+            let batch = MethodBatch::packed(SampleKind::Chat, input.clone(), mask.clone()).unwrap();
+            let handle = state.table.push(BatchHandle::new(Arc::new(batch))).unwrap();
+            batches.push((handle.rep(), model.token_logprobs(input, frozen).unwrap()));
+        }
+        for old in [false, true] {
+            for (rep, want) in batches.iter().chain(&batches[..1]) {
+                let p = Resource::<PolicyHandle>::new_borrow(policy.rep());
+                let b = Resource::<BatchHandle>::new_borrow(*rep);
+                let lp = if old {
+                    old_model::HostPolicy::token_logprobs(&mut state, p, b, false)
+                        .unwrap()
+                        .unwrap()
+                } else {
+                    new_model::HostPolicy::token_logprobs(&mut state, p, b, false)
+                        .unwrap()
+                        .unwrap()
+                };
+                let got = state.take_tensor(lp).unwrap();
+                let diff = max_abs_diff(&got, want);
+                assert!(diff < 1e-5, "old import {old}: log-probs differ by {diff}");
+            }
+        }
+    }
+
+    /// `input`'s ids as unpacked rows.
+    fn plain_input_of(input: &ModelInput) -> ModelInput {
+        let mask = Tensor::zeros((2, 5), DType::F32, &Device::Cpu).unwrap();
+        MethodBatch::new(SampleKind::Chat, input.ids.clone(), mask)
+            .unwrap()
+            .model_input()
+            .unwrap()
+    }
+
+    #[test]
+    fn an_unpacked_batch_has_positions_from_zero_and_one_segment_per_row() {
+        let b = batch();
+        assert_eq!(
+            b.positions().to_vec2::<u32>().unwrap(),
+            [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]]
+        );
+        assert_eq!(b.segments().to_vec2::<u32>().unwrap(), [[1u32; 5]; 2]);
+        let input = b.model_input().unwrap();
+        assert_eq!(
+            input.ids.to_vec2::<u32>().unwrap(),
+            b.ids.to_vec2::<u32>().unwrap()
+        );
+        // Shapes that disagree are refused, not guessed at.
+        let (a, _) = packed_inputs();
+        let mask = Tensor::zeros((2, 5), DType::F32, &Device::Cpu).unwrap();
+        let short = ModelInput {
+            positions: a.positions.narrow(1, 0, 5).unwrap(),
+            ..a.clone()
+        };
+        assert!(MethodBatch::packed(SampleKind::Chat, short, mask.clone()).is_err());
+        let mut replaced = MethodBatch::packed(SampleKind::Chat, a, mask).unwrap();
+        replaced.ids = replaced.ids.narrow(1, 0, 5).unwrap();
+        assert!(replaced.model_input().is_err());
     }
 }

@@ -2,22 +2,23 @@
 //! them, plus the Rust side of a method's plan.
 //!
 //! The host objects sit behind small seams so the plugin side can be tested
-//! without the real network: a [`MethodBatch`] is the tokenised batch (ids
-//! and loss mask as candle tensors), a [`PolicyBackend`] answers
-//! `token-logprobs` and `vocab-logprobs` (and, later, `generate`). The
-//! trainer wraps its model in a `PolicyBackend` and hands both to
-//! [`MethodSession::loss`].
+//! without the real network: a [`MethodBatch`] is the tokenised batch (ids,
+//! positions and segments, and the loss mask, as candle tensors), a
+//! [`PolicyBackend`] answers `token-logprobs` and `vocab-logprobs` (and,
+//! later, `generate`) from the batch it is handed. The trainer wraps its
+//! model in a `PolicyBackend` and hands both to [`MethodSession::loss`].
 //!
 //! [`MethodSession::loss`]: crate::plugins::plugin::MethodSession::loss
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use wasmtime::component::Resource;
 
 use super::tensors::ops;
 use crate::model::SampleKind;
+use crate::model::qwen3::ModelInput;
 use crate::plugins::bindings::v0_2_0::method::exports::tuner::plugin::method_plugin as wit_method;
 use crate::plugins::bindings::v0_2_0::method::tuner::plugin::model::{
     self, BatchKind, Rollout, Sampling,
@@ -62,6 +63,10 @@ impl MethodState {
 }
 
 /// A tokenised, padded training batch as method plugins see it.
+///
+/// It carries the batch's positions and segments (sequence packing) with
+/// its ids, so a [`PolicyBackend`] builds the model input from the batch it
+/// is handed ([`MethodBatch::model_input`]), whichever batch that is.
 #[derive(Debug, Clone)]
 pub struct MethodBatch {
     pub kind: SampleKind,
@@ -73,27 +78,84 @@ pub struct MethodBatch {
     pub pairs: usize,
     /// Prompt batches: each row's reference answer.
     pub answers: Vec<Option<String>>,
+    /// `[rows, seq]` u32 rotary positions, restarting at 0 per packed
+    /// sequence.
+    positions: Tensor,
+    /// `[rows, seq]` u32: 0 = padding, k > 0 = packed sequence k (see
+    /// [`ModelInput::segments`]).
+    segments: Tensor,
 }
 
 impl MethodBatch {
-    /// A batch of `kind` with no pairs or answers; checks that the shapes agree.
+    /// A batch of `kind` with no pairs or answers and unpacked rows
+    /// (positions `0..seq`, one segment per row, every token attended);
+    /// checks that the shapes agree.
     pub fn new(kind: SampleKind, ids: Tensor, loss_mask: Tensor) -> anyhow::Result<Self> {
-        let (rows, seq) = ids
-            .dims2()
-            .map_err(|_| anyhow::anyhow!("batch ids must be [rows, seq], got {:?}", ids.dims()))?;
-        anyhow::ensure!(seq >= 2, "batch ids need at least 2 positions, got {seq}");
-        anyhow::ensure!(
-            loss_mask.dims() == [rows, seq - 1],
-            "batch loss mask must be [{rows}, {}], got {:?}",
-            seq - 1,
-            loss_mask.dims()
-        );
+        let (rows, seq) = check_shapes(&ids, &loss_mask)?;
+        let device = ids.device();
+        let positions = Tensor::arange(0u32, seq as u32, device)?
+            .unsqueeze(0)?
+            .repeat((rows, 1))?;
+        let segments = Tensor::ones((rows, seq), DType::U32, device)?;
         Ok(Self {
             kind,
             ids,
             loss_mask,
             pairs: 0,
             answers: Vec::new(),
+            positions,
+            segments,
+        })
+    }
+
+    /// A batch of `kind` with the ids, positions and segments of `input`
+    /// (packed rows), no pairs or answers; checks that the shapes agree.
+    pub fn packed(kind: SampleKind, input: ModelInput, loss_mask: Tensor) -> anyhow::Result<Self> {
+        let (rows, seq) = check_shapes(&input.ids, &loss_mask)?;
+        for (name, t) in [
+            ("positions", &input.positions),
+            ("segments", &input.segments),
+        ] {
+            anyhow::ensure!(
+                t.dims() == [rows, seq],
+                "batch {name} must be [{rows}, {seq}] like its ids, got {:?}",
+                t.dims()
+            );
+        }
+        Ok(Self {
+            kind,
+            ids: input.ids,
+            loss_mask,
+            pairs: 0,
+            answers: Vec::new(),
+            positions: input.positions.to_dtype(DType::U32)?,
+            segments: input.segments.to_dtype(DType::U32)?,
+        })
+    }
+
+    /// `[rows, seq]` u32: each token's rotary position.
+    pub fn positions(&self) -> &Tensor {
+        &self.positions
+    }
+
+    /// `[rows, seq]` u32: each token's packed sequence (0 = padding).
+    pub fn segments(&self) -> &Tensor {
+        &self.segments
+    }
+
+    /// The model's input for this batch: its ids, positions and segments.
+    /// Fails when `ids` was replaced by ids of another shape.
+    pub fn model_input(&self) -> anyhow::Result<ModelInput> {
+        anyhow::ensure!(
+            self.positions.dims() == self.ids.dims(),
+            "batch ids {:?} do not match its positions and segments {:?}",
+            self.ids.dims(),
+            self.positions.dims()
+        );
+        Ok(ModelInput {
+            ids: self.ids.clone(),
+            positions: self.positions.clone(),
+            segments: self.segments.clone(),
         })
     }
 
@@ -138,6 +200,21 @@ impl MethodBatch {
     }
 }
 
+/// `ids` is `[rows, seq]` with `seq >= 2` and `loss_mask` `[rows, seq - 1]`.
+fn check_shapes(ids: &Tensor, loss_mask: &Tensor) -> anyhow::Result<(usize, usize)> {
+    let (rows, seq) = ids
+        .dims2()
+        .map_err(|_| anyhow::anyhow!("batch ids must be [rows, seq], got {:?}", ids.dims()))?;
+    anyhow::ensure!(seq >= 2, "batch ids need at least 2 positions, got {seq}");
+    anyhow::ensure!(
+        loss_mask.dims() == [rows, seq - 1],
+        "batch loss mask must be [{rows}, {}], got {:?}",
+        seq - 1,
+        loss_mask.dims()
+    );
+    Ok((rows, seq))
+}
+
 /// Where a batch trains: see [`MethodBatch::trained_positions`].
 #[derive(Debug, Clone)]
 pub struct TrainedPositions {
@@ -170,7 +247,8 @@ pub struct NotImplemented(pub &'static str);
 /// The model under training, as the `policy` resource exposes it.
 pub trait PolicyBackend: Send + Sync {
     /// `log p(ids[t + 1] | ids[..=t])`, `[rows, seq - 1]` f32, with the
-    /// trained adapters applied or not. Part of the autograd graph when
+    /// trained adapters applied or not. The model reads `batch`'s own
+    /// positions and segments ([`MethodBatch::model_input`]). Part of the autograd graph when
     /// `use_adapters` (the host detaches the other case).
     fn token_logprobs(&self, batch: &MethodBatch, use_adapters: bool) -> anyhow::Result<Tensor>;
 
