@@ -51,7 +51,7 @@ fn main() {
     let home = TestHome::new();
     install(home.plugin_dir(), "probe", "probe");
     let host = home.start(PluginLimits::default());
-    let probe = host.get("probe").unwrap();
+    let probe = host.format("probe").unwrap();
     probe.detect("", "").unwrap(); // instantiate
     const CALLS: u64 = 200_000;
     let host_to_guest = median(

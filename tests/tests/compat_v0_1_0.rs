@@ -12,16 +12,16 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var};
 use tuner::data::load::{self, LoadError, LoadOptions};
-use tuner::model::SampleKind;
 use tuner::model::linear::Mode;
 use tuner::model::qwen3::{self, ModelInput, Qwen3};
 use tuner::plugins::bindings::WitVersion;
-use tuner::plugins::bindings::source::exports::tuner::plugin::source_plugin as wit;
 use tuner::plugins::bindings::v0_1_0::legacy_method_settings;
 use tuner::plugins::imports::model::{MethodBatch, PolicyBackend, Quantization, Trainable};
 use tuner::plugins::plugin::Origin;
 use tuner::plugins::settings::{self, SettingValue};
+use tuner::plugins::source as wit;
 use tuner::plugins::{CallError, Kind, MethodSession, PluginHost, PluginLimits};
+use tuner::sample::SampleKind;
 use tuner_tests::hub_emulator::HubEmulator;
 use tuner_tests::{TestHome, test_limits};
 
@@ -98,6 +98,7 @@ fn every_frozen_0_1_0_plugin_loads_and_answers_through_the_adapter() {
             .collect();
         match plugin.kind() {
             Kind::Format => {
+                let plugin = plugin.as_format().unwrap();
                 assert!(names.is_empty(), "{name}: {names:?}");
                 assert!(plugin.settings_are_open(), "{name}");
                 plugin.extensions().unwrap();
@@ -112,9 +113,9 @@ fn every_frozen_0_1_0_plugin_loads_and_answers_through_the_adapter() {
             }
             Kind::Method => {
                 assert_eq!(names, legacy, "{name}");
-                assert!(!plugin.settings_are_open(), "{name}");
             }
             Kind::Source => {
+                let plugin = plugin.as_source().unwrap();
                 assert!(names.is_empty(), "{name}");
                 let endpoint = plugin.default_endpoint().unwrap();
                 if tuner::plugins::bundled::BUNDLED
@@ -136,7 +137,7 @@ fn load_file(
     file: &str,
     text: &str,
     settings: &[(&str, &str)],
-) -> Result<Vec<tuner::data::Sample>, LoadError> {
+) -> Result<Vec<tuner::sample::Sample>, LoadError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(file);
     std::fs::write(&path, text).unwrap();
@@ -223,7 +224,7 @@ async fn frozen_sources_resolve_through_the_adapter() {
         ..test_limits()
     });
     for source in ["huggingface", "modelscope"] {
-        let plugin = host.get(source).unwrap();
+        let plugin = host.source(source).unwrap();
         plugin
             .network()
             .unwrap()
@@ -246,7 +247,7 @@ async fn frozen_sources_resolve_through_the_adapter() {
         assert_eq!(paths, ["config.json"], "{source}");
     }
     // A source error comes back converted, as a value.
-    let plugin = host.get("huggingface").unwrap();
+    let plugin = host.source("huggingface").unwrap();
     let request = wit::ResolveRequest {
         repo: "org/missing".into(),
         kind: wit::RepoKind::Model,
@@ -316,7 +317,7 @@ fn batch() -> Arc<MethodBatch> {
 /// A session for `method` from the user's `given` keys, as the trainer
 /// starts one: checked against the (legacy) schema, the rest is the job.
 fn start(host: &PluginHost, method: &str, given: serde_json::Value) -> MethodSession {
-    let plugin = host.get(method).unwrap();
+    let plugin = host.method(method).unwrap();
     let values = settings::check(&plugin.settings().unwrap(), given.as_object().unwrap()).unwrap();
     plugin
         .start_method(&values, r#"{"learning_rate": 0.0001, "lora_rank": 2}"#)
@@ -358,7 +359,7 @@ fn frozen_methods_plan_from_the_legacy_settings() {
     let qlora = start(&host, "qlora", serde_json::json!({"load_in_8bit": true}));
     assert_eq!(qlora.plan().base_quantization, Quantization::Int8);
     // What the legacy schema cannot express is still the plugin's to refuse.
-    let plugin = host.get("sft").unwrap();
+    let plugin = host.method("sft").unwrap();
     let values = vec![("load_in_4bit".to_string(), SettingValue::Boolean(true))];
     let err = plugin.start_method(&values, "{}").unwrap_err().to_string();
     assert!(
@@ -436,7 +437,7 @@ fn frozen_test_methods_use_every_tensor_op_and_fail_as_before() {
 
     // bad-loss: a tensor error converted to the 0.1.0 type and back, a
     // missing host feature, a trap and the recovery after it.
-    let plugin = host.get("bad-loss").unwrap();
+    let plugin = host.method("bad-loss").unwrap();
     let mut bad = start(&host, "bad-loss", serde_json::json!({}));
     let err = bad.loss(batch(), policy.clone(), 4).unwrap_err();
     assert_eq!(

@@ -313,8 +313,8 @@ async fn the_plugin_cannot_reach_an_undeclared_host() {
     let home = TestHome::new();
     let host = Arc::new(home.start(limits()));
     // Not configured by the user, so not granted: the plugin's request is refused.
-    let plugin = host.get("huggingface").unwrap();
-    use tuner::plugins::bindings::source::exports::tuner::plugin::source_plugin as wit;
+    let plugin = host.source("huggingface").unwrap();
+    use tuner::plugins::source as wit;
     let req = wit::ResolveRequest {
         repo: "Qwen/Tiny".into(),
         kind: wit::RepoKind::Model,
@@ -509,10 +509,6 @@ async fn offline_mode_uses_only_the_cache() {
     let report = hub.pull(&offline, &silent()).await.unwrap();
     assert_eq!(report.source, "cache");
     assert_eq!(emu.requests().len(), n);
-    assert_eq!(hub.local_path("Qwen/Tiny").unwrap(), report.path);
-    // A local folder works where a model id does.
-    assert_eq!(
-        hub.local_path(report.path.to_str().unwrap()).unwrap(),
-        report.path
-    );
+    let repo = tuner::hub::RepoId::parse(tuner::hub::RepoKind::Model, "Qwen/Tiny").unwrap();
+    assert_eq!(hub.cached_snapshot(&repo).unwrap(), report.path);
 }

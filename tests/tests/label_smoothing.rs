@@ -11,10 +11,10 @@
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor, Var};
-use tuner::model::SampleKind;
 use tuner::plugins::imports::model::{Distribution, MethodBatch, PolicyBackend};
 use tuner::plugins::imports::tensors::ops;
 use tuner::plugins::settings::SettingValue;
+use tuner::sample::SampleKind;
 use tuner_tests::{TestHome, install, test_limits};
 
 /// Logits of the trained positions, `[n, vocab]`.
@@ -96,7 +96,7 @@ fn label_smoothing_as_a_plugin_matches_the_f64_reference_in_value_and_gradient()
     install(home.plugin_dir(), "label-smoothing", "label-smoothing");
     let host = home.start(test_limits());
     let plugin = host
-        .get("label-smoothing")
+        .method("label-smoothing")
         .expect("the test method is installed");
 
     // Its own setting, declared with a default and a range.

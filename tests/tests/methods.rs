@@ -10,7 +10,6 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var};
-use tuner::model::SampleKind;
 use tuner::plugins::bindings::WitVersion;
 use tuner::plugins::bindings::method::exports::tuner::plugin::method_plugin as wit;
 use tuner::plugins::bindings::method::tuner::plugin::tensors::{Dtype, TensorError};
@@ -20,6 +19,7 @@ use tuner::plugins::imports::model::{
 use tuner::plugins::imports::tensors::ops;
 use tuner::plugins::settings;
 use tuner::plugins::{CallError, MethodSession, PluginHost, PluginLimits};
+use tuner::sample::SampleKind;
 use tuner_tests::{TestHome, install, test_limits};
 
 const LP: [[f32; 4]; 2] = [[-0.3, -1.2, -2.5, -0.7], [-1.9, -0.15, -0.9, -2.2]];
@@ -72,7 +72,7 @@ fn host_with(limits: PluginLimits, test_plugins: &[&str]) -> (TestHome, PluginHo
 /// against the method's settings, then `start_method` with the values and
 /// the whole config as the job. A refused value reads `` `key`: message ``.
 fn start(host: &PluginHost, method: &str, config: &str) -> Result<MethodSession, String> {
-    let plugin = host.get(method).unwrap();
+    let plugin = host.method(method).unwrap();
     let given = serde_json::from_str::<serde_json::Value>(config)
         .ok()
         .and_then(|v| v.as_object().cloned())
@@ -688,7 +688,7 @@ fn a_non_scalar_loss_fails_naming_the_plugin() {
 #[test]
 fn a_trapping_method_fails_naming_the_plugin_and_the_next_call_works() {
     let (_home, host) = host_with(test_limits(), &["bad-loss"]);
-    let plugin = host.get("bad-loss").unwrap();
+    let plugin = host.method("bad-loss").unwrap();
     let mut session = session(&host, "bad-loss");
     let (_var, p) = policy(&LP);
     let err = session.loss(batch(&MASK), p.clone(), 1).unwrap_err();
@@ -733,7 +733,7 @@ fn the_live_tensor_cap_is_enforced_and_released() {
         ..test_limits()
     };
     let (_home, host) = host_with(limits, &["bad-loss"]);
-    let plugin = host.get("bad-loss").unwrap();
+    let plugin = host.method("bad-loss").unwrap();
     let mut session = session(&host, "bad-loss");
     let (_var, p) = policy(&LP);
     for _ in 0..2 {
@@ -761,7 +761,7 @@ fn a_session_keeps_one_instance_and_gives_it_back_when_dropped() {
         ..test_limits()
     };
     let host = TestHome::new().start(limits);
-    let plugin = host.get("lora").unwrap();
+    let plugin = host.method("lora").unwrap();
     let (_var, p) = policy(&LP);
     let mut first = start(&host, "lora", r#"{"lora_rank": 16}"#).unwrap();
     assert_eq!(first.plan().adapter.as_ref().unwrap().rank, 16);
@@ -801,16 +801,10 @@ fn time_in_the_model_does_not_count_against_the_plugin_deadline() {
 }
 
 #[test]
-fn a_method_session_on_a_plugin_of_another_kind_is_refused() {
+fn no_method_session_can_start_on_a_plugin_of_another_kind() {
+    // A method session needs a method handle, which the registry makes only
+    // for method plugins.
     let host = TestHome::new().start(test_limits());
-    let err = host
-        .get("jsonl")
-        .unwrap()
-        .start_method(&Vec::new(), "{}")
-        .unwrap_err();
-    assert!(matches!(err, CallError::WrongKind { .. }), "{err:?}");
-    assert_eq!(
-        err.to_string(),
-        "plugin `jsonl` is a format plugin; `configure` needs a method plugin"
-    );
+    assert!(host.method("jsonl").is_none());
+    assert!(host.get("jsonl").unwrap().as_method().is_none());
 }

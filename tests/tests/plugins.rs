@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tuner::plugins::HostParseOptions;
-use tuner::plugins::bindings::format::exports::tuner::plugin::format_plugin::RecordOutcome;
-use tuner::plugins::bindings::format::tuner::plugin::types::Sample;
+use tuner::plugins::format::Record;
 use tuner::plugins::plugin::Origin;
 use tuner::plugins::runtime::CompileSource;
 use tuner::plugins::{Kind, watch};
+use tuner::sample::Sample;
 use tuner_tests::{TestHome, TestServer, eventually, install, test_limits};
 
 #[test]
@@ -70,7 +70,7 @@ fn the_second_start_loads_compiled_code_from_the_cache() {
     // And what was cached works.
     assert_eq!(
         second
-            .get("jsonl")
+            .format("jsonl")
             .unwrap()
             .detect("a.jsonl", "{\"text\": \"x\"}")
             .unwrap(),
@@ -96,7 +96,7 @@ fn a_corrupt_cache_entry_is_recompiled() {
 #[test]
 fn bundled_jsonl_streams_records_with_line_numbers() {
     let host = TestHome::new().start(test_limits());
-    let jsonl = host.get("jsonl").unwrap();
+    let jsonl = host.format("jsonl").unwrap();
     let options = HostParseOptions {
         file_name: "train.jsonl".into(),
         ..HostParseOptions::default()
@@ -110,20 +110,28 @@ fn bundled_jsonl_streams_records_with_line_numbers() {
     let outcomes = jsonl.parse(&options, chunks).unwrap().unwrap();
     assert_eq!(outcomes.len(), 3);
     match &outcomes[0] {
-        RecordOutcome::Sample(s) => {
-            assert_eq!(s.location.line, 1);
-            assert!(matches!(&s.sample, Sample::Text(t) if t == "你好"));
+        Record::Sample {
+            location, sample, ..
+        } => {
+            assert_eq!(location.line, 1);
+            assert!(matches!(sample, Sample::Text { text } if text == "你好"));
         }
         other => panic!("{other:?}"),
     }
     match &outcomes[1] {
-        RecordOutcome::Sample(s) => assert_eq!((s.location.line, s.layout.as_str()), (2, "prompt")),
+        Record::Sample {
+            location, layout, ..
+        } => assert_eq!((location.line, layout.as_str()), (2, "prompt")),
         other => panic!("{other:?}"),
     }
     match &outcomes[2] {
-        RecordOutcome::Rejected(r) => {
-            assert_eq!((r.location.line, r.field.as_deref()), (3, Some("text")));
-            assert_eq!(r.message, "expected string, found number");
+        Record::Rejected {
+            location,
+            field,
+            message,
+        } => {
+            assert_eq!((location.line, field.as_deref()), (3, Some("text")));
+            assert_eq!(message, "expected string, found number");
         }
         other => panic!("{other:?}"),
     }
@@ -132,7 +140,7 @@ fn bundled_jsonl_streams_records_with_line_numbers() {
 #[test]
 fn bundled_sft_plans_and_reports_the_missing_engine() {
     let host = TestHome::new().start(test_limits());
-    let sft = host.get("sft").unwrap();
+    let sft = host.method("sft").unwrap();
     let values =
         tuner::plugins::settings::check(&sft.settings().unwrap(), &Default::default()).unwrap();
     let session = sft
@@ -148,12 +156,36 @@ fn bundled_sft_plans_and_reports_the_missing_engine() {
 }
 
 #[test]
-fn calling_the_wrong_kind_is_a_clear_error() {
+fn the_registry_hands_out_a_handle_of_the_plugins_own_kind_only() {
+    // Calling a format function on a method plugin does not compile (see
+    // the `compile_fail` example on `MethodPlugin`); here: no format handle
+    // is ever made for a plugin of another kind.
     let host = TestHome::new().start(test_limits());
-    let err = host.get("sft").unwrap().detect("a", "b").unwrap_err();
+    assert!(host.format("sft").is_none());
+    assert!(host.source("sft").is_none());
+    assert_eq!(host.method("sft").unwrap().name(), "sft");
+    assert!(host.get("sft").unwrap().as_format().is_none());
+    assert_eq!(host.format("jsonl").unwrap().name(), "jsonl");
+    assert!(host.method("jsonl").is_none());
+    assert_eq!(host.source("modelscope").unwrap().name(), "modelscope");
+    let kinds = |names: Vec<String>| names.join(",");
     assert_eq!(
-        err.to_string(),
-        "plugin `sft` is a method plugin; `detect` needs a format plugin"
+        kinds(
+            host.formats()
+                .iter()
+                .map(|p| p.name().to_string())
+                .collect()
+        ),
+        "csv,json,jsonl,text"
+    );
+    assert_eq!(
+        kinds(
+            host.methods()
+                .iter()
+                .map(|p| p.name().to_string())
+                .collect()
+        ),
+        "lora,qlora,sft"
     );
 }
 
@@ -169,7 +201,7 @@ fn plugin_log_lines_reach_tracing_tagged_with_the_plugin() {
     install(home.plugin_dir(), "probe", "probe");
     let host = home.start(test_limits());
     tracing::subscriber::with_default(subscriber, || {
-        host.get("probe")
+        host.format("probe")
             .unwrap()
             .detect("log", "hello from inside")
             .unwrap();
@@ -196,7 +228,7 @@ fn a_folder_plugin_replaces_the_bundled_one_of_the_same_name() {
     let home = TestHome::new();
     install(home.plugin_dir(), "probe", "jsonl");
     let host = home.start(test_limits());
-    let jsonl = host.get("jsonl").unwrap();
+    let jsonl = host.format("jsonl").unwrap();
     assert_eq!(jsonl.meta.origin, Origin::Directory);
     assert_eq!(jsonl.detect("x", "").unwrap(), 0.5);
 }
@@ -226,7 +258,7 @@ async fn plugins_dropped_in_replaced_and_removed_while_serving_are_picked_up() {
         "the new plugin was not picked up"
     );
     // A call holding the old plugin is not disturbed by what follows.
-    let in_flight = host.get("probe").unwrap();
+    let in_flight = host.format("probe").unwrap();
 
     // Replaced by another build.
     install(home.plugin_dir(), "trap", "probe");
@@ -266,6 +298,6 @@ fn a_broken_replacement_keeps_the_last_good_version_active() {
     assert_eq!(report.failed.len(), 1);
     assert_eq!(report.failed[0].error, "not a WebAssembly file");
     assert!(report.removed.is_empty(), "{report:?}");
-    assert_eq!(host.get("probe").unwrap().detect("x", "").unwrap(), 0.5);
+    assert_eq!(host.format("probe").unwrap().detect("x", "").unwrap(), 0.5);
     assert_eq!(host.failures().len(), 1, "the failure stays visible");
 }

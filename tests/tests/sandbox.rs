@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tuner::plugins::bindings::source::exports::tuner::plugin::source_plugin::{
-    RepoKind, ResolveRequest, SourceError,
-};
+use tuner::plugins::source::{Listing, RepoKind, ResolveRequest, SourceError};
 use tuner::plugins::{CallError, PluginLimits};
 use tuner_tests::{CountingServer, TestHome, TestServer, install, test_limits};
 
@@ -17,7 +15,7 @@ async fn endless_loop_is_stopped_at_the_deadline_while_the_api_keeps_answering()
     let host = Arc::new(home.start(test_limits()));
     let server = TestServer::start(home.app_state(host.clone(), None)).await;
 
-    let plugin = host.get("endless-loop").expect("loaded");
+    let plugin = host.format("endless-loop").expect("loaded");
     let started = Instant::now();
     let call = tokio::task::spawn_blocking(move || plugin.detect("data.jsonl", "{}"));
 
@@ -43,7 +41,7 @@ async fn endless_loop_is_stopped_at_the_deadline_while_the_api_keeps_answering()
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
 
     // The plugin is usable again: a fresh instance answers other calls.
-    let plugin = host.get("endless-loop").unwrap();
+    let plugin = host.format("endless-loop").unwrap();
     let exts = tokio::task::spawn_blocking(move || plugin.extensions())
         .await
         .unwrap();
@@ -196,7 +194,7 @@ async fn calls_into_one_plugin_do_not_wait_for_each_other() {
         call_timeout: Duration::from_secs(30),
         ..test_limits()
     }));
-    let plugin = host.get("endless-loop").unwrap();
+    let plugin = host.format("endless-loop").unwrap();
     let spinning = {
         let plugin = plugin.clone();
         tokio::task::spawn_blocking(move || plugin.detect("data.jsonl", "{}"))
@@ -246,7 +244,7 @@ fn memory_bomb_is_stopped_at_its_memory_limit() {
         memory_bytes: 64 << 20,
         ..test_limits()
     });
-    let plugin = host.get("memory-bomb").unwrap();
+    let plugin = host.format("memory-bomb").unwrap();
     let err = plugin.detect("x", "").unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -263,7 +261,7 @@ fn a_trap_discards_the_instance_and_the_next_call_works() {
     let home = TestHome::new();
     install(home.plugin_dir(), "trap", "trap");
     let host = home.start(test_limits());
-    let plugin = host.get("trap").unwrap();
+    let plugin = host.format("trap").unwrap();
     let err = plugin.detect("panic", "").unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -305,12 +303,7 @@ fn resolve_request(endpoint: String) -> ResolveRequest {
     }
 }
 
-fn unavailable_message(
-    result: Result<
-        tuner::plugins::bindings::source::exports::tuner::plugin::source_plugin::Listing,
-        SourceError,
-    >,
-) -> String {
+fn unavailable_message(result: Result<Listing, SourceError>) -> String {
     match result {
         Err(SourceError::Unavailable(m)) => m,
         other => panic!("expected the plugin to report its http error, got {other:?}"),
@@ -328,7 +321,7 @@ async fn a_plugin_cannot_reach_a_host_it_did_not_declare() {
         allow_private_hosts: true,
         ..test_limits()
     });
-    let plugin = host.get("forbidden-host").unwrap();
+    let plugin = host.source("forbidden-host").unwrap();
     let url = format!("http://{}/secret", server.addr);
     let msg = tokio::task::spawn_blocking(move || plugin.resolve(&resolve_request(url)))
         .await
@@ -355,7 +348,7 @@ async fn a_redirect_to_an_undeclared_host_is_refused() {
         allow_private_hosts: true,
         ..test_limits()
     });
-    let plugin = host.get("forbidden-host").unwrap();
+    let plugin = host.source("forbidden-host").unwrap();
     let target = format!("http://localhost:{}/secret", server.addr.port());
     let url = format!("http://{}/redirect?to={target}", server.addr);
     let msg = tokio::task::spawn_blocking(move || plugin.resolve(&resolve_request(url)))
@@ -392,7 +385,7 @@ async fn private_addresses_are_refused_unless_allowed() {
             format!("http://localhost:{}/by-name", server.addr.port()),
             format!("http://{}/by-address", server.addr),
         ] {
-            let plugin = host.get("forbidden-host").unwrap();
+            let plugin = host.source("forbidden-host").unwrap();
             let result = tokio::task::spawn_blocking(move || plugin.resolve(&resolve_request(url)))
                 .await
                 .unwrap()

@@ -6,10 +6,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use serde_json::Value as Json;
-use tuner::model::{
-    ChatTemplate, Message, ModelFiles, RenderOptions, Sample, SampleKind, SpecialTokens,
-    TemplateError,
-};
+use tuner::sample::{Message, Sample, SampleKind};
+use tuner::text::{ChatTemplate, ModelFiles, RenderOptions, SpecialTokens, TemplateError};
 
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/qwen3")
@@ -44,8 +42,11 @@ fn options_of(case: &Json) -> RenderOptions {
 
 /// `tools` as the JSON text a sample carries (the generator writes it out:
 /// serde_json here would sort the keys, and key order shows in the render).
-fn tools_of(case: &Json) -> Option<String> {
-    case["tools_json"].as_str().map(str::to_owned)
+/// The tools of a case as a format plugin hands them over (JSON text).
+fn tools_of(case: &Json) -> Option<Json> {
+    case["tools_json"]
+        .as_str()
+        .map(|t| Json::String(t.to_owned()))
 }
 
 fn chat(messages: Vec<Message>) -> Sample {
@@ -80,7 +81,7 @@ fn trained_token_runs(sample: &Sample, options: &RenderOptions) -> Vec<String> {
 
 /// The trained text from the character spans (before tokenization).
 fn trained_span_texts(sample: &Sample, options: &RenderOptions) -> Vec<String> {
-    let rendered = tuner::model::render_sample(&qwen3().template, sample, options).unwrap();
+    let rendered = tuner::text::render_sample(&qwen3().template, sample, options).unwrap();
     rendered
         .main
         .spans
@@ -100,7 +101,7 @@ fn renders_match_jinja2_reference_for_every_case() {
             .template
             .render(
                 &messages_of(case),
-                tools_of(case).as_deref(),
+                case["tools_json"].as_str(),
                 &options_of(case),
             )
             .unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -466,7 +467,7 @@ fn stats_count_failures_without_stopping() {
         Message::new("assistant", "b"),
     ]);
     let bad = chat(vec![Message::new("tool", "x")]);
-    let stats = tuner::model::token_stats(
+    let stats = tuner::text::token_stats(
         &template,
         &qwen3().tokenizer,
         [&good, &bad, &good],
@@ -679,9 +680,9 @@ fn parallel_stats_equal_sequential_stats() {
     .unwrap();
     let options = RenderOptions::default();
     let sequential =
-        tuner::model::token_stats(&template, &qwen3().tokenizer, &samples, &options, 20);
+        tuner::text::token_stats(&template, &qwen3().tokenizer, &samples, &options, 20);
     let parallel =
-        tuner::model::token_stats_parallel(&template, &qwen3().tokenizer, &samples, &options, 20);
+        tuner::text::token_stats_parallel(&template, &qwen3().tokenizer, &samples, &options, 20);
     assert_eq!(sequential, parallel);
     assert_eq!(sequential.failed, 4);
     assert_eq!(

@@ -13,9 +13,8 @@ use crate::config::{ConfigError, ConfigFile, Settings};
 fn source_plugins(state: &AppState) -> Vec<String> {
     state
         .host()
-        .list()
+        .sources()
         .iter()
-        .filter(|p| p.kind() == crate::plugins::Kind::Source)
         .map(|p| p.name().to_string())
         .collect()
 }
@@ -40,7 +39,7 @@ pub fn routes() -> Router<AppState> {
 #[utoipa::path(get, path = "/api/config", tag = "config",
     responses((status = 200, body = ConfigView)))]
 pub async fn get_config(State(state): State<AppState>) -> Result<Json<ConfigView>, ApiError> {
-    let file = ConfigFile::read(&state.inner.home.config_file)
+    let file = ConfigFile::read(&state.home().config_file)
         .map_err(|e| ApiError::internal(format!("{e:#}")))?;
     Ok(Json(ConfigView {
         effective: state.settings(),
@@ -72,12 +71,12 @@ pub async fn put_config(
         .validate_sources(&source_plugins(&state))
         .map_err(invalid)?;
     let _guard = state.inner.config_write.lock().unwrap();
-    let path = &state.inner.home.config_file;
+    let path = &state.home().config_file;
     let mut file = ConfigFile::read(path).map_err(|e| ApiError::internal(format!("{e:#}")))?;
     let before = file.clone();
     file.merge(patch);
     file.validate().map_err(invalid)?;
-    let next = Settings::resolve(&state.inner.home, &file)
+    let next = Settings::resolve(&state.home(), &file)
         .map_err(|e| ApiError::bad_request("invalid_config", format!("{e:#}")))?;
     if file != before {
         file.write(path)

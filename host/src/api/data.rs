@@ -6,7 +6,7 @@
 //! (default 1 GiB). Parsing runs the format plugins, which block: it is done
 //! on the blocking pool.
 
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
 
 use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,13 +17,13 @@ use tokio::io::AsyncWriteExt;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, AppState};
-use crate::data::Sample;
-use crate::data::load::{self, LoadError, LoadOptions, LoadReport};
-use crate::data::stats::{self, Chars, DataStats};
+use crate::app::{DataError, ModelLookupError, StatsRequest};
+use crate::data::load::{LoadError, LoadOptions, LoadReport};
+use crate::data::stats::DataStats;
 use crate::data::store::{DatasetRecord, Datasets, StoreError};
-use crate::hub::HubError;
-use crate::model::{ModelFiles, RenderOptions, RenderPreview};
 use crate::plugins::CallError;
+use crate::sample::Sample;
+use crate::text::RenderPreview;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -85,9 +85,53 @@ impl From<LoadError> for ApiError {
 }
 
 fn datasets(state: &AppState) -> Datasets<'_> {
-    // `settings()` clones; the data dir is read per request so a config
-    // change applies without a restart.
+    // The data dir is read per request so a config change applies without
+    // a restart.
     Datasets::new(&state.settings().data_dir, state.store())
+}
+
+impl From<ModelLookupError> for ApiError {
+    fn from(e: ModelLookupError) -> Self {
+        let message = e.to_string();
+        match e {
+            ModelLookupError::NoFolder(_)
+            | ModelLookupError::NotCached { .. }
+            | ModelLookupError::NoTokenizer { .. } => {
+                let code = if matches!(e, ModelLookupError::NoTokenizer { .. }) {
+                    "tokenizer_not_found"
+                } else {
+                    "model_not_found"
+                };
+                ApiError::not_found(code, message)
+            }
+            ModelLookupError::Empty | ModelLookupError::InvalidName { .. } => {
+                ApiError::bad_request("invalid_model", message)
+            }
+            ModelLookupError::BadTokenizer { .. } => {
+                ApiError::bad_request("invalid_tokenizer", message)
+            }
+            ModelLookupError::Pull { .. } | ModelLookupError::Other(_) => {
+                ApiError::internal(message)
+            }
+        }
+    }
+}
+
+impl From<DataError> for ApiError {
+    fn from(e: DataError) -> Self {
+        match e {
+            DataError::Model(e) => e.into(),
+            DataError::Store(e) => e.into(),
+            DataError::Load(e) => e.into(),
+            DataError::Render { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "render_failed",
+                e.to_string(),
+            ),
+            DataError::Cancelled => client_gone(),
+            DataError::Other(e) => ApiError::internal(format!("{e:#}")),
+        }
+    }
 }
 
 /// Stored datasets, by name.
@@ -183,24 +227,10 @@ pub async fn preview(
         let (model_path, rendered) = match &q.model {
             None => (None, None),
             Some(model) => {
-                let (dir, files) = model_files(&state2, model)?;
-                let options = render_options(q.enable_thinking);
-                let rendered = samples
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| {
-                        if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
-                            return Err(client_gone());
-                        }
-                        files.preview(&s.into(), &options).map_err(|e| {
-                            ApiError::new(
-                                StatusCode::UNPROCESSABLE_ENTITY,
-                                "render_failed",
-                                format!("rendering sample {} with `{model}`: {e}", i + 1),
-                            )
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let (dir, rendered) =
+                    state2
+                        .app()
+                        .render_previews(&samples, model, q.enable_thinking, &cancelled)?;
                 (Some(dir.display().to_string()), Some(rendered))
             }
         };
@@ -229,10 +259,6 @@ pub struct StatsQuery {
     /// `enable_thinking` (only with `model`).
     enable_thinking: Option<bool>,
 }
-
-/// The sequence length token statistics check when the query names none
-/// (as `tuner data stats --tokenizer`).
-const DEFAULT_MAX_SEQ_LEN: u64 = 4096;
 
 /// Counts and lengths of a stored dataset: in characters, and with `model`
 /// also in tokens (prompt/response/total min, mean, p50, p95, max, and how
@@ -263,22 +289,12 @@ pub async fn stats_of(
     let stats = tokio::task::spawn_blocking(move || -> Result<DataStats, ApiError> {
         let _permit = permit;
         let samples = datasets(&state2).samples(&name, None)?;
-        let Some(model) = &q.model else {
-            return Ok(stats::compute(&samples, &Chars, q.max_seq_len));
+        let request = StatsRequest {
+            model: q.model,
+            max_seq_len: q.max_seq_len,
+            enable_thinking: q.enable_thinking,
         };
-        let (_, files) = model_files(&state2, model)?;
-        // Lengths in characters stay; the limit applies to tokens.
-        let mut stats = stats::compute(&samples, &Chars, None);
-        let converted: Vec<crate::model::Sample> = samples.iter().map(Into::into).collect();
-        let limit = q.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN) as usize;
-        let tokens = files.stats_parallel_until(
-            &converted,
-            &render_options(q.enable_thinking),
-            limit,
-            &cancelled,
-        );
-        stats.tokens = Some(tokens.ok_or_else(client_gone)?);
-        Ok(stats)
+        Ok(state2.app().dataset_stats(&samples, &request, &cancelled)?)
     })
     .await
     .map_err(ApiError::internal)??;
@@ -292,80 +308,6 @@ fn client_gone() -> ApiError {
         "cancelled",
         "the client went away; the work was stopped",
     )
-}
-
-fn render_options(enable_thinking: Option<bool>) -> RenderOptions {
-    RenderOptions {
-        enable_thinking,
-        ..RenderOptions::default()
-    }
-}
-
-/// Whether `model` is meant as a folder path rather than a hub id
-/// (`org/name`).
-fn looks_like_path(model: &str) -> bool {
-    model.starts_with(['/', '.', '~'])
-        || model.contains('\\')
-        || model.matches('/').count() > 1
-        || FsPath::new(model).is_absolute()
-}
-
-/// The chat template and tokenizer of `model` (a local model folder, or a
-/// model id resolved in the model cache without downloading), and the
-/// folder they came from. 404 when there is no such model or it has no
-/// tokenizer files; 400 when the name is not usable or the files do not load.
-fn model_files(
-    state: &AppState,
-    model: &str,
-) -> Result<(PathBuf, std::sync::Arc<ModelFiles>), ApiError> {
-    let model = model.trim();
-    if model.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_model",
-            "`model` is empty: give a local model folder or a cached model id (`Qwen/Qwen3-0.6B`)",
-        ));
-    }
-    let hub = state.hub();
-    let dir = hub.local_path(model).map_err(|e| match e {
-        HubError::NotCached(_) | HubError::InvalidName { .. } if looks_like_path(model) => {
-            ApiError::not_found(
-                "model_not_found",
-                format!("no model folder at `{model}` on the server"),
-            )
-        }
-        HubError::NotCached(_) => ApiError::not_found(
-            "model_not_found",
-            format!(
-                "`{model}` is neither a model folder nor a model in the cache ({}); download it \
-                 first (`tuner pull {model}` or POST /api/models/download)",
-                hub.cache.root.display()
-            ),
-        ),
-        HubError::InvalidName { .. } => ApiError::bad_request(
-            "invalid_model",
-            format!("`{model}` is neither a model folder nor a model id: {e}"),
-        ),
-        other => ApiError::internal(other),
-    })?;
-    for file in ["tokenizer.json", "tokenizer_config.json"] {
-        if !dir.join(file).is_file() {
-            return Err(ApiError::not_found(
-                "tokenizer_not_found",
-                format!(
-                    "{}: no {file}; token statistics and rendering need the model's \
-                     tokenizer.json and tokenizer_config.json (with its chat template)",
-                    dir.display()
-                ),
-            ));
-        }
-    }
-    let files = state.model_files().get(&dir).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_tokenizer",
-            format!("loading the tokenizer and chat template of `{model}`: {e}"),
-        )
-    })?;
-    Ok((dir, files))
 }
 
 /// The multipart form of `upload` and `validate`.
@@ -618,21 +560,11 @@ pub async fn validate(
     let report = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let r = &received;
-        let options = LoadOptions {
-            strict: false,
-            ..r.options.clone()
-        };
-        match load::load(
-            state2.host(),
-            FsPath::new(&r.path),
-            &r.file_name,
-            &options,
-            |_| Ok(()),
-        ) {
-            Ok(report) => Ok(report),
-            Err(LoadError::Empty { report, .. }) => Ok(*report),
-            Err(e) => Err(ApiError::from(e)),
-        }
+        Ok::<_, ApiError>(
+            state2
+                .app()
+                .validate_file(&r.path, &r.file_name, &r.options)?,
+        )
     })
     .await
     .map_err(ApiError::internal)??;

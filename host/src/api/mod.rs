@@ -17,7 +17,7 @@ mod training;
 pub use plugins::{PluginDetail, PluginList, PluginView};
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -28,32 +28,30 @@ use axum::response::Response;
 pub use error::ApiError;
 pub use openapi::ApiDoc;
 
+use crate::app::App;
 use crate::config::Settings;
 use crate::home::Home;
 use crate::plugins::PluginHost;
 use crate::store::Store;
 
-/// Shared state of the server.
+/// Shared state of the server: the app (the service layer every handler
+/// calls) and what only the server has (token, guard, request permits).
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
 }
 
 struct Inner {
+    app: App,
+    /// Started before the server listens ([`AppState::from_app`]).
     host: Arc<PluginHost>,
     store: Arc<Store>,
-    home: Home,
-    settings: RwLock<Settings>,
     token: Option<String>,
     started: Instant,
     /// Serialises read-modify-write of the config file.
     config_write: std::sync::Mutex<()>,
-    /// The model hub, created on first use from the settings of that moment.
-    hub: std::sync::OnceLock<Arc<crate::hub::Hub>>,
     /// Downloads started through `/api/models/download`.
     downloads: crate::hub::jobs::DownloadJobs,
-    /// Training jobs, opened on first use (or set by [`AppState::set_training`]).
-    training: std::sync::Mutex<Option<Arc<crate::train::JobQueue>>>,
     /// Allowed hosts and origins ([`guard`]).
     guard: guard::GuardSettings,
     /// The address the server listens on, set by [`serve`].
@@ -64,11 +62,37 @@ struct Inner {
     /// ([`AppState::pull_permit`]); a pool of its own, since a pull holds
     /// its permit for minutes or hours.
     pulls: Arc<tokio::sync::Semaphore>,
-    /// Tokenizers and chat templates loaded for `?model=`.
-    model_files: crate::model::cache::ModelFilesCache,
 }
 
 impl AppState {
+    /// The server's state over `app`. The plugin runtime and the database
+    /// start now, so a server that cannot have them does not start.
+    pub fn from_app(app: App, token: Option<String>) -> anyhow::Result<Self> {
+        let settings = app.settings();
+        let guard = guard::GuardSettings {
+            allowed_hosts: settings.server.allowed_hosts.clone(),
+            allowed_origins: settings.server.allowed_origins.clone(),
+        };
+        let permits = settings.server.max_heavy_requests.max(1);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                host: app.plugins()?,
+                store: app.store()?,
+                app,
+                guard,
+                bound: std::sync::OnceLock::new(),
+                heavy: Arc::new(tokio::sync::Semaphore::new(permits)),
+                pulls: Arc::new(tokio::sync::Semaphore::new(permits)),
+                token: token.filter(|t| !t.is_empty()),
+                started: Instant::now(),
+                config_write: std::sync::Mutex::new(()),
+                downloads: Default::default(),
+            }),
+        })
+    }
+
+    /// [`AppState::from_app`] over a plugin runtime and database already
+    /// open (tests).
     pub fn new(
         host: Arc<PluginHost>,
         store: Arc<Store>,
@@ -76,35 +100,13 @@ impl AppState {
         settings: Settings,
         token: Option<String>,
     ) -> Self {
-        let guard = guard::GuardSettings {
-            allowed_hosts: settings.server.allowed_hosts.clone(),
-            allowed_origins: settings.server.allowed_origins.clone(),
-        };
-        let heavy = Arc::new(tokio::sync::Semaphore::new(
-            settings.server.max_heavy_requests.max(1),
-        ));
-        let pulls = Arc::new(tokio::sync::Semaphore::new(
-            settings.server.max_heavy_requests.max(1),
-        ));
-        Self {
-            inner: Arc::new(Inner {
-                guard,
-                bound: std::sync::OnceLock::new(),
-                heavy,
-                pulls,
-                model_files: Default::default(),
-                host,
-                store,
-                home,
-                settings: RwLock::new(settings),
-                token: token.filter(|t| !t.is_empty()),
-                started: Instant::now(),
-                config_write: std::sync::Mutex::new(()),
-                hub: std::sync::OnceLock::new(),
-                downloads: Default::default(),
-                training: Default::default(),
-            }),
-        }
+        Self::from_app(App::with_parts(home, settings, host, store), token)
+            .expect("the plugins and the database are open")
+    }
+
+    /// The service layer.
+    pub fn app(&self) -> &App {
+        &self.inner.app
     }
 
     pub fn host(&self) -> &Arc<PluginHost> {
@@ -118,67 +120,30 @@ impl AppState {
 
     /// The home folder.
     pub fn home(&self) -> &Home {
-        &self.inner.home
+        self.inner.app.home()
     }
 
     pub fn settings(&self) -> Settings {
-        self.inner.settings.read().unwrap().clone()
+        self.inner.app.settings()
     }
 
     /// The model hub (cache, sources, in-flight pulls).
-    pub fn hub(&self) -> Arc<crate::hub::Hub> {
+    pub fn hub(&self) -> Result<Arc<crate::hub::Hub>, ApiError> {
         self.inner
-            .hub
-            .get_or_init(|| {
-                Arc::new(crate::hub::Hub::new(
-                    self.inner.host.clone(),
-                    Some(self.inner.store.clone()),
-                    crate::hub::HubConfig::from_settings(&self.settings()),
-                ))
-            })
-            .clone()
+            .app
+            .hub()
+            .map_err(|e| ApiError::internal(format!("{e:#}")))
     }
 
-    /// The training job queue: opened on first use with
-    /// [`crate::train::default_trainer`]; jobs left running by a dead
-    /// process become `interrupted` then.
+    /// The training job queue ([`App::training`]).
     pub fn training(&self) -> anyhow::Result<Arc<crate::train::JobQueue>> {
-        let mut slot = self.inner.training.lock().unwrap();
-        if let Some(q) = slot.as_ref() {
-            return Ok(q.clone());
-        }
-        let env = crate::train::TrainerEnv {
-            host: self.inner.host.clone(),
-            store: self.inner.store.clone(),
-            settings: self.settings(),
-        };
-        let trainer = crate::train::default_trainer(&env).map_err(|e| format!("{e:#}"));
-        let q = crate::train::JobQueue::open(
-            self.inner.store.clone(),
-            trainer,
-            crate::train::jobs::QueueOptions { adopt_queued: true },
-        )?;
-        *slot = Some(q.clone());
-        Ok(q)
+        self.inner.app.training()
     }
 
     /// Uses `queue` for training (tests: a fake trainer). False when a queue
     /// is already in use.
     pub fn set_training(&self, queue: Arc<crate::train::JobQueue>) -> bool {
-        let mut slot = self.inner.training.lock().unwrap();
-        if slot.is_some() {
-            return false;
-        }
-        *slot = Some(queue);
-        true
-    }
-
-    /// Where jobs submitted through the API put a relative `output_dir`.
-    pub fn runs_dir(&self) -> std::path::PathBuf {
-        let db = &self.inner.home.database;
-        db.parent()
-            .unwrap_or(std::path::Path::new("."))
-            .join("runs")
+        self.inner.app.set_training(queue)
     }
 
     /// Downloads started through the API.
@@ -219,11 +184,6 @@ impl AppState {
                 ),
             )
         })
-    }
-
-    /// The shared cache of loaded tokenizers and chat templates.
-    pub fn model_files(&self) -> &crate::model::cache::ModelFilesCache {
-        &self.inner.model_files
     }
 }
 

@@ -89,8 +89,8 @@ const RECOMMENDED: [(&str, f64, f64, f64, f64, &str); 4] = [
 /// Recommended models (Qwen3 0.6B/4B/8B/14B) with size and VRAM hints.
 #[utoipa::path(get, path = "/api/models", tag = "models",
     responses((status = 200, body = RecommendedList)))]
-pub async fn recommended(State(state): State<AppState>) -> Json<RecommendedList> {
-    let hub = state.hub();
+pub async fn recommended(State(state): State<AppState>) -> Result<Json<RecommendedList>, ApiError> {
+    let hub = state.hub()?;
     let models = RECOMMENDED
         .iter()
         .map(|&(name, p, d, l, q, note)| RecommendedModel {
@@ -103,7 +103,7 @@ pub async fn recommended(State(state): State<AppState>) -> Json<RecommendedList>
             note: note.into(),
         })
         .collect();
-    Json(RecommendedList { models })
+    Ok(Json(RecommendedList { models }))
 }
 
 /// Query of `POST /api/models/download`.
@@ -166,12 +166,9 @@ pub async fn start_download(
         crate::paths::check_git_ref("revision", rev)
             .map_err(|e| ApiError::bad_request("invalid_revision", e.to_string()))?;
     }
-    let hub = state.hub();
+    let hub = state.hub()?;
     if let Some(s) = &q.source
-        && !state
-            .host()
-            .get(s)
-            .is_some_and(|p| p.kind() == crate::plugins::Kind::Source)
+        && state.host().source(s).is_none()
     {
         return Err(hub_error(HubError::UnknownSource(s.clone())));
     }
@@ -269,12 +266,12 @@ pub struct CacheList {
 /// Cached models and datasets: name, source, revision, files, size, complete.
 #[utoipa::path(get, path = "/api/models/cache/list", tag = "models",
     responses((status = 200, body = CacheList)))]
-pub async fn cache_list(State(state): State<AppState>) -> Json<CacheList> {
-    let hub = state.hub();
-    Json(CacheList {
+pub async fn cache_list(State(state): State<AppState>) -> Result<Json<CacheList>, ApiError> {
+    let hub = state.hub()?;
+    Ok(Json(CacheList {
         cache_dir: hub.cache.root.display().to_string(),
         repos: hub.cache.list(hub.store()),
-    })
+    }))
 }
 
 /// What a removal freed.
@@ -294,7 +291,7 @@ pub async fn cache_remove(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Removed>, ApiError> {
-    let hub = state.hub();
+    let hub = state.hub()?;
     let repo = hub
         .cache
         .find(RepoKind::Model, &name)
@@ -314,7 +311,7 @@ pub async fn cache_remove(
 #[utoipa::path(delete, path = "/api/models/cache/all", tag = "models",
     responses((status = 200, body = Removed)))]
 pub async fn cache_clear(State(state): State<AppState>) -> Result<Json<Removed>, ApiError> {
-    let hub = state.hub();
+    let hub = state.hub()?;
     let size: u64 = hub.cache.list(None).iter().map(|r| r.size_bytes).sum();
     let removed = hub.cache.clear(hub.store()).map_err(hub_error)?;
     Ok(Json(Removed {

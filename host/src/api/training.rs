@@ -22,8 +22,8 @@ use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState};
+use crate::app::training::SubmitError;
 use crate::train::TrainConfig;
-use crate::train::config::MethodCatalog;
 use crate::train::jobs::{JobError, JobQueue, JobRecord, JobUpdate, StoredEvent};
 
 pub fn routes() -> Router<AppState> {
@@ -86,57 +86,23 @@ pub async fn submit(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<JobRecord>), ApiError> {
     let Json(body) = body.map_err(|e| invalid(e.body_text()))?;
-    // Asking the method plugins for their settings schemas runs wasm:
-    // off the async workers.
-    let host = state.host().clone();
-    let config = tokio::task::spawn_blocking(move || {
-        TrainConfig::from_json(body, &MethodCatalog::from_host(&host))
+    // Asking the method plugins for their settings schemas runs wasm, and
+    // creating the output folder touches the disk: off the async workers.
+    let app = state.app().clone();
+    let record = tokio::task::spawn_blocking(move || {
+        let config = app.check_config_json(body)?;
+        app.submit_confined(config)
     })
     .await
     .map_err(ApiError::internal)?
-    .map_err(|e| invalid(e.to_string()))?;
-    let runs = state.runs_dir();
-    let output_dir = api_output_dir(&config, &runs)?;
-    let queue = queue(&state)?;
-    let record = tokio::task::spawn_blocking(move || {
-        // Created now, checked at the moment of creation: no folder on the
-        // way may be a symlink out of the runs folder.
-        crate::paths::create_dir_in(&runs, &output_dir)
-            .map_err(|e| invalid(format!("output_dir: {e}")))?;
-        queue.submit(config, &runs).map_err(job_error)
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    .map_err(|e| match e {
+        SubmitError::Invalid(message) => invalid(message),
+        SubmitError::Job(e) => job_error(e),
+        SubmitError::Other(e) => ApiError::internal(format!("{e:#}")),
+    })?;
     Ok((StatusCode::CREATED, Json(record)))
 }
 
-/// The output folder of a job submitted over the API, relative to the runs
-/// folder: a relative `output_dir` (or the default) must stay inside it; an
-/// absolute one is accepted only when it is inside it. (The CLI writes
-/// wherever its user says.)
-fn api_output_dir(
-    config: &TrainConfig,
-    runs: &std::path::Path,
-) -> Result<std::path::PathBuf, ApiError> {
-    let out = config.resolved_output_dir(runs);
-    let rel = out.strip_prefix(runs).map_err(|_| {
-        invalid(format!(
-            "output_dir `{}` is outside the runs folder {}: a job submitted over the API \
-             writes only there; give a relative folder",
-            out.display(),
-            runs.display()
-        ))
-    })?;
-    crate::paths::check_relative_path("output_dir", rel).map_err(|e| {
-        invalid(format!(
-            "{e} (a job submitted over the API writes only under the runs folder {})",
-            runs.display()
-        ))
-    })?;
-    Ok(rel.to_path_buf())
-}
-
-/// Every training job, newest first.
 #[utoipa::path(get, path = "/api/training", tag = "training",
     responses((status = 200, body = JobList)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<JobList>, ApiError> {

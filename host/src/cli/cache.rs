@@ -7,8 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 
-use super::Context;
-use super::pull::open_hub;
+use crate::app::App;
 use crate::hub::{RepoId, RepoKind, human_bytes};
 
 #[derive(Debug, Subcommand)]
@@ -98,12 +97,11 @@ impl CacheCommand {
     }
 }
 
-pub fn run(mut ctx: Context, cmd: CacheCommand) -> Result<ExitCode> {
+pub fn run(app: App, cmd: CacheCommand) -> Result<ExitCode> {
     if let Some(dir) = &cmd.flags().cache_dir {
-        ctx.settings.model_cache_dir = dir.clone();
+        app.update_settings(|s| s.model_cache_dir = dir.clone());
     }
-    let needs_plugins = matches!(cmd, CacheCommand::Import { offline: false, .. });
-    let hub = open_hub(&ctx, needs_plugins)?;
+    let hub = app.hub()?;
     let cache = &hub.cache;
     let store = hub.store();
     match cmd {

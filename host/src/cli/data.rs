@@ -13,14 +13,11 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::Context;
-use crate::data::Sample;
-use crate::data::load::{self, LoadOptions, LoadReport};
-use crate::data::resolve::DataResolver;
+use crate::app::{App, StatsRequest};
+use crate::data::load::{LoadOptions, LoadReport};
 use crate::data::spec;
-use crate::data::stats::{self, Chars, DataStats};
-use crate::data::store::Datasets;
-use crate::store::Store;
+use crate::data::stats::DataStats;
+use crate::sample::Sample;
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
@@ -30,10 +27,11 @@ pub enum DataCommand {
         /// Samples to show.
         #[arg(short = 'n', long, default_value_t = 3)]
         samples: usize,
-        /// Model folder (tokenizer_config.json with the chat template): also
-        /// show each sample as the model sees it, trained text in [[ ]].
-        #[arg(long, value_name = "DIR")]
-        tokenizer: Option<PathBuf>,
+        /// Model folder or cached model id (tokenizer.json and
+        /// tokenizer_config.json with the chat template): also show each
+        /// sample as the model sees it, trained text in [[ ]].
+        #[arg(long, value_name = "DIR|ID")]
+        tokenizer: Option<String>,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -47,10 +45,11 @@ pub enum DataCommand {
     Stats {
         /// File, stored dataset name, or spec (`NAME#N`).
         dataset: String,
-        /// Model folder with tokenizer.json and tokenizer_config.json (chat
-        /// template): adds token lengths of the rendered samples.
-        #[arg(long, value_name = "DIR")]
-        tokenizer: Option<PathBuf>,
+        /// Model folder or cached model id with tokenizer.json and
+        /// tokenizer_config.json (chat template): adds token lengths of the
+        /// rendered samples.
+        #[arg(long, value_name = "DIR|ID")]
+        tokenizer: Option<String>,
         /// Count samples longer than this (tokens with --tokenizer, default
         /// 4096; characters without).
         #[arg(long)]
@@ -161,10 +160,12 @@ struct Inspection<'a> {
     first_samples: Vec<Sample>,
     /// With --tokenizer: each sample rendered, with its trained spans.
     #[serde(skip_serializing_if = "Option::is_none")]
-    rendered: Option<Vec<crate::model::RenderPreview>>,
+    rendered: Option<Vec<crate::text::RenderPreview>>,
 }
 
-pub fn run(ctx: Context, cmd: DataCommand) -> Result<ExitCode> {
+pub fn run(app: App, cmd: DataCommand) -> Result<ExitCode> {
+    // Stops nothing: the CLI has no client that goes away mid-request.
+    let never = std::sync::atomic::AtomicBool::new(false);
     match cmd {
         DataCommand::Inspect {
             file,
@@ -172,29 +173,13 @@ pub fn run(ctx: Context, cmd: DataCommand) -> Result<ExitCode> {
             tokenizer,
             load,
         } => {
-            let host = ctx.start_plugins()?;
-            let mut first = Vec::new();
-            let report = load::load(&host, &file, &display(&file), &load.options()?, |s| {
-                if first.len() < samples {
-                    first.push(s);
-                }
-                Ok(())
-            })?;
+            let (report, first) =
+                app.inspect_file(&file, &display(&file), &load.options()?, samples)?;
             let rendered = match &tokenizer {
                 None => None,
                 Some(dir) => {
-                    let template =
-                        crate::model::ChatTemplate::from_model_dir(dir).with_context(|| {
-                            format!("loading the chat template from {}", dir.display())
-                        })?;
-                    let options = crate::model::RenderOptions::default();
-                    let mut out = Vec::new();
-                    for (i, s) in first.iter().enumerate() {
-                        let preview = crate::model::render_preview(&template, &s.into(), &options)
-                            .with_context(|| format!("rendering sample {}", i + 1))?;
-                        out.push(preview);
-                    }
-                    Some(out)
+                    let (_, previews) = app.render_previews(&first, dir, None, &never)?;
+                    Some(previews)
                 }
             };
             let view = Inspection {
@@ -221,16 +206,7 @@ pub fn run(ctx: Context, cmd: DataCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DataCommand::Validate { file, load } => {
-            let host = ctx.start_plugins()?;
-            let options = LoadOptions {
-                strict: false,
-                ..load.options()?
-            };
-            let report = match load::load(&host, &file, &display(&file), &options, |_| Ok(())) {
-                Ok(report) => report,
-                Err(load::LoadError::Empty { report, .. }) => *report,
-                Err(e) => return Err(e.into()),
-            };
+            let report = app.validate_file(&file, &display(&file), &load.options()?)?;
             if load.json {
                 print_json(&report)?;
             } else {
@@ -248,22 +224,13 @@ pub fn run(ctx: Context, cmd: DataCommand) -> Result<ExitCode> {
             max_seq_len,
             load,
         } => {
-            let samples = resolve(&ctx, &dataset, &load.options()?, 42)?;
-            let mut stats = stats::compute(&samples, &Chars, max_seq_len);
-            if let Some(dir) = tokenizer {
-                let files = crate::model::ModelFiles::from_dir(&dir)
-                    .with_context(|| format!("loading the tokenizer from {}", dir.display()))?;
-                let converted: Vec<crate::model::Sample> = samples.iter().map(Into::into).collect();
-                let limit = max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN) as usize;
-                // Character lengths are replaced by token lengths below.
-                stats.over_max_seq_len = None;
-                stats.max_seq_len = None;
-                stats.tokens = Some(files.stats_parallel(
-                    &converted,
-                    &crate::model::RenderOptions::default(),
-                    limit,
-                ));
-            }
+            let samples = app.data()?.resolve(&dataset, &load.options()?, 42)?;
+            let request = StatsRequest {
+                model: tokenizer,
+                max_seq_len,
+                enable_thinking: None,
+            };
+            let stats = app.dataset_stats(&samples, &request, &never)?;
             if load.json {
                 print_json(&stats)?;
             } else {
@@ -283,15 +250,7 @@ pub fn run(ctx: Context, cmd: DataCommand) -> Result<ExitCode> {
             if val_ratio > 0.0 && val_output.is_none() {
                 bail!("--val-ratio needs --val-output FILE for the validation samples");
             }
-            let mut parts = Vec::new();
-            for (i, d) in datasets.iter().enumerate() {
-                parts.push(resolve(&ctx, d, &options, seed.wrapping_add(i as u64))?);
-            }
-            let all = if parts.len() == 1 {
-                parts.pop().unwrap_or_default()
-            } else {
-                spec::mix(parts, seed)
-            };
+            let all = app.data()?.resolve_all(&datasets, &options, seed)?;
             let (train, val) = spec::split(all, val_ratio, seed);
             write_openai(&output, &train)?;
             if let Some(path) = &val_output {
@@ -316,11 +275,10 @@ pub fn run(ctx: Context, cmd: DataCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DataCommand::Add { file, name, load } => {
-            let host = ctx.start_plugins()?;
-            let store = Store::open(&ctx.settings.database)?;
-            let datasets = Datasets::new(&ctx.settings.data_dir, &store);
+            let host = app.plugins()?;
             let (record, report) =
-                datasets.add(&host, &file, &display(&file), &name, &load.options()?)?;
+                app.datasets()?
+                    .add(&host, &file, &display(&file), &name, &load.options()?)?;
             if load.json {
                 print_json(&serde_json::json!({"dataset": record, "report": report}))?;
             } else {
@@ -330,8 +288,7 @@ pub fn run(ctx: Context, cmd: DataCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DataCommand::List(json) => {
-            let store = Store::open(&ctx.settings.database)?;
-            let list = Datasets::new(&ctx.settings.data_dir, &store).list()?;
+            let list = app.datasets()?.list()?;
             if json.json {
                 print_json(&list)?;
             } else if list.is_empty() {
@@ -351,8 +308,7 @@ pub fn run(ctx: Context, cmd: DataCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DataCommand::Rm { name, json } => {
-            let store = Store::open(&ctx.settings.database)?;
-            let removed = Datasets::new(&ctx.settings.data_dir, &store).remove(&name)?;
+            let removed = app.datasets()?.remove(&name)?;
             if json.json {
                 print_json(&removed)?;
             } else {
@@ -363,16 +319,8 @@ pub fn run(ctx: Context, cmd: DataCommand) -> Result<ExitCode> {
     }
 }
 
-/// The sequence length `stats --tokenizer` checks when none is given.
-const DEFAULT_MAX_SEQ_LEN: u64 = 4096;
-
 fn display(path: &Path) -> String {
     path.display().to_string()
-}
-
-/// The samples a spec names (see [`crate::data::resolve`]).
-fn resolve(ctx: &Context, text: &str, options: &LoadOptions, seed: u64) -> Result<Vec<Sample>> {
-    DataResolver::new(&ctx.settings).resolve(text, options, seed)
 }
 
 fn write_openai(path: &Path, samples: &[Sample]) -> Result<()> {
@@ -381,7 +329,8 @@ fn write_openai(path: &Path, samples: &[Sample]) -> Result<()> {
         serde_json::to_writer(&mut text, &s.to_openai())?;
         text.push(b'\n');
     }
-    tuner_wasm_build::write_atomically(path, &text).map_err(|e| anyhow::anyhow!("{e}"))
+    crate::fsio::write_atomically(path, &text)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn print_json(value: &impl Serialize) -> Result<()> {
@@ -414,7 +363,7 @@ fn print_report(r: &LoadReport) {
 }
 
 fn print_sample(s: &Sample) {
-    let turns = |label: &str, turns: &[crate::data::Turn]| {
+    let turns = |label: &str, turns: &[crate::sample::Message]| {
         for t in turns {
             println!("[{label}{}] {}", t.role, t.content);
         }
@@ -448,7 +397,7 @@ fn print_sample(s: &Sample) {
 fn print_stats(s: &DataStats) {
     println!("samples: {} ({})", s.samples, counts(&s.kinds));
     println!("roles:   {}", counts(&s.roles));
-    let row = |label: &str, sum: &Option<stats::Summary>| {
+    let row = |label: &str, sum: &Option<crate::data::stats::Summary>| {
         if let Some(x) = sum {
             println!(
                 "{label:<10} min {:>7}  mean {:>9.1}  p50 {:>7}  p95 {:>7}  max {:>7}",
@@ -466,7 +415,7 @@ fn print_stats(s: &DataStats) {
     }
     if let Some(t) = &s.tokens {
         println!("lengths in tokens (rendered with the chat template):");
-        let row = |label: &str, d: &Option<crate::model::stats::Distribution>| {
+        let row = |label: &str, d: &Option<crate::text::stats::Distribution>| {
             if let Some(x) = d {
                 println!(
                     "{label:<10} min {:>7}  mean {:>9.1}  p50 {:>7}  p95 {:>7}  max {:>7}",

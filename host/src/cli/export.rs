@@ -9,8 +9,8 @@ use anyhow::{Result, bail};
 use clap::Args;
 use serde_json::json;
 
-use super::Context;
-use crate::train::peft::{adapter_base_dir, export_merged_adapter, parse_size};
+use crate::app::App;
+use crate::train::peft::parse_size;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -20,10 +20,10 @@ pub struct ExportArgs {
     /// a full model folder. Required: it is the only export there is.
     #[arg(long)]
     pub merge: bool,
-    /// Base model folder (default: the adapter's `base_model_name_or_path`
-    /// when that is a folder).
-    #[arg(long, value_name = "DIR")]
-    pub base: Option<PathBuf>,
+    /// Base model: a folder or a cached model id (default: the adapter's
+    /// `base_model_name_or_path` when that is a folder).
+    #[arg(long, value_name = "DIR|ID")]
+    pub base: Option<String>,
     /// Output folder (created; an existing one is updated in place).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -35,22 +35,13 @@ pub struct ExportArgs {
     pub json: bool,
 }
 
-pub fn run(_ctx: Context, args: ExportArgs) -> Result<ExitCode> {
+pub fn run(app: App, args: ExportArgs) -> Result<ExitCode> {
     if !args.merge {
         bail!("tuner export needs --merge (the adapter folder itself is already PEFT's format)");
     }
     let max_shard = parse_size(&args.max_shard_size)?;
-    let base = match &args.base {
-        Some(b) => b.clone(),
-        None => match adapter_base_dir(&args.adapter)? {
-            Some(b) => b,
-            None => bail!(
-                "{}: base_model_name_or_path is not a model folder here; pass --base DIR",
-                args.adapter.display()
-            ),
-        },
-    };
-    let summary = export_merged_adapter(&args.adapter, &base, &args.out, max_shard)?;
+    let (base, summary) =
+        app.export_merged(&args.adapter, args.base.as_deref(), &args.out, max_shard)?;
     if args.json {
         println!(
             "{}",

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
-use super::Context;
+use crate::app::App;
 use crate::model::random_init::{TinyShape, write_random_model};
 
 #[derive(Debug, Args)]
@@ -39,7 +39,7 @@ pub struct InitModelArgs {
     pub seed: u64,
 }
 
-pub fn run(_ctx: Context, args: InitModelArgs) -> Result<ExitCode> {
+pub fn run(_app: App, args: InitModelArgs) -> Result<ExitCode> {
     let shape = TinyShape {
         hidden_size: args.hidden_size,
         intermediate_size: args.intermediate_size,

@@ -15,9 +15,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+use crate::app::App;
 use crate::config::Settings;
 use crate::home::Home;
-use crate::plugins::PluginHost;
 
 /// Fine-tune Qwen3 models. Data formats, model sources and training methods
 /// are sandboxed WebAssembly plugins.
@@ -62,49 +62,35 @@ pub enum Command {
     InitModel(init_model::InitModelArgs),
 }
 
-/// What every command needs: where files are and the effective settings.
-pub struct Context {
-    pub home: Home,
-    pub settings: Settings,
-}
-
-impl Context {
-    pub fn load(cli: &Cli) -> Result<Self> {
-        let home = Home::from_env()?;
-        let mut settings = Settings::load(&home)?;
-        if let Some(dir) = &cli.plugin_dir {
-            // clap already folded TUNER_PLUGIN_DIR into the flag.
-            settings.plugin_dir = dir.clone();
-            settings
-                .overridden
-                .entry("plugin_dir".into())
-                .or_insert_with(|| "--plugin-dir".into());
-        }
-        Ok(Self { home, settings })
+/// The app every command runs on: the home folder, the effective settings
+/// (with `--plugin-dir` applied), and the services built on them on first
+/// use.
+pub fn open_app(cli: &Cli) -> Result<App> {
+    let home = Home::from_env()?;
+    let mut settings = Settings::load(&home)?;
+    if let Some(dir) = &cli.plugin_dir {
+        // clap already folded TUNER_PLUGIN_DIR into the flag.
+        settings.plugin_dir = dir.clone();
+        settings
+            .overridden
+            .entry("plugin_dir".into())
+            .or_insert_with(|| "--plugin-dir".into());
     }
-
-    /// Starts the plugin runtime with the bundled plugins and the plugin folder.
-    pub fn start_plugins(&self) -> Result<PluginHost> {
-        PluginHost::start(
-            self.settings.plugin_limits(),
-            Some(self.settings.plugin_dir.clone()),
-            Some(self.settings.compile_cache_dir.clone()),
-        )
-    }
+    Ok(App::new(home, settings))
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<std::process::ExitCode> {
-    let ctx = Context::load(&cli)?;
+    let app = open_app(&cli)?;
     match cli.command {
-        Command::Serve(args) => serve::run(ctx, args),
-        Command::Plugins(cmd) => plugins::run(ctx, cmd),
-        Command::Data(cmd) => data::run(ctx, cmd),
-        Command::Pull(args) => pull::run(ctx, args),
-        Command::Cache(cmd) => cache::run(ctx, cmd),
-        Command::Train(args) => train::run(ctx, args),
-        Command::Jobs(cmd) => train::run_jobs(ctx, cmd),
-        Command::Export(args) => export::run(ctx, args),
-        Command::InitModel(args) => init_model::run(ctx, args),
+        Command::Serve(args) => serve::run(app, args),
+        Command::Plugins(cmd) => plugins::run(app, cmd),
+        Command::Data(cmd) => data::run(app, cmd),
+        Command::Pull(args) => pull::run(app, args),
+        Command::Cache(cmd) => cache::run(app, cmd),
+        Command::Train(args) => train::run(app, args),
+        Command::Jobs(cmd) => train::run_jobs(app, cmd),
+        Command::Export(args) => export::run(app, args),
+        Command::InitModel(args) => init_model::run(app, args),
     }
 }

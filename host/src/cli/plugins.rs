@@ -7,9 +7,9 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::Context;
 use crate::api::{PluginDetail, PluginList};
-use crate::plugins::{Kind, PluginHost, PluginMeta, scaffold};
+use crate::app::App;
+use crate::plugins::{Kind, PluginMeta, scaffold};
 
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
@@ -81,10 +81,10 @@ impl clap::ValueEnum for Kind {
     }
 }
 
-pub fn run(ctx: Context, cmd: PluginsCommand) -> Result<ExitCode> {
+pub fn run(app: App, cmd: PluginsCommand) -> Result<ExitCode> {
     match cmd {
         PluginsCommand::List(flag) => {
-            let host = ctx.start_plugins()?;
+            let host = app.plugins()?;
             let list = PluginList::of(&host);
             if flag.json {
                 print_json(&list)?;
@@ -94,7 +94,7 @@ pub fn run(ctx: Context, cmd: PluginsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PluginsCommand::Info { name, json } => {
-            let host = ctx.start_plugins()?;
+            let host = app.plugins()?;
             let Some(plugin) = host.get(&name) else {
                 let names: Vec<String> = host.list().iter().map(|p| p.name().to_string()).collect();
                 bail!("no plugin named `{name}` (available: {})", names.join(", "));
@@ -114,7 +114,7 @@ pub fn run(ctx: Context, cmd: PluginsCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        PluginsCommand::Check { file, json } => check(&ctx, &file, json.json),
+        PluginsCommand::Check { file, json } => check(&app, &file, json.json),
         PluginsCommand::New(args) => {
             let sdk = args.sdk.or_else(scaffold::default_sdk_path).context(
                 "cannot find tuner-sdk: pass --sdk PATH (the `sdk` folder of tuner's sources)",
@@ -124,7 +124,7 @@ pub fn run(ctx: Context, cmd: PluginsCommand) -> Result<ExitCode> {
             println!("next: tuner plugins build {} --install", root.display());
             Ok(ExitCode::SUCCESS)
         }
-        PluginsCommand::Build(args) => build(&ctx, args),
+        PluginsCommand::Build(args) => build(&app, args),
     }
 }
 
@@ -138,14 +138,8 @@ struct CheckResult<'a> {
     error: Option<String>,
 }
 
-fn check(ctx: &Context, file: &Path, json: bool) -> Result<ExitCode> {
-    // Only the runtime is needed, not the user's plugin folder.
-    let host = PluginHost::start(
-        ctx.settings.plugin_limits(),
-        None,
-        Some(ctx.settings.compile_cache_dir.clone()),
-    )?;
-    let outcome = host.check_file(file);
+fn check(app: &App, file: &Path, json: bool) -> Result<ExitCode> {
+    let outcome = app.plugins()?.check_file(file);
     let result = CheckResult {
         ok: outcome.is_ok(),
         file,
@@ -171,7 +165,7 @@ fn check(ctx: &Context, file: &Path, json: bool) -> Result<ExitCode> {
     })
 }
 
-fn build(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
+fn build(app: &App, args: BuildArgs) -> Result<ExitCode> {
     let krate = tuner_wasm_build::PluginCrate::open(&args.dir)?;
     crate::plugins::manifest::check_name(&krate.package)
         .map_err(|e| anyhow::anyhow!("package name in Cargo.toml: {e}"))?;
@@ -184,7 +178,7 @@ fn build(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
     // concurrent builds wait for each other instead of clashing.
     let target_dir = match &args.target_dir {
         Some(dir) => dir.clone(),
-        None => ctx.home.wasm_build_cache_dir.join(toolchain.cache_key()?),
+        None => app.home().wasm_build_cache_dir.join(toolchain.cache_key()?),
     };
     eprintln!(
         "building {} with {toolchain} in {}",
@@ -211,7 +205,8 @@ fn build(ctx: &Context, args: BuildArgs) -> Result<ExitCode> {
     }
     println!("built {} ({} bytes)", out.display(), plugin.component.len());
     if args.install {
-        let dir = &ctx.settings.plugin_dir;
+        let plugin_dir = app.settings().plugin_dir;
+        let dir = &plugin_dir;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         // Manifest first: a watcher that sees the .wasm then finds its manifest.
         let dest = dir.join(format!("{}.toml", krate.package));

@@ -5,13 +5,12 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::Context;
-use crate::hub::{Hub, HubConfig, Progress, ProgressSink, PullRequest, RepoKind, human_bytes};
-use crate::store::Store;
+use crate::app::{App, ModelSpec};
+use crate::hub::{HubConfig, Progress, ProgressSink, PullRequest, RepoKind, human_bytes};
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
@@ -52,58 +51,41 @@ pub struct PullArgs {
     pub json: bool,
 }
 
-/// Opens the hub for a CLI command.
-pub fn open_hub(ctx: &Context, with_plugins: bool) -> Result<Arc<Hub>> {
-    let store = Arc::new(Store::open(&ctx.settings.database)?);
-    let host = if with_plugins {
-        Arc::new(ctx.start_plugins()?)
-    } else {
-        // Cache-only commands still need a host object; load nothing from the folder.
-        Arc::new(crate::plugins::PluginHost::start(
-            ctx.settings.plugin_limits(),
-            None,
-            Some(ctx.settings.compile_cache_dir.clone()),
-        )?)
-    };
-    Ok(Arc::new(Hub::new(
-        host,
-        Some(store),
-        HubConfig::from_settings(&ctx.settings),
-    )))
-}
-
-pub fn run(mut ctx: Context, args: PullArgs) -> Result<ExitCode> {
+pub fn run(app: App, args: PullArgs) -> Result<ExitCode> {
     // It becomes `refs/<revision>` in the cache: a git ref name or nothing.
     if let Some(rev) = &args.revision {
         crate::paths::check_git_ref("revision", rev)?;
     }
     if let Some(dir) = &args.cache_dir {
-        ctx.settings.model_cache_dir = dir.clone();
+        app.update_settings(|s| s.model_cache_dir = dir.clone());
     }
-    let local = std::path::Path::new(&args.model);
-    if local.is_dir() {
-        // A local model folder works wherever a model id does.
-        let path = local.canonicalize()?;
-        if args.json {
-            println!(
-                "{}",
-                serde_json::json!({"name": args.model, "source": "local", "path": path})
-            );
-        } else {
-            println!("{} is a local folder; nothing to download", path.display());
+    if !args.dataset {
+        match ModelSpec::parse(&args.model)? {
+            // A local model folder works wherever a model id does.
+            ModelSpec::Folder(dir) if dir.is_dir() => {
+                let path = dir.canonicalize()?;
+                if args.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"name": args.model, "source": "local", "path": path})
+                    );
+                } else {
+                    println!("{} is a local folder; nothing to download", path.display());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            ModelSpec::Folder(_) => bail!("no model folder at `{}`", args.model),
+            ModelSpec::Hub(_) => {}
         }
-        return Ok(ExitCode::SUCCESS);
     }
-    let mut config = HubConfig::from_settings(&ctx.settings);
+    let mut config = HubConfig::from_settings(&app.settings());
     if let Some(n) = args.connections {
         config.transfer.connections = n.max(1);
     }
     if let Some(m) = args.chunk_mib {
         config.transfer.chunk_size = m.clamp(1, 1024) << 20;
     }
-    let store = Arc::new(Store::open(&ctx.settings.database)?);
-    let host = Arc::new(ctx.start_plugins()?);
-    let hub = Hub::new(host, Some(store), config);
+    let hub = app.hub_with(config)?;
     let req = PullRequest {
         repo: args.model.clone(),
         kind: Some(if args.dataset {

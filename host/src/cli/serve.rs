@@ -2,15 +2,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
 
-use super::Context;
 use crate::api::{self, AppState};
+use crate::app::App;
 use crate::plugins::watch;
-use crate::store::Store;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -29,35 +27,34 @@ pub struct ServeArgs {
     pub no_watch: bool,
 }
 
-pub fn run(ctx: Context, args: ServeArgs) -> Result<ExitCode> {
+pub fn run(app: App, args: ServeArgs) -> Result<ExitCode> {
+    let settings = app.settings();
     let host_ip: IpAddr = match args.host {
         Some(ip) => ip,
-        None => ctx.settings.server.host.parse().with_context(|| {
+        None => settings.server.host.parse().with_context(|| {
             format!(
                 "server.host `{}` is not an IP address",
-                ctx.settings.server.host
+                settings.server.host
             )
         })?,
     };
-    let addr = SocketAddr::new(host_ip, args.port.unwrap_or(ctx.settings.server.port));
+    let addr = SocketAddr::new(host_ip, args.port.unwrap_or(settings.server.port));
     api::check_bind(&addr, args.token.as_deref())?;
 
-    let store = Arc::new(Store::open(&ctx.settings.database)?);
-    let plugins = Arc::new(ctx.start_plugins()?);
+    let plugins = app.plugins()?;
     for f in plugins.failures() {
         tracing::warn!(file = %f.file.display(), "plugin not loaded: {}", f.error);
     }
     // The file's other values were checked when it was read; source names
     // can only be checked once the plugins are loaded.
     let sources: Vec<String> = plugins
-        .list()
+        .sources()
         .iter()
-        .filter(|p| p.kind() == crate::plugins::Kind::Source)
         .map(|p| p.name().to_string())
         .collect();
-    crate::config::ConfigFile::read(&ctx.home.config_file)?
+    crate::config::ConfigFile::read(&app.home().config_file)?
         .validate_sources(&sources)
-        .with_context(|| format!("in {}", ctx.home.config_file.display()))?;
+        .with_context(|| format!("in {}", app.home().config_file.display()))?;
     let _watcher = if args.no_watch {
         None
     } else {
@@ -68,13 +65,7 @@ pub fn run(ctx: Context, args: ServeArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let state = AppState::new(
-        plugins.clone(),
-        store,
-        ctx.home.clone(),
-        ctx.settings.clone(),
-        args.token,
-    );
+    let state = AppState::from_app(app, args.token)?;
     // Opened now, not on first request: jobs a dead server left running are
     // marked interrupted and queued ones start again.
     if let Err(e) = state.training() {

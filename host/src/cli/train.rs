@@ -13,11 +13,9 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-use super::Context;
-use crate::store::Store;
-use crate::train::config::{MethodCatalog, RawConfig};
+use crate::app::App;
+use crate::train::config::RawConfig;
 use crate::train::jobs::{JobQueue, JobRecord, JobStatus, JobUpdate, QueueOptions, StoredEvent};
-use crate::train::{TrainerEnv, default_trainer};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -49,7 +47,7 @@ pub enum JobsCommand {
     },
 }
 
-pub fn run(ctx: Context, args: TrainArgs) -> Result<ExitCode> {
+pub fn run(app: App, args: TrainArgs) -> Result<ExitCode> {
     let mut raw = RawConfig::from_file(&args.config)?;
     for s in &args.set {
         raw.set(s)?;
@@ -57,24 +55,12 @@ pub fn run(ctx: Context, args: TrainArgs) -> Result<ExitCode> {
     if let Some(r) = &args.resume {
         raw.insert("resume_from_checkpoint", r.clone().into());
     }
-    let host = Arc::new(ctx.start_plugins()?);
     // The method plugins' settings schemas decide which of the remaining
     // keys are valid, so the config is checked once the plugins are loaded.
-    let config = raw.finish(&MethodCatalog::from_host(&host))?;
-    let store = Arc::new(Store::open(&ctx.settings.database)?);
-    let env = TrainerEnv {
-        host,
-        store: store.clone(),
-        settings: ctx.settings.clone(),
-    };
-    let trainer = default_trainer(&env)?;
-    let queue = JobQueue::open(
-        store,
-        Ok(trainer),
-        QueueOptions {
-            adopt_queued: false,
-        },
-    )?;
+    let config = app.check_config(raw)?;
+    let queue = app.job_queue(QueueOptions {
+        adopt_queued: false,
+    })?;
     let cwd = std::env::current_dir().context("reading the current folder")?;
     let job = queue.submit(config, &cwd)?;
     stop_on_ctrl_c(queue.clone(), job.id, args.json);
@@ -267,8 +253,8 @@ impl View {
     }
 }
 
-pub fn run_jobs(ctx: Context, cmd: JobsCommand) -> Result<ExitCode> {
-    let store = Arc::new(Store::open(&ctx.settings.database)?);
+pub fn run_jobs(app: App, cmd: JobsCommand) -> Result<ExitCode> {
+    let store = app.store()?;
     // No trainer: this only reads (and marks jobs of dead processes interrupted).
     let queue = JobQueue::open(
         store,

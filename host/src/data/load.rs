@@ -14,9 +14,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::decode::{self, Chunks, DecodeError, TextEncoding};
-use super::sample::Sample;
-use crate::plugins::bindings::format::exports::tuner::plugin::format_plugin::RecordOutcome;
-use crate::plugins::{CallError, HostParseOptions, Kind, PluginHost};
+use crate::plugins::format::{FormatPlugin, Record};
+use crate::plugins::{CallError, HostParseOptions, PluginHost};
+use crate::sample::Sample;
 
 /// How many rejected records a report lists by default.
 pub const DEFAULT_KEEP_ERRORS: usize = 20;
@@ -217,26 +217,29 @@ pub fn load(
     let fatal = plugin.parse_stream(&parse_options, text, |records| {
         for record in records {
             match record {
-                RecordOutcome::Sample(s) => {
+                Record::Sample { sample, layout, .. } => {
                     report.samples += 1;
-                    count(&mut report.layouts, &s.layout);
-                    let sample = Sample::from(s.sample);
-                    count(&mut report.kinds, sample.kind());
+                    count(&mut report.layouts, &layout);
+                    count(&mut report.kinds, sample.kind().as_str());
                     if sink_error.is_none()
                         && let Err(e) = sink(sample)
                     {
                         sink_error = Some(e);
                     }
                 }
-                RecordOutcome::Rejected(r) => {
+                Record::Rejected {
+                    location,
+                    field,
+                    message,
+                } => {
                     report.rejected += 1;
                     if report.errors.len() < options.keep_errors {
                         report.errors.push(Rejected {
                             file: display_name.to_string(),
-                            line: r.location.line,
-                            index: r.location.index,
-                            field: r.field,
-                            message: r.message,
+                            line: location.line,
+                            index: location.index,
+                            field,
+                            message,
                         });
                     }
                 }
@@ -290,12 +293,8 @@ fn choose_format(
     file_name: &str,
     first_chunk: &str,
     forced: Option<&str>,
-) -> Result<std::sync::Arc<crate::plugins::plugin::Plugin>, LoadError> {
-    let formats: Vec<_> = host
-        .list()
-        .into_iter()
-        .filter(|p| p.kind() == Kind::Format)
-        .collect();
+) -> Result<FormatPlugin, LoadError> {
+    let formats = host.formats();
     let known = formats
         .iter()
         .map(|p| p.name().to_string())
@@ -343,7 +342,7 @@ fn choose_format(
             .filter_map(|ask| ask.join().ok().flatten())
             .collect()
     });
-    let mut best: Option<(f32, bool, std::sync::Arc<crate::plugins::plugin::Plugin>)> = None;
+    let mut best: Option<(f32, bool, FormatPlugin)> = None;
     for (score, by_ext, plugin) in answers {
         let better = match &best {
             None => true,

@@ -3,7 +3,6 @@
 //!
 //! - [`decode`]: bytes to text (UTF-8 with or without BOM, UTF-16 with BOM,
 //!   GB18030), streamed in chunks; invalid bytes are an error with their offset.
-//! - [`sample`]: the normalised sample as the host stores and shows it.
 //! - [`load`]: picks a format plugin, streams the decoded text through it,
 //!   collects samples and rejected records.
 //! - [`store`]: datasets under the data dir with a SQLite record.
@@ -14,11 +13,9 @@
 pub mod decode;
 pub mod load;
 pub mod resolve;
-pub mod sample;
 pub mod spec;
 pub mod stats;
 pub mod store;
 
 pub use load::{LoadError, LoadOptions, LoadReport, Rejected};
-pub use sample::{Sample, Turn};
 pub use store::{DatasetRecord, Datasets, StoreError};

@@ -6,50 +6,40 @@
 //! that name, then a hub dataset (`org/name`) fetched once into the cache.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::Sample;
 use super::load::{self, LoadOptions};
 use super::spec::{self, Spec};
 use super::store::{Datasets, StoreError};
-use crate::config::Settings;
+use crate::hub::Hub;
 use crate::plugins::PluginHost;
+use crate::sample::Sample;
 use crate::store::Store;
 
-/// Resolves dataset specs; starts the plugin runtime only when a file has to
-/// be parsed (stored datasets are already normalised).
-pub struct DataResolver<'a> {
-    settings: &'a Settings,
-    host: OnceLock<Arc<PluginHost>>,
+/// Resolves dataset specs against one plugin runtime, store, data folder
+/// and hub (the service layer, [`crate::app::App`], owns one).
+pub struct DataResolver {
+    host: Arc<PluginHost>,
+    store: Arc<Store>,
+    data_dir: PathBuf,
+    hub: Arc<Hub>,
 }
 
-impl<'a> DataResolver<'a> {
-    pub fn new(settings: &'a Settings) -> Self {
+impl DataResolver {
+    pub fn new(host: Arc<PluginHost>, store: Arc<Store>, data_dir: PathBuf, hub: Arc<Hub>) -> Self {
         Self {
-            settings,
-            host: OnceLock::new(),
+            host,
+            store,
+            data_dir,
+            hub,
         }
     }
 
-    /// Uses an already running plugin runtime instead of starting one.
-    pub fn with_host(settings: &'a Settings, host: Arc<PluginHost>) -> Self {
-        let resolver = Self::new(settings);
-        let _ = resolver.host.set(host);
-        resolver
-    }
-
-    fn host(&self) -> Result<Arc<PluginHost>> {
-        if let Some(h) = self.host.get() {
-            return Ok(h.clone());
-        }
-        let started = Arc::new(PluginHost::start(
-            self.settings.plugin_limits(),
-            Some(self.settings.plugin_dir.clone()),
-            Some(self.settings.compile_cache_dir.clone()),
-        )?);
-        Ok(self.host.get_or_init(|| started).clone())
+    /// The stored datasets this resolver reads.
+    pub fn datasets(&self) -> Datasets<'_> {
+        Datasets::new(&self.data_dir, &self.store)
     }
 
     /// The samples one spec names, `#N` sampled with `seed`.
@@ -64,16 +54,14 @@ impl<'a> DataResolver<'a> {
         };
         let path = Path::new(&spec.source);
         let all = if path.exists() {
-            let host = self.host()?;
             let mut all = Vec::new();
-            load::load(&host, path, &spec.source, options, |s| {
+            load::load(&self.host, path, &spec.source, options, |s| {
                 all.push(s);
                 Ok(())
             })?;
             all
         } else {
-            let store = Store::open(&self.settings.database)?;
-            match Datasets::new(&self.settings.data_dir, &store).samples(&spec.source, None) {
+            match self.datasets().samples(&spec.source, None) {
                 Ok(all) => all,
                 Err(StoreError::NotFound(_) | StoreError::InvalidName(_))
                     if looks_like_hub_repo(&spec.source) =>
@@ -114,28 +102,13 @@ impl<'a> DataResolver<'a> {
     /// `.json`, `.csv`, `.tsv` and `.txt` in the snapshot except metadata
     /// (`dataset_info*.json`, dot-files, READMEs).
     fn load_hub_dataset(&self, repo: &str, options: &LoadOptions) -> Result<Vec<Sample>> {
-        use crate::hub::pull::{Hub, HubConfig, HubDatasetSpec};
-        let host = self.host()?;
-        let store = Arc::new(Store::open(&self.settings.database)?);
-        let hub = Hub::new(
-            host.clone(),
-            Some(store),
-            HubConfig::from_settings(self.settings),
-        );
+        use crate::hub::pull::HubDatasetSpec;
         let spec = HubDatasetSpec::parse(repo)?;
         let progress: crate::hub::Progress = Arc::new(crate::hub::progress::Silent);
         tracing::info!("fetching hub dataset {repo} (cached after the first time)");
-        let fetch = hub.fetch_dataset(&spec, false, &progress);
-        let report = match tokio::runtime::Handle::try_current() {
-            // Inside a runtime (a training job's thread is not), block in place.
-            Ok(handle) => tokio::task::block_in_place(|| handle.block_on(fetch)),
-            Err(_) => tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(fetch),
-        }
-        .with_context(|| format!("fetching hub dataset {repo}"))?;
+        let report = crate::blocking::block_on(self.hub.fetch_dataset(&spec, false, &progress))
+            .context("starting the async runtime")?
+            .with_context(|| format!("fetching hub dataset {repo}"))?;
         let files = data_files(&report.path)?;
         if files.is_empty() {
             bail!(
@@ -146,7 +119,7 @@ impl<'a> DataResolver<'a> {
         let mut all = Vec::new();
         for file in &files {
             let label = file.display().to_string();
-            load::load(&host, file, &label, options, |s| {
+            load::load(&self.host, file, &label, options, |s| {
                 all.push(s);
                 Ok(())
             })?;

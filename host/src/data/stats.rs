@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::sample::Sample;
+use crate::sample::Sample;
 
 /// Measures the prompt and response length of a sample.
 pub trait Measure {
@@ -31,7 +31,7 @@ impl Measure for Chars {
 
     fn lengths(&self, sample: &Sample) -> (u64, u64) {
         let count = |s: &str| s.chars().count() as u64;
-        let split = |turns: &[super::sample::Turn]| {
+        let split = |turns: &[crate::sample::Message]| {
             turns.iter().fold((0, 0), |(p, r), t| {
                 if t.role == "assistant" {
                     (p, r + count(&t.content))
@@ -103,7 +103,7 @@ pub struct DataStats {
     pub over_max_seq_len: Option<u64>,
     /// Token statistics through the model's chat template and tokenizer,
     /// when a tokenizer was given (`tuner data stats --tokenizer DIR`).
-    pub tokens: Option<crate::model::TokenStats>,
+    pub tokens: Option<crate::text::TokenStats>,
 }
 
 /// Computes statistics of `samples` with `measure`.
@@ -118,7 +118,7 @@ pub fn compute<'a>(
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for sample in samples {
         *kinds.entry(sample.kind().to_string()).or_insert(0u64) += 1;
-        let t = sample.turns();
+        let t: Vec<_> = sample.messages().collect();
         if !matches!(sample, Sample::Text { .. }) {
             turns.push(t.len() as u64);
         }
@@ -149,10 +149,10 @@ pub fn compute<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::sample::Turn;
+    use crate::sample::Message;
 
-    fn turn(role: &str, content: &str) -> Turn {
-        Turn {
+    fn turn(role: &str, content: &str) -> Message {
+        Message {
             role: role.into(),
             content: content.into(),
             loss_weight: None,

@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::load::{self, LoadError, LoadOptions, LoadReport};
-use super::sample::Sample;
 use crate::plugins::PluginHost;
+use crate::sample::Sample;
 use crate::store::Store;
 
 /// A stored dataset, as `tuner data list --json` and `GET /api/data` show it.

@@ -16,8 +16,8 @@ use super::records::{self, FileRecord, SnapshotRecord};
 use super::{HubError, RepoId, RepoKind, human_bytes};
 use crate::config::Settings;
 use crate::paths;
-use crate::plugins::bindings::source::exports::tuner::plugin::source_plugin as wit;
-use crate::plugins::{Kind, PluginHost};
+use crate::plugins::PluginHost;
+use crate::plugins::source::{self as wit, ResolveRequest};
 use crate::store::Store;
 
 /// What the hub needs from the configuration.
@@ -254,8 +254,7 @@ impl Hub {
     ) -> Result<wit::Listing, HubError> {
         let plugin = self
             .host
-            .get(source)
-            .filter(|p| p.kind() == Kind::Source)
+            .source(source)
             .ok_or_else(|| HubError::UnknownSource(source.to_string()))?;
         let endpoint = self.config.endpoints.get(source).cloned();
         if let (Some(ep), Some(gate)) = (&endpoint, plugin.network()) {
@@ -264,12 +263,9 @@ impl Hub {
                 reason,
             })?;
         }
-        let request = wit::ResolveRequest {
+        let request = ResolveRequest {
             repo: repo.id.clone(),
-            kind: match repo.kind {
-                RepoKind::Model => wit::RepoKind::Model,
-                RepoKind::Dataset => wit::RepoKind::Dataset,
-            },
+            kind: repo.kind,
             revision: revision.map(String::from),
             endpoint,
             token: self.config.tokens.get(source).cloned(),
@@ -284,12 +280,7 @@ impl Hub {
         };
         match result {
             Err(call) => Err(fail(call.to_string())),
-            Ok(Err(e)) => Err(fail(match e {
-                wit::SourceError::NotFound(m) => format!("not found: {m}"),
-                wit::SourceError::Unauthorized(m) => format!("unauthorized: {m}"),
-                wit::SourceError::Unavailable(m) => format!("unavailable: {m}"),
-                wit::SourceError::InvalidResponse(m) => format!("invalid response: {m}"),
-            })),
+            Ok(Err(e)) => Err(fail(e.to_string())),
             Ok(Ok(listing)) => Ok(listing),
         }
     }
@@ -306,7 +297,7 @@ impl Hub {
         check_listing(source, &listing)?;
         let plugin = self
             .host
-            .get(source)
+            .source(source)
             .ok_or_else(|| HubError::UnknownSource(source.into()))?;
         let gate = plugin
             .network()
@@ -614,18 +605,13 @@ impl Hub {
         })
     }
 
-    /// A local model folder for `model`: an existing folder path as is, else
-    /// the cached snapshot of that repository id.
-    pub fn local_path(&self, model: &str) -> Result<PathBuf, HubError> {
-        let p = std::path::Path::new(model);
-        if p.is_dir() {
-            return Ok(p.to_path_buf());
-        }
-        let repo = self.cache.find(RepoKind::Model, model)?;
-        self.cache
-            .current_commit(&repo, None)
-            .map(|c| self.cache.snapshot_dir(&repo, &c))
-            .ok_or_else(|| HubError::NotCached(model.to_string()))
+    /// The current cached snapshot of `repo`, if it is in the cache.
+    /// (Whether some text names a folder or a hub id is decided once, by
+    /// [`crate::app::ModelSpec`].)
+    pub fn cached_snapshot(&self, repo: &RepoId) -> Option<PathBuf> {
+        let repo = self.cache.find(repo.kind, &repo.id).ok()?;
+        let commit = self.cache.current_commit(&repo, None)?;
+        Some(self.cache.snapshot_dir(&repo, &commit))
     }
 }
 

@@ -1,17 +1,13 @@
 //! Repository names: validation and the cache folder they map to.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::HubError;
 
-/// Whether a repository holds a model or a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RepoKind {
-    Model,
-    Dataset,
-}
+/// Whether a repository holds a model or a dataset: the source plugins'
+/// `repo-kind`, which the cache also lays out by.
+pub use crate::plugins::source::RepoKind;
 
 impl RepoKind {
     /// The Hugging Face cache folder prefix (`models`, `datasets`).

@@ -152,7 +152,7 @@ pub fn write_random_model(
             tokenizer_dir.display()
         );
     }
-    let tokenizer = crate::model::Tokenizer::from_file(&tokenizer_json)
+    let tokenizer = crate::text::Tokenizer::from_file(&tokenizer_json)
         .with_context(|| format!("reading {}", tokenizer_json.display()))?;
     let vocab = tokenizer.vocab_size();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -200,12 +200,9 @@ pub fn write_random_model(
         out.join("generation_config.json"),
         serde_json::to_vec_pretty(&generation)?,
     )?;
-    // The tokenizer files a merged export copies too (config and generation
-    // config are this model's own, written above).
-    for name in crate::train::peft::COPIED_FILES
-        .into_iter()
-        .filter(|n| !n.ends_with("config.json") || n.starts_with("tokenizer"))
-    {
+    // The tokenizer files (config and generation config are this model's
+    // own, written above).
+    for name in crate::text::TOKENIZER_FILES {
         let src = tokenizer_dir.join(name);
         if src.is_file() {
             std::fs::copy(&src, out.join(name))

@@ -11,6 +11,11 @@
 //! imports the host does not offer ([`inspect`]), compile it (or load the
 //! compiled code from the on-disk cache, [`runtime`]), and call its `info()`.
 //!
+//! Handles ([`format`], [`source`], [`method`]): the registry hands out a
+//! typed handle per kind, so only a format plugin can be asked to parse,
+//! only a source to resolve, only a method to configure a job. Their
+//! requests and answers are host types; the generated bindings stay here.
+//!
 //! Sandbox ([`plugin`]): every instance has a memory cap and every call an
 //! epoch deadline; a plugin that runs past it is stopped with an error. After
 //! any trap the instance is thrown away and rebuilt on the next call. Each
@@ -25,15 +30,18 @@
 
 pub mod bindings;
 pub mod bundled;
+pub mod format;
 pub mod imports;
 pub mod inspect;
 pub mod limits;
 pub mod manifest;
+pub mod method;
 pub mod plugin;
 pub mod registry;
 pub mod runtime;
 pub mod scaffold;
 pub mod settings;
+pub mod source;
 pub mod state;
 pub mod watch;
 
@@ -42,10 +50,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use bindings::WitVersion;
+pub use format::{FormatPlugin, HostParseOptions};
 pub use limits::PluginLimits;
-pub use plugin::{HostParseOptions, MethodSession, Plugin, PluginMeta};
+pub use method::{MethodPlugin, MethodSession};
+pub use plugin::{Plugin, PluginMeta};
 pub use registry::{PluginHost, ReloadReport};
 pub use runtime::Runtime;
+pub use source::SourcePlugin;
 
 /// The three kinds of plugin, one per WIT world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

@@ -30,28 +30,21 @@ use std::time::{Duration, Instant, SystemTime};
 
 use semver::Version;
 use serde::Serialize;
-use serde_json::{Map, Value};
 use utoipa::ToSchema;
-use wasmtime::component::{Component, Resource, ResourceAny};
+use wasmtime::component::Component;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::v0_1_0::{self as old, Convert};
 use super::bindings::v0_2_0 as new;
 use super::bindings::{PluginInfo, WitVersion};
 use super::imports::http::HttpGate;
-use super::imports::model::{
-    BatchHandle, MethodBatch, MethodLoss, Plan, PolicyBackend, PolicyHandle,
-};
 use super::limits::ticks;
 use super::runtime::{CompileSource, Runtime};
-use super::settings::{self, Setting, SettingValue, Values};
+use super::settings::{self, Setting};
 use super::state::PluginState;
 use super::{CallError, Kind};
 
-pub use new::format::exports::tuner::plugin::format_plugin;
-pub use new::format::tuner::plugin::types::PluginError;
-pub use new::method::exports::tuner::plugin::method_plugin;
-pub use new::source::exports::tuner::plugin::source_plugin;
+use new::format::tuner::plugin::types::PluginError;
 
 /// Where a plugin was loaded from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -109,18 +102,36 @@ pub struct CallStats {
     pub instances: u64,
 }
 
-/// An instance's exports, by world and `tuner:plugin` version.
-enum Bindings {
-    Format(new::format::Format),
-    Source(new::source::Source),
-    Method(new::method::Method),
-    FormatV1(old::format::Format),
-    SourceV1(old::source::Source),
-    MethodV1(old::method::Method),
+/// An instance's exports, by world, then by `tuner:plugin` version. The
+/// typed handles ([`super::FormatPlugin`], ...) call through
+/// [`Plugin::call_format`] and its siblings, which hand them only their
+/// world's bindings.
+pub(super) enum Bindings {
+    Format(FormatBindings),
+    Source(SourceBindings),
+    Method(MethodBindings),
 }
 
-struct Live {
-    store: Store<PluginState>,
+/// A format instance's exports.
+pub(super) enum FormatBindings {
+    V0_2(new::format::Format),
+    V0_1(old::format::Format),
+}
+
+/// A source instance's exports.
+pub(super) enum SourceBindings {
+    V0_2(new::source::Source),
+    V0_1(old::source::Source),
+}
+
+/// A method instance's exports.
+pub(super) enum MethodBindings {
+    V0_2(new::method::Method),
+    V0_1(old::method::Method),
+}
+
+pub(super) struct Live {
+    pub(super) store: Store<PluginState>,
     bindings: Bindings,
 }
 
@@ -246,9 +257,8 @@ impl Plugin {
         self.wit
     }
 
-    /// The network gate of a source plugin: the host grants user-configured
-    /// endpoints through it and builds its transfer client from it.
-    pub fn network(&self) -> Option<&HttpGate> {
+    /// The network gate of a source plugin (see [`super::SourcePlugin::network`]).
+    pub(super) fn http(&self) -> Option<&HttpGate> {
         self.http.as_ref()
     }
 
@@ -277,7 +287,7 @@ impl Plugin {
         })
     }
 
-    fn degrade(&self, call: &str, err: &CallError) {
+    pub(super) fn degrade(&self, call: &str, err: &CallError) {
         let cooldown = self.runtime.limits.detect_cooldown;
         tracing::warn!(
             plugin = %self.meta.name,
@@ -336,7 +346,7 @@ impl Plugin {
     }
 
     /// Frees the place of an instance that is gone (discarded or never built).
-    fn release_slot(&self) {
+    pub(super) fn release_slot(&self) {
         let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
         pool.count = pool.count.saturating_sub(1);
         drop(pool);
@@ -344,7 +354,7 @@ impl Plugin {
     }
 
     /// Puts a healthy instance back in the pool.
-    fn return_instance(&self, live: Live) {
+    pub(super) fn return_instance(&self, live: Live) {
         let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
         pool.idle.push(live);
         drop(pool);
@@ -354,7 +364,7 @@ impl Plugin {
     /// An idle instance, or a new one while the pool is below its cap, or
     /// (at the cap) the next one to come back. It keeps its place in the
     /// pool until [`Plugin::return_instance`] or [`Plugin::release_slot`].
-    fn acquire(&self, deadline: Duration) -> Result<Live, CallError> {
+    pub(super) fn acquire(&self, deadline: Duration) -> Result<Live, CallError> {
         let cap = self.runtime.limits.max_instances.max(1);
         let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
@@ -412,24 +422,24 @@ impl Plugin {
         };
         let (c, linker) = (&self.component, rt.linker(self.wit, self.meta.kind));
         let bindings = match (self.meta.kind, self.wit) {
-            (Kind::Format, WitVersion::V0_2_0) => Bindings::Format(
+            (Kind::Format, WitVersion::V0_2_0) => Bindings::Format(FormatBindings::V0_2(
                 new::format::Format::instantiate(&mut store, c, linker).map_err(fail)?,
-            ),
-            (Kind::Source, WitVersion::V0_2_0) => Bindings::Source(
+            )),
+            (Kind::Source, WitVersion::V0_2_0) => Bindings::Source(SourceBindings::V0_2(
                 new::source::Source::instantiate(&mut store, c, linker).map_err(fail)?,
-            ),
-            (Kind::Method, WitVersion::V0_2_0) => Bindings::Method(
+            )),
+            (Kind::Method, WitVersion::V0_2_0) => Bindings::Method(MethodBindings::V0_2(
                 new::method::Method::instantiate(&mut store, c, linker).map_err(fail)?,
-            ),
-            (Kind::Format, WitVersion::V0_1_0) => Bindings::FormatV1(
+            )),
+            (Kind::Format, WitVersion::V0_1_0) => Bindings::Format(FormatBindings::V0_1(
                 old::format::Format::instantiate(&mut store, c, linker).map_err(fail)?,
-            ),
-            (Kind::Source, WitVersion::V0_1_0) => Bindings::SourceV1(
+            )),
+            (Kind::Source, WitVersion::V0_1_0) => Bindings::Source(SourceBindings::V0_1(
                 old::source::Source::instantiate(&mut store, c, linker).map_err(fail)?,
-            ),
-            (Kind::Method, WitVersion::V0_1_0) => Bindings::MethodV1(
+            )),
+            (Kind::Method, WitVersion::V0_1_0) => Bindings::Method(MethodBindings::V0_1(
                 old::method::Method::instantiate(&mut store, c, linker).map_err(fail)?,
-            ),
+            )),
         };
         self.instances.fetch_add(1, Ordering::Relaxed);
         Ok(Live { store, bindings })
@@ -466,7 +476,7 @@ impl Plugin {
 
     /// Runs `f` on `live` under a deadline. A failure is counted, logged and
     /// classified; the caller must then discard the instance.
-    fn run_on<R>(
+    pub(super) fn run_on<R>(
         &self,
         live: &mut Live,
         call: &str,
@@ -532,7 +542,7 @@ impl Plugin {
         }
     }
 
-    fn wrong_kind(&self, call: &str, expected: Kind) -> CallError {
+    pub(super) fn wrong_kind(&self, call: &str, expected: Kind) -> CallError {
         CallError::WrongKind {
             plugin: self.meta.name.clone(),
             call: call.to_string(),
@@ -541,12 +551,12 @@ impl Plugin {
         }
     }
 
-    fn timeout(&self) -> Duration {
+    pub(super) fn timeout(&self) -> Duration {
         self.runtime.limits.call_timeout
     }
 
     /// The deadline of the detection calls (`detect`, `extensions`).
-    fn detect_timeout(&self) -> Duration {
+    pub(super) fn detect_timeout(&self) -> Duration {
         self.runtime.limits.detect_timeout.min(self.timeout())
     }
 
@@ -556,18 +566,24 @@ impl Plugin {
             "info",
             self.runtime.limits.load_timeout,
             |store, b| match b {
-                Bindings::Format(b) => b.tuner_plugin_format_plugin().call_info(store),
-                Bindings::Source(b) => b.tuner_plugin_source_plugin().call_info(store),
-                Bindings::Method(b) => b.tuner_plugin_method_plugin().call_info(store),
-                Bindings::FormatV1(b) => b
+                Bindings::Format(FormatBindings::V0_2(b)) => {
+                    b.tuner_plugin_format_plugin().call_info(store)
+                }
+                Bindings::Source(SourceBindings::V0_2(b)) => {
+                    b.tuner_plugin_source_plugin().call_info(store)
+                }
+                Bindings::Method(MethodBindings::V0_2(b)) => {
+                    b.tuner_plugin_method_plugin().call_info(store)
+                }
+                Bindings::Format(FormatBindings::V0_1(b)) => b
                     .tuner_plugin_format_plugin()
                     .call_info(store)
                     .map(Convert::convert),
-                Bindings::SourceV1(b) => b
+                Bindings::Source(SourceBindings::V0_1(b)) => b
                     .tuner_plugin_source_plugin()
                     .call_info(store)
                     .map(Convert::convert),
-                Bindings::MethodV1(b) => b
+                Bindings::Method(MethodBindings::V0_1(b)) => b
                     .tuner_plugin_method_plugin()
                     .call_info(store)
                     .map(Convert::convert),
@@ -592,9 +608,14 @@ impl Plugin {
             (Kind::Method, WitVersion::V0_1_0) => old::legacy_method_settings(),
             (Kind::Format | Kind::Method, WitVersion::V0_2_0) => {
                 let declared = self.call("settings", self.timeout(), |store, b| match b {
-                    Bindings::Format(b) => b.tuner_plugin_format_plugin().call_settings(store),
-                    Bindings::Method(b) => b.tuner_plugin_method_plugin().call_settings(store),
-                    _ => unreachable!("kind and version checked above"),
+                    Bindings::Format(FormatBindings::V0_2(b)) => {
+                        b.tuner_plugin_format_plugin().call_settings(store)
+                    }
+                    Bindings::Method(MethodBindings::V0_2(b)) => {
+                        b.tuner_plugin_method_plugin().call_settings(store)
+                    }
+                    // Sources and 0.1.0 plugins declare no settings.
+                    _ => Ok(Vec::new()),
                 })?;
                 let schema: Vec<Setting> = declared.into_iter().map(Into::into).collect();
                 settings::check_schema(&schema).map_err(|message| CallError::BadResult {
@@ -608,268 +629,23 @@ impl Plugin {
         Ok(self.settings.get_or_init(|| schema).clone())
     }
 
-    /// Whether the plugin takes settings outside its schema: a
-    /// `tuner:plugin@0.1.0` format, which reads free-form text settings and
-    /// declares none, accepts any key as text.
-    pub fn settings_are_open(&self) -> bool {
-        self.meta.kind == Kind::Format && self.wit == WitVersion::V0_1_0
+    /// The plugin as a format handle, if it is a format plugin.
+    pub fn as_format(self: &Arc<Self>) -> Option<super::FormatPlugin> {
+        (self.meta.kind == Kind::Format).then(|| super::FormatPlugin::new(self.clone()))
     }
 
-    /// Format plugins: the user's text settings (`--set key=value`) checked
-    /// against [`Plugin::settings`], defaults filled in. The inner error
-    /// names the plugin and the first bad key, with a suggestion for a
-    /// near-miss key. An open schema ([`Plugin::settings_are_open`]) takes
-    /// every key as text.
-    pub fn format_values(
-        &self,
-        given: &[(String, String)],
-    ) -> Result<Result<Values, String>, CallError> {
-        if self.meta.kind != Kind::Format {
-            return Err(self.wrong_kind("settings", Kind::Format));
-        }
-        if self.settings_are_open() {
-            return Ok(Ok(given
-                .iter()
-                .map(|(k, v)| (k.clone(), SettingValue::Text(v.clone())))
-                .collect()));
-        }
-        let schema = self.settings()?;
-        let name = &self.meta.name;
-        for (key, _) in given {
-            if !schema.iter().any(|s| s.name == *key) {
-                let hint = match settings::closest(key, schema.iter().map(|s| s.name.as_str())) {
-                    Some(near) => format!("; did you mean `{near}`?"),
-                    None if schema.is_empty() => "; it takes no settings".into(),
-                    None => {
-                        let names: Vec<&str> = schema.iter().map(|s| s.name.as_str()).collect();
-                        format!(" (its settings: {})", names.join(", "))
-                    }
-                };
-                return Ok(Err(format!(
-                    "format plugin `{name}` has no setting `{key}`{hint}"
-                )));
-            }
-        }
-        let map: Map<String, Value> = given
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
-        Ok(settings::check(&schema, &map).map_err(|problems| {
-            let p = &problems[0];
-            format!("format plugin `{name}`, setting `{}`: {}", p.key, p.message)
-        }))
+    /// The plugin as a source handle, if it is a source plugin.
+    pub fn as_source(self: &Arc<Self>) -> Option<super::SourcePlugin> {
+        (self.meta.kind == Kind::Source).then(|| super::SourcePlugin::new(self.clone()))
     }
 
-    /// Format plugins: confidence that a file is in this format, under the
-    /// short detection deadline. A plugin whose `detect` runs out of time,
-    /// crashes or hits its memory cap is degraded: for the cool-down,
-    /// `detect` answers [`CallError::Degraded`] without calling it.
-    pub fn detect(&self, file_name: &str, head: &str) -> Result<f32, CallError> {
-        if self.meta.kind != Kind::Format {
-            return Err(self.wrong_kind("detect", Kind::Format));
-        }
-        if let Some(d) = self.degraded() {
-            return Err(CallError::Degraded {
-                plugin: self.meta.name.clone(),
-                call: "detect".into(),
-                reason: d.reason,
-                retry_in: Duration::from_secs(d.retry_in_secs),
-            });
-        }
-        let result = self.call("detect", self.detect_timeout(), |store, b| match b {
-            Bindings::Format(b) => b
-                .tuner_plugin_format_plugin()
-                .call_detect(store, file_name, head),
-            Bindings::FormatV1(b) => b
-                .tuner_plugin_format_plugin()
-                .call_detect(store, file_name, head),
-            _ => unreachable!("kind checked above"),
-        });
-        if let Err(
-            err @ (CallError::Timeout { .. }
-            | CallError::Trap { .. }
-            | CallError::MemoryLimit { .. }),
-        ) = &result
-        {
-            self.degrade("detect", err);
-        }
-        result
-    }
-
-    /// Format plugins: the file extensions they read.
-    pub fn extensions(&self) -> Result<Vec<String>, CallError> {
-        if self.meta.kind != Kind::Format {
-            return Err(self.wrong_kind("extensions", Kind::Format));
-        }
-        self.call("extensions", self.detect_timeout(), |store, b| match b {
-            Bindings::Format(b) => b.tuner_plugin_format_plugin().call_extensions(store),
-            Bindings::FormatV1(b) => b.tuner_plugin_format_plugin().call_extensions(store),
-            _ => unreachable!("kind checked above"),
-        })
-    }
-
-    /// Format plugins: checks parse options without parsing (a bad column
-    /// mapping, a combination of settings the schema cannot express). Call
-    /// it before [`Plugin::parse_stream`]; the inner error is the plugin's.
-    pub fn check_options(
-        &self,
-        options: &HostParseOptions,
-    ) -> Result<Result<(), PluginError>, CallError> {
-        if self.meta.kind != Kind::Format {
-            return Err(self.wrong_kind("check-options", Kind::Format));
-        }
-        self.call("check-options", self.timeout(), |store, b| match b {
-            Bindings::Format(b) => b
-                .tuner_plugin_format_plugin()
-                .call_check_options(store, &options.to_v0_2_0()),
-            Bindings::FormatV1(b) => b
-                .tuner_plugin_format_plugin()
-                .call_check_options(store, &options.to_v0_1_0())
-                .map(|r| r.map_err(Convert::convert)),
-            _ => unreachable!("kind checked above"),
-        })
-    }
-
-    /// Format plugins: parses `chunks` of text with `options`, returning every
-    /// record outcome, or the fatal error that ended the parse. Holds every
-    /// outcome in memory: for files, use [`Plugin::parse_stream`].
-    pub fn parse<'a>(
-        &self,
-        options: &HostParseOptions,
-        chunks: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Result<Vec<format_plugin::RecordOutcome>, format_plugin::FatalError>, CallError>
-    {
-        let mut out = Vec::new();
-        let result = self.parse_stream(options, chunks, |records| out.extend(records))?;
-        Ok(result.map(|()| out))
-    }
-
-    /// Format plugins: streams `chunks` of text through a parser, handing
-    /// the outcomes of each call to `on_records` as they come, so memory
-    /// stays bounded by one chunk and its records. The inner result is the
-    /// fatal error that ended the parse, if any. The options should have
-    /// passed [`Plugin::check_options`].
-    pub fn parse_stream<C: AsRef<str>>(
-        &self,
-        options: &HostParseOptions,
-        chunks: impl IntoIterator<Item = C>,
-        mut on_records: impl FnMut(Vec<format_plugin::RecordOutcome>),
-    ) -> Result<Result<(), format_plugin::FatalError>, CallError> {
-        if self.meta.kind != Kind::Format {
-            return Err(self.wrong_kind("parse", Kind::Format));
-        }
-        let mut chunks = chunks.into_iter();
-        let deadline = self.timeout();
-        // One parse, for either version's generated types: `$convert` turns
-        // the plugin's records and errors into the newest types.
-        macro_rules! parse_with {
-            ($store:expr, $exports:expr, $options:expr, $convert:expr) => {{
-                let store = $store;
-                let guest = $exports.parser();
-                let parser = guest.call_constructor(&mut *store, $options)?;
-                let mut result = Ok(());
-                for chunk in chunks.by_ref() {
-                    // A deadline per call into the plugin: a large file takes
-                    // many `feed` calls, each bounded on its own.
-                    store.set_epoch_deadline(ticks(deadline));
-                    match guest.call_feed(&mut *store, parser, chunk.as_ref())? {
-                        Ok(records) => on_records($convert(records)),
-                        Err(fatal) => {
-                            result = Err($convert(fatal));
-                            break;
-                        }
-                    }
-                }
-                if result.is_ok() {
-                    store.set_epoch_deadline(ticks(deadline));
-                    match guest.call_finish(&mut *store, parser)? {
-                        Ok(records) => on_records($convert(records)),
-                        Err(fatal) => result = Err($convert(fatal)),
-                    }
-                }
-                parser.resource_drop(&mut *store)?;
-                Ok(result)
-            }};
-        }
-        self.call("parse", deadline, |store, b| match b {
-            Bindings::Format(b) => parse_with!(
-                store,
-                b.tuner_plugin_format_plugin(),
-                &options.to_v0_2_0(),
-                std::convert::identity
-            ),
-            Bindings::FormatV1(b) => parse_with!(
-                store,
-                b.tuner_plugin_format_plugin(),
-                &options.to_v0_1_0(),
-                Convert::convert
-            ),
-            _ => unreachable!("kind checked above"),
-        })
-    }
-
-    /// Source plugins: resolves a repository to a file listing.
-    pub fn resolve(
-        &self,
-        request: &source_plugin::ResolveRequest,
-    ) -> Result<Result<source_plugin::Listing, source_plugin::SourceError>, CallError> {
-        if self.meta.kind != Kind::Source {
-            return Err(self.wrong_kind("resolve", Kind::Source));
-        }
-        self.call("resolve", self.timeout(), |store, b| match b {
-            Bindings::Source(b) => b.tuner_plugin_source_plugin().call_resolve(store, request),
-            Bindings::SourceV1(b) => b
-                .tuner_plugin_source_plugin()
-                .call_resolve(store, &request.clone().convert())
-                .map(|r| r.map(Convert::convert).map_err(Convert::convert)),
-            _ => unreachable!("kind checked above"),
-        })
-    }
-
-    /// Source plugins: the endpoint used when a request names none.
-    pub fn default_endpoint(&self) -> Result<String, CallError> {
-        if self.meta.kind != Kind::Source {
-            return Err(self.wrong_kind("default-endpoint", Kind::Source));
-        }
-        self.call("default-endpoint", self.timeout(), |store, b| match b {
-            Bindings::Source(b) => b.tuner_plugin_source_plugin().call_default_endpoint(store),
-            Bindings::SourceV1(b) => b.tuner_plugin_source_plugin().call_default_endpoint(store),
-            _ => unreachable!("kind checked above"),
-        })
-    }
-
-    /// Method plugins: configures the method for one job and keeps it, in
-    /// one instance of the plugin, for the job's `loss` calls.
-    ///
-    /// `values` are the method's checked settings (every key of
-    /// [`Plugin::settings`], defaults filled in); `job_json` is the host's
-    /// part of the training config as a JSON object. A
-    /// `tuner:plugin@0.2.0` plugin gets both through `configure` and keeps a
-    /// `method` resource; a 0.1.0 plugin gets one flat JSON object, the job
-    /// with the values laid over it ([`old::legacy_config_json`]).
-    ///
-    /// The plugin's refusal and an inconsistent plan are errors naming the
-    /// plugin (and the key the plugin names).
-    pub fn start_method(
-        self: &Arc<Self>,
-        values: &Values,
-        job_json: &str,
-    ) -> Result<MethodSession, CallError> {
-        if self.meta.kind != Kind::Method {
-            return Err(self.wrong_kind("configure", Kind::Method));
-        }
-        let (instance, plan) = self.configure_instance(values, job_json)?;
-        Ok(MethodSession {
-            plugin: self.clone(),
-            values: values.clone(),
-            job_json: job_json.to_string(),
-            plan,
-            instance: Some(instance),
-        })
+    /// The plugin as a method handle, if it is a method plugin.
+    pub fn as_method(self: &Arc<Self>) -> Option<super::MethodPlugin> {
+        (self.meta.kind == Kind::Method).then(|| super::MethodPlugin::new(self.clone()))
     }
 
     /// The plugin's refusal of a call, as the error users see.
-    fn refused(&self, call: &str, e: PluginError) -> CallError {
+    pub(super) fn refused(&self, call: &str, e: PluginError) -> CallError {
         CallError::Failed {
             plugin: self.meta.name.clone(),
             call: call.to_string(),
@@ -880,282 +656,80 @@ impl Plugin {
         }
     }
 
-    /// An instance with the method configured in it, and its checked plan.
-    fn configure_instance(
+    /// [`Plugin::call`] on a format plugin's exports. The handles are only
+    /// made for plugins of their kind, and an instance's bindings follow the
+    /// kind; should they ever disagree, the call fails as a wrong kind.
+    pub(super) fn call_format<R>(
         &self,
-        values: &Values,
-        job_json: &str,
-    ) -> Result<(SessionInstance, Plan), CallError> {
-        let deadline = self.timeout();
+        call: &str,
+        deadline: Duration,
+        f: impl FnOnce(&mut Store<PluginState>, &FormatBindings) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        self.call_kind(call, deadline, Kind::Format, |store, b| match b {
+            Bindings::Format(b) => Some(f(store, b)),
+            _ => None,
+        })
+    }
+
+    /// [`Plugin::call_format`] for source plugins.
+    pub(super) fn call_source<R>(
+        &self,
+        call: &str,
+        deadline: Duration,
+        f: impl FnOnce(&mut Store<PluginState>, &SourceBindings) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        self.call_kind(call, deadline, Kind::Source, |store, b| match b {
+            Bindings::Source(b) => Some(f(store, b)),
+            _ => None,
+        })
+    }
+
+    /// [`Plugin::run_on`] with a method plugin's exports (a method session
+    /// runs its calls on the instance it holds).
+    pub(super) fn run_method<R>(
+        &self,
+        live: &mut Live,
+        call: &str,
+        deadline: Duration,
+        f: impl FnOnce(&mut Store<PluginState>, &MethodBindings) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        if !matches!(live.bindings, Bindings::Method(_)) {
+            return Err(self.wrong_kind(call, Kind::Method));
+        }
+        self.run_on(live, call, deadline, |store, b| match b {
+            Bindings::Method(b) => f(store, b),
+            _ => Err(wasmtime::format_err!("not a method instance")),
+        })
+    }
+
+    /// A call into one world's exports; `pick` answers `None` for an
+    /// instance of another world, which fails as a wrong kind.
+    fn call_kind<R>(
+        &self,
+        call: &str,
+        deadline: Duration,
+        kind: Kind,
+        pick: impl FnOnce(&mut Store<PluginState>, &Bindings) -> Option<wasmtime::Result<R>>,
+    ) -> Result<R, CallError> {
+        if self.meta.kind != kind {
+            return Err(self.wrong_kind(call, kind));
+        }
+        self.call(call, deadline, |store, b| {
+            pick(store, b).unwrap_or_else(|| Err(wasmtime::format_err!("not a {kind} instance")))
+        })
+    }
+
+    /// An instance from the pool, counted as one call (a method session
+    /// keeps it for its lifetime).
+    pub(super) fn lease_instance(&self, deadline: Duration) -> Result<Live, CallError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let mut live = self.acquire(deadline).inspect_err(|_| {
+        self.acquire(deadline).inspect_err(|_| {
             self.failures.fetch_add(1, Ordering::Relaxed);
-        })?;
-        let configured = self.run_on(&mut live, "configure", deadline, |store, b| match b {
-            Bindings::Method(b) => Ok(b
-                .tuner_plugin_method_plugin()
-                .call_configure(store, &new::wit_values(values), job_json)?
-                .map(Configured::Method)),
-            Bindings::MethodV1(b) => Ok(b
-                .tuner_plugin_method_plugin()
-                .call_configure(store, &old::legacy_config_json(values, job_json))?
-                .map(|plan| Configured::Plan(plan.convert()))
-                .map_err(Convert::convert)),
-            _ => unreachable!("kind checked by the caller"),
-        });
-        let configured = match configured {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                self.return_instance(live);
-                return Err(self.refused("configure", e));
-            }
-            Err(err) => {
-                self.release_slot();
-                return Err(err);
-            }
-        };
-        let (method, plan) = match configured {
-            Configured::Plan(plan) => (None, plan),
-            Configured::Method(method) => {
-                self.calls.fetch_add(1, Ordering::Relaxed);
-                let plan = self.run_on(&mut live, "plan", deadline, |store, b| match b {
-                    Bindings::Method(b) => b
-                        .tuner_plugin_method_plugin()
-                        .method()
-                        .call_plan(store, method),
-                    _ => unreachable!("a 0.2.0 method"),
-                });
-                match plan {
-                    Ok(plan) => (Some(method), plan),
-                    Err(err) => {
-                        self.release_slot();
-                        return Err(err);
-                    }
-                }
-            }
-        };
-        let instance = SessionInstance { live, method };
-        match Plan::from_wit(plan) {
-            Ok(plan) => Ok((instance, plan)),
-            Err(message) => {
-                self.close_instance(instance);
-                Err(CallError::BadResult {
-                    plugin: self.meta.name.clone(),
-                    call: "configure".into(),
-                    message: format!("the plan is inconsistent: {message}"),
-                })
-            }
-        }
+        })
     }
 
-    /// Ends a session's instance: drops the method in the guest and returns
-    /// the instance to the pool, or discards it if that fails.
-    fn close_instance(&self, mut instance: SessionInstance) {
-        if let Some(method) = instance.method.take() {
-            let dropped = self.run_on(&mut instance.live, "drop", self.timeout(), |store, _| {
-                method.resource_drop(store)
-            });
-            if dropped.is_err() {
-                self.release_slot();
-                return;
-            }
-        }
-        self.return_instance(instance.live);
-    }
-}
-
-/// What `configure` made: a 0.2.0 `method` resource, or a 0.1.0 plan.
-enum Configured {
-    Method(ResourceAny),
-    Plan(method_plugin::Plan),
-}
-
-/// The instance a [`MethodSession`] runs in.
-struct SessionInstance {
-    live: Live,
-    /// `tuner:plugin@0.2.0`: the configured `method` resource in the guest.
-    method: Option<ResourceAny>,
-}
-
-/// One job's method: configured once ([`Plugin::start_method`]), then asked
-/// for the loss of every batch, all in one instance of the plugin that the
-/// session holds (leased from the plugin's pool) until it is dropped, when
-/// the guest's `method` is dropped and the instance returned.
-///
-/// A call that traps, runs out of time or hits the memory cap discards the
-/// instance, as any plugin call does; the next call builds a new one and
-/// configures the method again with the same settings.
-pub struct MethodSession {
-    plugin: Arc<Plugin>,
-    values: Values,
-    job_json: String,
-    plan: Plan,
-    /// `None` after a failure, until the next call.
-    instance: Option<SessionInstance>,
-}
-
-impl MethodSession {
-    /// What the method asked the host to prepare.
-    pub fn plan(&self) -> &Plan {
-        &self.plan
-    }
-
-    /// The method plugin.
-    pub fn plugin(&self) -> &Arc<Plugin> {
-        &self.plugin
-    }
-
-    /// The checked settings the method was configured with.
-    pub fn values(&self) -> &Values {
-        &self.values
-    }
-
-    /// The loss for one batch, built by the plugin from host tensors (so it
-    /// is on the autograd tape), with the metrics it reported during the
-    /// call. The loss is a 0-d float tensor; anything else is a
-    /// [`CallError::BadResult`] naming the plugin.
-    pub fn loss(
-        &mut self,
-        batch: Arc<MethodBatch>,
-        policy: Arc<dyn PolicyBackend>,
-        step: u64,
-    ) -> Result<MethodLoss, CallError> {
-        let plugin = self.plugin.clone();
-        if self.instance.is_none() {
-            let (instance, plan) = plugin.configure_instance(&self.values, &self.job_json)?;
-            if plan != self.plan {
-                plugin.close_instance(instance);
-                return Err(CallError::BadResult {
-                    plugin: plugin.meta.name.clone(),
-                    call: "configure".into(),
-                    message: "configured again after a failure, it returned another plan \
-                              for the same settings"
-                        .into(),
-                });
-            }
-            self.instance = Some(instance);
-        }
-        let instance = self.instance.as_mut().expect("configured above");
-        plugin.calls.fetch_add(1, Ordering::Relaxed);
-        let device = batch.ids.device().clone();
-        let method = instance.method;
-        let outcome = plugin.run_on(&mut instance.live, "loss", plugin.timeout(), |store, b| {
-            let state = store.data_mut();
-            state.method.device = device;
-            state.method.metrics.clear();
-            state.method.host_time = Duration::ZERO;
-            let batch = state.table.push(BatchHandle::new(batch))?;
-            let policy = state.table.push(PolicyHandle::new(policy))?;
-            // Lent, not given: the plugin sees borrows, the table keeps them.
-            let (batch_arg, policy_arg) = (
-                Resource::new_borrow(batch.rep()),
-                Resource::new_borrow(policy.rep()),
-            );
-            let result = match b {
-                Bindings::Method(b) => b.tuner_plugin_method_plugin().method().call_loss(
-                    &mut *store,
-                    method.expect("a 0.2.0 session holds its method"),
-                    batch_arg,
-                    policy_arg,
-                    step,
-                ),
-                Bindings::MethodV1(b) => b
-                    .tuner_plugin_method_plugin()
-                    .call_loss(&mut *store, batch_arg, policy_arg, step)
-                    .map(|r| r.map_err(Convert::convert)),
-                _ => unreachable!("a method session"),
-            };
-            let state = store.data_mut();
-            state.table.delete(batch)?;
-            state.table.delete(policy)?;
-            let metrics = std::mem::take(&mut state.method.metrics);
-            Ok(match result? {
-                Ok(loss) => Ok((state.take_tensor(loss)?, metrics)),
-                Err(e) => Err(e),
-            })
-        });
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(err) => {
-                // Never reuse an instance after a trap.
-                self.instance = None;
-                plugin.release_slot();
-                return Err(err);
-            }
-        };
-        let (loss, metrics) = outcome.map_err(|e| plugin.refused("loss", e))?;
-        let bad = |message: String| CallError::BadResult {
-            plugin: plugin.meta.name.clone(),
-            call: "loss".into(),
-            message,
-        };
-        if loss.elem_count() != 1 || !loss.dtype().is_float() {
-            return Err(bad(format!(
-                "the loss must be a single-element float tensor, got shape {:?} of {}",
-                loss.dims(),
-                loss.dtype().as_str()
-            )));
-        }
-        let loss = loss
-            .reshape(())
-            .map_err(|e| bad(format!("cannot read the loss as a scalar: {e}")))?;
-        Ok(MethodLoss { loss, metrics })
-    }
-}
-
-impl Drop for MethodSession {
-    fn drop(&mut self) {
-        if let Some(instance) = self.instance.take() {
-            self.plugin.close_instance(instance);
-        }
-    }
-}
-
-impl std::fmt::Debug for MethodSession {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MethodSession")
-            .field("plugin", &self.plugin.meta.name)
-            .field("plan", &self.plan)
-            .field("values", &self.values)
-            .finish_non_exhaustive()
-    }
-}
-
-/// How to parse a file, as the host's callers give it; converted to each
-/// `tuner:plugin` version's `parse-options`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct HostParseOptions {
-    /// Name of the file, for messages and extension-based choices.
-    pub file_name: String,
-    /// Force a record layout instead of detecting it.
-    pub layout: Option<String>,
-    /// Column mapping: (layout field, field in the file).
-    pub columns: Vec<(String, String)>,
-    /// The format's checked settings ([`Plugin::format_values`]).
-    pub settings: Values,
-}
-
-impl HostParseOptions {
-    fn to_v0_2_0(&self) -> format_plugin::ParseOptions {
-        format_plugin::ParseOptions {
-            file_name: self.file_name.clone(),
-            layout: self.layout.clone(),
-            columns: self.columns.clone(),
-            settings: new::wit_values(&self.settings),
-        }
-    }
-
-    /// 0.1.0 formats read settings as text.
-    fn to_v0_1_0(&self) -> old::format::exports::tuner::plugin::format_plugin::ParseOptions {
-        old::format::exports::tuner::plugin::format_plugin::ParseOptions {
-            file_name: self.file_name.clone(),
-            layout: self.layout.clone(),
-            columns: self.columns.clone(),
-            settings: self
-                .settings
-                .iter()
-                .map(|(k, v)| (k.clone(), old::setting_text(v)))
-                .collect(),
-        }
+    /// Counts one more call into the plugin.
+    pub(super) fn count_call(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -15,6 +15,7 @@ use super::inspect;
 use super::manifest::{Manifest, check_name};
 use super::plugin::{MetadataSource, Origin, Plugin, PluginMeta};
 use super::runtime::{CompileSource, Runtime};
+use super::{FormatPlugin, MethodPlugin, SourcePlugin};
 use super::{Kind, LoadError, PluginLimits};
 
 /// A file in the plugin folder that failed to load, and why.
@@ -129,6 +130,37 @@ impl PluginHost {
             .map(|e| &e.plugin)
             .or_else(|| loaded.bundled.get(name))
             .cloned()
+    }
+
+    /// The format plugin called `name` (`None` when there is none, or the
+    /// plugin of that name is of another kind).
+    pub fn format(&self, name: &str) -> Option<FormatPlugin> {
+        self.get(name)?.as_format()
+    }
+
+    /// The source plugin called `name`.
+    pub fn source(&self, name: &str) -> Option<SourcePlugin> {
+        self.get(name)?.as_source()
+    }
+
+    /// The method plugin called `name`.
+    pub fn method(&self, name: &str) -> Option<MethodPlugin> {
+        self.get(name)?.as_method()
+    }
+
+    /// Every active format plugin, sorted by name.
+    pub fn formats(&self) -> Vec<FormatPlugin> {
+        self.list().iter().filter_map(Plugin::as_format).collect()
+    }
+
+    /// Every active source plugin, sorted by name.
+    pub fn sources(&self) -> Vec<SourcePlugin> {
+        self.list().iter().filter_map(Plugin::as_source).collect()
+    }
+
+    /// Every active method plugin, sorted by name.
+    pub fn methods(&self) -> Vec<MethodPlugin> {
+        self.list().iter().filter_map(Plugin::as_method).collect()
     }
 
     /// Every active plugin, sorted by name.

@@ -2,7 +2,7 @@
 //! packing, seeded shuffling and a resumable position.
 //!
 //! A [`Batcher`] takes every sample of the job once ([`BatchSample`]: the
-//! ids and per-token loss weights of [`crate::model::encode`]), truncates and
+//! ids and per-token loss weights of [`crate::text::encode`]), truncates and
 //! filters them ([`BatchStats`] counts what was cut or dropped), forms the
 //! units a batch row is made of (one sample, a preference pair, or several
 //! short samples packed into one row), and per epoch orders the units with a
@@ -32,7 +32,8 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use super::rng::stream_rng;
-use crate::model::{SampleKind, TokenizedSample, TokenizedSequence};
+use crate::sample::SampleKind;
+use crate::text::{TokenizedSample, TokenizedSequence};
 
 /// The model's input for one batch: ids, positions and segments `[b, s]`.
 pub use crate::model::qwen3::ModelInput;
@@ -542,7 +543,8 @@ mod tests {
     use std::sync::OnceLock;
 
     use super::*;
-    use crate::model::{Message, ModelFiles, RenderOptions, Sample};
+    use crate::sample::{Message, Sample};
+    use crate::text::{ModelFiles, RenderOptions};
 
     fn qwen3() -> &'static ModelFiles {
         static FILES: OnceLock<ModelFiles> = OnceLock::new();

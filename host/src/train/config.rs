@@ -371,11 +371,9 @@ impl MethodCatalog {
     /// Every method plugin of `host`, asking each for its settings.
     pub fn from_host(host: &crate::plugins::PluginHost) -> Self {
         let mut catalog = Self::new();
-        for plugin in host.list() {
-            if plugin.kind() == crate::plugins::Kind::Method {
-                let schema = plugin.settings().map_err(|e| e.to_string());
-                catalog.methods.insert(plugin.name().to_string(), schema);
-            }
+        for plugin in host.methods() {
+            let schema = plugin.settings().map_err(|e| e.to_string());
+            catalog.methods.insert(plugin.name().to_string(), schema);
         }
         catalog
     }

@@ -36,6 +36,7 @@ use crate::model::lora::{
     peft_names, short_name,
 };
 use crate::model::qwen3::Qwen3;
+use crate::text::TOKENIZER_FILES;
 
 /// File name of the adapter configuration.
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
@@ -44,18 +45,19 @@ pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 /// Default shard size of merged exports (Hugging Face's `max_shard_size="5GB"`).
 pub const DEFAULT_MAX_SHARD_BYTES: usize = 5_000_000_000;
 
-/// Model files copied verbatim into a merged export when the source has them.
-pub const COPIED_FILES: [&str; 9] = [
-    "config.json",
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.json",
-    "merges.txt",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template.jinja",
-];
+/// Model files copied verbatim into a merged export when the source has them:
+/// the model's configuration, then its [`TOKENIZER_FILES`].
+pub const COPIED_FILES: [&str; 2 + TOKENIZER_FILES.len()] = {
+    let mut files = [""; 2 + TOKENIZER_FILES.len()];
+    files[0] = "config.json";
+    files[1] = "generation_config.json";
+    let mut i = 0;
+    while i < TOKENIZER_FILES.len() {
+        files[2 + i] = TOKENIZER_FILES[i];
+        i += 1;
+    }
+    files
+};
 
 /// The short names of the adapted modules, in Qwen3's layer order then
 /// alphabetical: what `target_modules` says in a saved config (PEFT too

@@ -12,41 +12,41 @@
 //! 5. Checkpoints every `save_steps`; at the end a PEFT adapter folder (or a
 //!    full HF model folder for full fine-tuning) in the output folder.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device, Tensor};
 
+use super::TrainerServices;
 use super::batch::{BatchConfig, BatchSample, Batcher, TrainBatch};
 use super::checkpoint::{self, TrainerState};
 use super::config::{DeviceChoice, DtypeChoice, LrScheduler, TrainConfig};
 use super::jobs::{JobContext, JobOutcome, TrainEvent, Trainer};
 use super::optim::{AdamW, AdamWConfig, GradAccumulator, clip_grad_norm};
 use super::schedule::{self, Schedule};
-use crate::config::Settings;
-use crate::data::resolve::DataResolver;
-use crate::data::{LoadOptions as DataLoadOptions, Sample, Turn};
-use crate::model::ModelFiles;
-use crate::model::RenderOptions;
+use crate::data::LoadOptions as DataLoadOptions;
 use crate::model::linear::Mode;
 use crate::model::lora::{self, LoraSpec};
 use crate::model::qwen3::{self, Qwen3};
+use crate::plugins::MethodSession;
 use crate::plugins::imports::model::{
     Distribution, MethodBatch, MethodLoss, Plan, PolicyBackend, Quantization, Trainable,
 };
-use crate::plugins::{MethodSession, PluginHost};
+use crate::sample::{Message, Sample};
+use crate::text::ModelFiles;
+use crate::text::RenderOptions;
 
 /// The real trainer: candle on the CPU (or CUDA in CUDA builds).
 pub struct Engine {
-    host: Arc<PluginHost>,
-    settings: Settings,
+    /// Plugins, model folders and data, as the process resolves them.
+    services: Arc<dyn TrainerServices>,
 }
 
 impl Engine {
-    pub fn new(host: Arc<PluginHost>, settings: Settings) -> Self {
-        Self { host, settings }
+    pub fn new(services: Arc<dyn TrainerServices>) -> Self {
+        Self { services }
     }
 }
 
@@ -152,39 +152,6 @@ fn dtype_for(choice: DtypeChoice, device: &Device) -> DType {
     }
 }
 
-/// A local folder, the cached snapshot, or (online) a fresh pull.
-fn model_dir(
-    host: &Arc<PluginHost>,
-    settings: &Settings,
-    name: &str,
-    job: &JobContext,
-) -> Result<PathBuf> {
-    use crate::hub::pull::{Hub, HubConfig, PullRequest};
-    let hub = Hub::new(host.clone(), None, HubConfig::from_settings(settings));
-    if let Ok(dir) = hub.local_path(name) {
-        return Ok(dir);
-    }
-    if Path::new(name).is_absolute() || name.starts_with('.') {
-        bail!("model folder {name} does not exist");
-    }
-    job.log(format!("{name} is not in the cache; downloading it"));
-    let req = PullRequest {
-        repo: name.to_string(),
-        ..Default::default()
-    };
-    let progress: crate::hub::Progress = Arc::new(crate::hub::progress::Silent);
-    let pull = hub.pull(&req, &progress);
-    let report = match tokio::runtime::Handle::try_current() {
-        Ok(handle) => tokio::task::block_in_place(|| handle.block_on(pull)),
-        Err(_) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(pull),
-    }
-    .with_context(|| format!("getting model {name}"))?;
-    Ok(report.path)
-}
-
 /// Gives chat samples without a system turn the configured system prompt.
 fn with_system(sample: Sample, system: &Option<String>) -> Sample {
     let Some(system) = system else { return sample };
@@ -196,7 +163,7 @@ fn with_system(sample: Sample, system: &Option<String>) -> Sample {
             if messages.first().is_none_or(|m| m.role != "system") {
                 messages.insert(
                     0,
-                    Turn {
+                    Message {
                         role: "system".into(),
                         content: system.clone(),
                         loss_weight: None,
@@ -223,10 +190,9 @@ fn prepare_samples(
     let mut refused: std::collections::BTreeMap<&'static str, usize> = Default::default();
     for (i, sample) in samples.into_iter().enumerate() {
         let sample = with_system(sample, &config.system);
-        let model_sample: crate::model::Sample = (&sample).into();
-        let kind = model_sample.kind();
+        let kind = sample.kind();
         if !plan.accepts.contains(&kind) {
-            *refused.entry(sample.kind()).or_default() += 1;
+            *refused.entry(kind.as_str()).or_default() += 1;
             continue;
         }
         let answer = match &sample {
@@ -234,7 +200,7 @@ fn prepare_samples(
             _ => None,
         };
         let tokens = files
-            .tokenize(&model_sample, render)
+            .tokenize(&sample, render)
             .with_context(|| format!("rendering sample {} with the chat template", i + 1))?;
         out.push(BatchSample {
             tokens,
@@ -266,12 +232,16 @@ impl Run {
     fn prepare(engine: &Engine, job: &JobContext) -> Result<Run> {
         let config = job.config().clone();
         let plugin_name = config.method_plugin().to_string();
-        let plugin = engine.host.get(&plugin_name).with_context(|| {
-            format!(
-                "training_method `{}`: no method plugin named `{plugin_name}` is installed",
-                config.training_method
-            )
-        })?;
+        let plugin = engine
+            .services
+            .plugins()?
+            .method(&plugin_name)
+            .with_context(|| {
+                format!(
+                    "training_method `{}`: no method plugin named `{plugin_name}` is installed",
+                    config.training_method
+                )
+            })?;
         // CONFIG: the checked method settings; the config refactor may hand
         // them over ready-made.
         let schema = plugin.settings()?;
@@ -289,14 +259,18 @@ impl Run {
         let dtype = dtype_for(config.dtype, &device);
 
         job.log(format!("resolving model {}", config.model_name));
-        let model_dir = model_dir(&engine.host, &engine.settings, &config.model_name, job)?;
+        let model_dir = engine
+            .services
+            .model_dir(&config.model_name, &|line| job.log(line))?;
         let files = ModelFiles::from_dir(&model_dir)
             .with_context(|| format!("reading the tokenizer of {}", model_dir.display()))?;
 
         job.log("loading data");
-        let resolver = DataResolver::with_host(&engine.settings, engine.host.clone());
-        let samples =
-            resolver.resolve_all(&config.dataset, &DataLoadOptions::default(), config.seed)?;
+        let samples = engine.services.resolve_data(
+            &config.dataset,
+            &DataLoadOptions::default(),
+            config.seed,
+        )?;
         let (train, validation) = crate::data::spec::split(samples, config.val_size, config.seed);
         let render = RenderOptions {
             add_generation_prompt: false,
@@ -683,8 +657,8 @@ pub fn peak_rss_bytes() -> Option<u64> {
 #[cfg(test)]
 mod policy_tests {
     use super::*;
-    use crate::model::SampleKind;
     use crate::model::qwen3::ModelInput;
+    use crate::sample::SampleKind;
 
     /// The tiny random Qwen3 of the model tests, every weight trainable.
     fn tiny(checkpointing: bool, chunk_elems: usize) -> Arc<Qwen3> {

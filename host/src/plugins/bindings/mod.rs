@@ -12,6 +12,7 @@
 
 use semver::Version;
 
+mod sample;
 pub mod v0_1_0;
 pub mod v0_2_0;
 

@@ -17,7 +17,6 @@ use candle_core::{DType, Device, Tensor};
 use wasmtime::component::Resource;
 
 use super::tensors::ops;
-use crate::model::SampleKind;
 use crate::model::qwen3::ModelInput;
 use crate::plugins::bindings::v0_2_0::method::exports::tuner::plugin::method_plugin as wit_method;
 use crate::plugins::bindings::v0_2_0::method::tuner::plugin::model::{
@@ -25,6 +24,7 @@ use crate::plugins::bindings::v0_2_0::method::tuner::plugin::model::{
 };
 use crate::plugins::bindings::v0_2_0::method::tuner::plugin::tensors::TensorError;
 use crate::plugins::state::PluginState;
+use crate::sample::SampleKind;
 
 /// Most metrics one `loss` call may report; later ones are dropped.
 pub const MAX_METRICS: usize = 256;

@@ -20,7 +20,7 @@ use minijinja::{Environment, Error as JinjaError, ErrorKind as JinjaErrorKind};
 use serde::Deserialize;
 
 use super::python;
-use super::sample::Message;
+use crate::sample::Message;
 
 /// The name the template is registered under in its environment; it shows
 /// up in error messages (`chat_template:12`).

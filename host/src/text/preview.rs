@@ -6,9 +6,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::render::render_sample;
-use super::sample::Sample;
 use super::spans::{RenderedConversation, TrainedSpan};
 use super::template::{ChatTemplate, RenderOptions, TemplateError};
+use crate::sample::Sample;
 
 /// A piece of rendered text that is either all trained or all not.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]

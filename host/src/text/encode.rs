@@ -13,10 +13,10 @@ use utoipa::ToSchema;
 
 use super::ModelError;
 use super::render::render_sample;
-use super::sample::Sample;
 use super::spans::{RenderedConversation, TrainedSpan};
 use super::template::{ChatTemplate, RenderOptions};
 use super::tokenizer::Tokenizer;
+use crate::sample::Sample;
 
 /// One token sequence with its loss weights.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]

@@ -23,10 +23,10 @@ use minijinja::Value;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::sample::Message;
 use super::template::{
     ChatTemplate, RenderOptions, TemplateError, message_value, message_value_with_content,
 };
+use crate::sample::Message;
 
 /// A trained range of a rendered text, in bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]

@@ -1,14 +1,15 @@
-//! The normalised training sample, host side.
+//! The normalised training sample: the one shape every file layout becomes.
 //!
-//! Mirrors the WIT `sample` variant of `tuner:plugin/types` (what format
-//! plugins produce) as plain serde types, so the template, tokenizer and
-//! statistics code does not depend on generated bindings and samples can be
-//! stored and sent as JSON. `From` converts the bindings type.
+//! Format plugins produce the WIT `sample` variant; the host converts it once
+//! (in [`crate::plugins::bindings`]) into these plain serde types, which
+//! everything else uses: stored datasets are JSON Lines of them
+//! (`{"kind": "chat", "messages": [...]}`), `--json` output and the API show
+//! them, and the chat template, tokenizer and statistics read them. This
+//! module depends on nothing else in the crate, so no layer has to import
+//! another to agree on what a sample is.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-
-use crate::plugins::bindings::format::tuner::plugin::types as wit;
 
 /// One turn of a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -17,7 +18,7 @@ pub struct Message {
     pub role: String,
     /// The text of the turn.
     pub content: String,
-    /// Weight of this turn in the loss; `None` means the default: 1.0 for
+    /// Weight of this turn in the loss; absent means the default: 1.0 for
     /// `assistant` turns, 0.0 for all others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_weight: Option<f32>,
@@ -41,23 +42,20 @@ impl Message {
     }
 }
 
-/// A normalised training sample: one of the four shapes every file layout is
-/// turned into.
+/// A normalised training sample.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Sample {
-    /// Raw text for continued pre-training.
-    Text {
-        /// The text.
-        text: String,
-    },
-    /// A conversation (supervised fine-tuning).
+    /// A conversation to imitate (supervised fine-tuning).
     Chat {
         /// The turns, in order; a leading `system` turn is the system prompt.
         messages: Vec<Message>,
-        /// Tool definitions as a JSON array, when the record carried them.
+        /// Tool definitions (a JSON array), when the record had them. A
+        /// string that is not JSON is kept as a string, and rendering it
+        /// fails with a message naming the field.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        tools: Option<String>,
+        #[schema(value_type = Option<Object>)]
+        tools: Option<serde_json::Value>,
     },
     /// A preference pair (DPO and friends).
     Preference {
@@ -76,9 +74,14 @@ pub enum Sample {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         answer: Option<String>,
     },
+    /// Raw text for continued pre-training.
+    Text {
+        /// The text.
+        text: String,
+    },
 }
 
-/// The four sample kinds, for counting.
+/// The four sample kinds.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
 )]
@@ -95,6 +98,14 @@ pub enum SampleKind {
 }
 
 impl SampleKind {
+    /// Every kind, in the order counts are shown.
+    pub const ALL: [SampleKind; 4] = [
+        SampleKind::Chat,
+        SampleKind::Preference,
+        SampleKind::Prompt,
+        SampleKind::Text,
+    ];
+
     /// The lowercase name used in JSON and messages.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -103,6 +114,12 @@ impl SampleKind {
             SampleKind::Preference => "preference",
             SampleKind::Prompt => "prompt",
         }
+    }
+}
+
+impl std::fmt::Display for SampleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -132,37 +149,57 @@ impl Sample {
         };
         parts.into_iter().flatten()
     }
-}
 
-impl From<wit::Message> for Message {
-    fn from(m: wit::Message) -> Self {
-        Message {
-            role: m.role,
-            content: m.content,
-            loss_weight: m.loss_weight,
+    /// The tool definitions as the text the chat template parses: a string
+    /// is taken as written, any other JSON value as its serialisation.
+    pub fn tools_text(&self) -> Option<String> {
+        match self {
+            Sample::Chat {
+                tools: Some(tools), ..
+            } => Some(match tools {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            }),
+            _ => None,
         }
     }
-}
 
-impl From<wit::Sample> for Sample {
-    fn from(sample: wit::Sample) -> Self {
-        let convert =
-            |messages: Vec<wit::Message>| messages.into_iter().map(Message::from).collect();
-        match sample {
-            wit::Sample::Text(text) => Sample::Text { text },
-            wit::Sample::Chat(chat) => Sample::Chat {
-                messages: convert(chat.messages),
-                tools: chat.tools,
-            },
-            wit::Sample::Preference(p) => Sample::Preference {
-                prompt: convert(p.prompt),
-                chosen: convert(p.chosen),
-                rejected: convert(p.rejected),
-            },
-            wit::Sample::Prompt(p) => Sample::Prompt {
-                prompt: convert(p.prompt),
-                answer: p.answer,
-            },
+    /// The sample as one OpenAI-messages record (`tuner data convert`).
+    /// Preference pairs become `{prompt, chosen, rejected}` (TRL's
+    /// conversational shape); prompts `{messages, answer}`; text `{text}`.
+    pub fn to_openai(&self) -> serde_json::Value {
+        use serde_json::json;
+        let msgs = |turns: &[Message]| -> Vec<serde_json::Value> {
+            turns
+                .iter()
+                .map(|t| json!({"role": t.role, "content": t.content}))
+                .collect()
+        };
+        match self {
+            Sample::Chat { messages, tools } => {
+                let mut v = json!({"messages": msgs(messages)});
+                if let Some(tools) = tools {
+                    v["tools"] = tools.clone();
+                }
+                v
+            }
+            Sample::Preference {
+                prompt,
+                chosen,
+                rejected,
+            } => json!({
+                "prompt": msgs(prompt),
+                "chosen": msgs(chosen),
+                "rejected": msgs(rejected),
+            }),
+            Sample::Prompt { prompt, answer } => {
+                let mut v = json!({"messages": msgs(prompt)});
+                if let Some(a) = answer {
+                    v["answer"] = json!(a);
+                }
+                v
+            }
+            Sample::Text { text } => json!({"text": text}),
         }
     }
 }

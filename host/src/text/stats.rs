@@ -23,9 +23,9 @@ use utoipa::ToSchema;
 
 use super::ModelError;
 use super::encode::tokenize_sample;
-use super::sample::{Sample, SampleKind};
 use super::template::{ChatTemplate, RenderOptions};
 use super::tokenizer::Tokenizer;
+use crate::sample::{Sample, SampleKind};
 
 /// How many per-sample errors a [`TokenStats`] keeps.
 pub const MAX_REPORTED_ERRORS: usize = 20;
@@ -420,9 +420,9 @@ mod schema_tests {
                 "TokenStats schema lacks {field}: {stats}"
             );
         }
-        let preview = serde_json::to_string(&crate::model::RenderPreview::schema()).unwrap();
+        let preview = serde_json::to_string(&crate::text::RenderPreview::schema()).unwrap();
         assert!(preview.contains("sequences"), "{preview}");
-        let sample = serde_json::to_string(&crate::model::Sample::schema()).unwrap();
+        let sample = serde_json::to_string(&crate::sample::Sample::schema()).unwrap();
         for field in ["kind", "messages", "chosen", "answer"] {
             assert!(
                 sample.contains(field),

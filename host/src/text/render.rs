@@ -6,9 +6,9 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::sample::{Message, Sample};
 use super::spans::{RenderedConversation, TrainedSpan};
 use super::template::{ChatTemplate, RenderOptions, TemplateError};
+use crate::sample::{Message, Sample};
 
 /// A sample as text for the model.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -34,8 +34,8 @@ pub fn render_sample(
     options: &RenderOptions,
 ) -> Result<RenderedSample, TemplateError> {
     match sample {
-        Sample::Chat { messages, tools } => Ok(RenderedSample {
-            main: template.render_trained(messages, tools.as_deref(), options, 0)?,
+        Sample::Chat { messages, .. } => Ok(RenderedSample {
+            main: template.render_trained(messages, sample.tools_text().as_deref(), options, 0)?,
             rejected: None,
         }),
         Sample::Preference {
