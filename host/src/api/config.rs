@@ -76,7 +76,7 @@ pub async fn put_config(
     let before = file.clone();
     file.merge(patch);
     file.validate().map_err(invalid)?;
-    let next = Settings::resolve(&state.home(), &file)
+    let next = Settings::resolve(state.home(), &file)
         .map_err(|e| ApiError::bad_request("invalid_config", format!("{e:#}")))?;
     if file != before {
         file.write(path)

@@ -113,7 +113,7 @@ pub(crate) fn host_allowed(authority: &str, bound: Option<SocketAddr>, extra: &[
     let Some(host) = host_name(authority) else {
         return false;
     };
-    if host == "localhost" || extra.iter().any(|h| *h == host) {
+    if host == "localhost" || extra.contains(&host) {
         return true;
     }
     match host.parse::<IpAddr>() {

@@ -269,8 +269,6 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
         .map_err(|_| serde::de::Error::custom("expected a string or a list of strings"))
 }
 
-/// A list of module names, or one string of comma-separated names.
-
 /// What kind of value a key holds, for lenient reading of strings.
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
