@@ -1,8 +1,12 @@
 //! Helpers for tuner's end-to-end suites: the test-only plugins built by
-//! `build.rs`, throwaway homes, an in-process API server, and a tiny local
-//! HTTP server that counts what it is asked for, and the hub emulator.
+//! `build.rs`, throwaway homes, the one in-process API server every suite
+//! starts ([`TestHome::server`]), the one way suites run the `tuner` binary
+//! ([`TunerCommand`], [`ServeProcess`]), a tiny local HTTP server that
+//! counts what it is asked for, and the hub emulator.
 
 pub mod hub_emulator;
+mod process;
+mod server;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +18,9 @@ use tuner::api::AppState;
 use tuner::config::{ConfigFile, Settings};
 use tuner::home::Home;
 use tuner::plugins::{PluginHost, PluginLimits};
-use tuner::store::Store;
+
+pub use process::{ServeProcess, TunerCommand, tuner_bin};
+pub use server::{ServerBuilder, TestServer};
 
 /// Path of a test plugin component (`tests/plugins/<name>`).
 pub fn test_plugin(name: &str) -> PathBuf {
@@ -80,21 +86,26 @@ impl TestHome {
         .unwrap()
     }
 
-    /// API state over `host`, with this home's database and settings.
+    /// An in-process API server on this home (its database and settings);
+    /// see [`ServerBuilder`] for the options, then `.start().await`.
+    pub fn server(&self) -> ServerBuilder<'_> {
+        ServerBuilder::new(self)
+    }
+
+    /// API state over `host`, with this home's database and settings:
+    /// `self.server().host(host)` with an optional token, unstarted.
     pub fn app_state(&self, host: Arc<PluginHost>, token: Option<String>) -> AppState {
-        self.state(host, &ConfigFile::default(), token)
+        let builder = self.server().host(host);
+        match token {
+            Some(token) => builder.token(token),
+            None => builder,
+        }
+        .state()
     }
 
-    /// [`TestHome::app_state`] with the settings of `file` (endpoints,
-    /// source order, limits), without a token.
-    pub fn app_state_with(&self, host: Arc<PluginHost>, file: &ConfigFile) -> AppState {
-        self.state(host, file, None)
-    }
-
-    fn state(&self, host: Arc<PluginHost>, file: &ConfigFile, token: Option<String>) -> AppState {
-        let settings = Settings::resolve(&self.home, file).unwrap();
-        let store = Arc::new(Store::open(&self.home.database).unwrap());
-        AppState::new(host, store, self.home.clone(), settings, token)
+    /// `tuner` as a process with this home as `TUNER_HOME`.
+    pub fn tuner(&self) -> TunerCommand {
+        TunerCommand::new(self.dir.path())
     }
 
     pub fn settings(&self) -> Settings {
@@ -105,47 +116,6 @@ impl TestHome {
 impl Default for TestHome {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-/// An API server on a free loopback port, stopped when dropped.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub client: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl TestServer {
-    pub async fn start(state: AppState) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(tuner::api::serve(state, listener, async {
-            let _ = rx.await;
-        }));
-        Self {
-            addr,
-            client: reqwest::Client::new(),
-            stop: Some(tx),
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
-        let resp = self.client.get(self.url(path)).send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
@@ -205,77 +175,5 @@ impl CountingServer {
 
     pub fn paths(&self) -> Vec<String> {
         self.hits.lock().unwrap().clone()
-    }
-}
-
-/// The `tuner` binary of this workspace, for suites that run it as a
-/// process (integration tests outside the `tuner` package get no
-/// `CARGO_BIN_EXE_tuner`): builds it if needed and returns its path.
-pub fn tuner_bin() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "-q", "-p", "tuner", "--bin", "tuner"])
-        .status()
-        .expect("running cargo build");
-    assert!(status.success(), "building the tuner binary failed");
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("tuner");
-    assert!(bin.is_file(), "{}", bin.display());
-    bin
-}
-
-/// `tuner serve` as a process, with `home` as `TUNER_HOME`, on a free
-/// loopback port, without a token or a plugin folder from the environment;
-/// killed (SIGKILL) when dropped. For suites that need a real process: to
-/// kill it mid-job, or to read its memory.
-pub struct ServeProcess {
-    pub child: std::process::Child,
-    /// `http://127.0.0.1:PORT`.
-    pub url: String,
-}
-
-impl ServeProcess {
-    /// Starts it and waits (at most a minute) until `/api/health` answers.
-    pub fn start(home: &Path) -> ServeProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(tuner_bin())
-            .args(["serve", "--port", &port.to_string(), "--no-watch"])
-            .env("TUNER_HOME", home)
-            .env_remove("TUNER_PLUGIN_DIR")
-            .env_remove("TUNER_API_TOKEN")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let serve = ServeProcess {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        for _ in 0..600 {
-            if reqwest::blocking::get(format!("{}/api/health", serve.url)).is_ok() {
-                return serve;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("tuner serve did not answer");
-    }
-
-    /// Peak resident memory of the process (VmHWM), in bytes.
-    pub fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kib << 10
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

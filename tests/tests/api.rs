@@ -1,19 +1,12 @@
 //! The HTTP API: routes, errors, token, configuration, OpenAPI.
 
-use std::sync::Arc;
-
 use tuner::api::check_bind;
-use tuner_tests::{TestHome, TestServer, test_limits};
-
-async fn server(home: &TestHome, token: Option<&str>) -> TestServer {
-    let host = Arc::new(home.start(test_limits()));
-    TestServer::start(home.app_state(host, token.map(String::from))).await
-}
+use tuner_tests::TestHome;
 
 #[tokio::test]
 async fn lists_and_shows_plugins() {
     let home = TestHome::new();
-    let s = server(&home, None).await;
+    let s = home.server().start().await;
     let (status, body) = s.get_json("/api/plugins").await;
     assert_eq!(status, 200);
     let names: Vec<&str> = body["plugins"]
@@ -64,7 +57,7 @@ async fn lists_and_shows_plugins() {
 #[tokio::test]
 async fn errors_are_json_with_code_and_message() {
     let home = TestHome::new();
-    let s = server(&home, None).await;
+    let s = home.server().start().await;
     let (status, body) = s.get_json("/api/plugins/nope").await;
     assert_eq!(status, 404);
     assert_eq!(
@@ -81,7 +74,7 @@ async fn errors_are_json_with_code_and_message() {
 #[tokio::test]
 async fn a_token_protects_everything_but_health() {
     let home = TestHome::new();
-    let s = server(&home, Some("s3cret")).await;
+    let s = home.server().token("s3cret").start().await;
     assert_eq!(s.get_json("/api/health").await.0, 200);
     let (status, body) = s.get_json("/api/plugins").await;
     assert_eq!(status, 401);
@@ -120,7 +113,7 @@ fn binding_beyond_loopback_needs_a_token() {
 #[tokio::test]
 async fn config_changes_are_validated_and_written_to_the_file() {
     let home = TestHome::new();
-    let s = server(&home, None).await;
+    let s = home.server().start().await;
     let (status, body) = s.get_json("/api/config").await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -192,7 +185,7 @@ async fn config_changes_are_validated_and_written_to_the_file() {
 #[tokio::test]
 async fn reload_reports_what_changed() {
     let home = TestHome::new();
-    let s = server(&home, None).await;
+    let s = home.server().start().await;
     tuner_tests::install(home.plugin_dir(), "probe", "probe");
     let resp = s
         .client
@@ -209,7 +202,7 @@ async fn reload_reports_what_changed() {
 #[tokio::test]
 async fn the_openapi_document_lists_every_route() {
     let home = TestHome::new();
-    let s = server(&home, None).await;
+    let s = home.server().start().await;
     let (status, doc) = s.get_json("/api/openapi.json").await;
     assert_eq!(status, 200);
     let paths = doc["paths"].as_object().unwrap();

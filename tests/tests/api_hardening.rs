@@ -3,16 +3,10 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tuner_tests::{ServeProcess, TestHome, TestServer, test_limits, tuner_bin};
-
-async fn server(home: &TestHome) -> TestServer {
-    let host = Arc::new(home.start(test_limits()));
-    TestServer::start(home.app_state(host, None)).await
-}
+use tuner_tests::{ServeProcess, TestHome, TestServer, TunerCommand};
 
 /// Sends one raw HTTP/1.1 request (headers exactly as given, like a
 /// browser's) and returns the status and the JSON body.
@@ -65,7 +59,7 @@ const SAMPLE: &str = "{\"instruction\": \"hi\", \"output\": \"hello\"}\n";
 #[tokio::test(flavor = "multi_thread")]
 async fn other_websites_cannot_drive_the_local_api() {
     let home = TestHome::new();
-    let s = server(&home).await;
+    let s = home.server().start().await;
     let addr = s.addr;
     let own = format!("http://{addr}");
     tokio::task::spawn_blocking(move || {
@@ -212,18 +206,17 @@ async fn other_websites_cannot_drive_the_local_api() {
 #[tokio::test(flavor = "multi_thread")]
 async fn configured_hosts_and_origins_are_accepted() {
     let home = TestHome::new();
-    let mut settings = home.settings();
     let file = tuner::config::ConfigFile::parse_toml(
         "[server]\nallowed_hosts = [\"tuner.lan\"]\nallowed_origins = [\"http://127.0.0.1:3000\"]",
     )
     .unwrap();
     file.validate().unwrap();
     let resolved = tuner::config::Settings::resolve(&home.home, &file).unwrap();
-    settings.server = resolved.server;
-    let host = Arc::new(home.start(test_limits()));
-    let store = Arc::new(tuner::store::Store::open(&home.home.database).unwrap());
-    let state = tuner::api::AppState::new(host, store, home.home.clone(), settings, None);
-    let s = TestServer::start(state).await;
+    let s = home
+        .server()
+        .settings(|settings| settings.server = resolved.server)
+        .start()
+        .await;
     let addr = s.addr;
     tokio::task::spawn_blocking(move || {
         let (status, _) = raw(addr, "GET /api/config HTTP/1.1\r\nHost: tuner.lan", b"");
@@ -264,7 +257,7 @@ async fn put(s: &TestServer, body: Value) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread")]
 async fn config_updates_are_checked_key_by_key() {
     let home = TestHome::new();
-    let s = server(&home).await;
+    let s = home.server().start().await;
     let refused: Vec<(Value, &str)> = vec![
         (json!(["modelscope"]), "(body)"),
         (json!("x"), "(body)"),
@@ -412,12 +405,10 @@ fn a_bad_config_file_stops_serve_naming_file_and_key() {
         ("plugins = [64]\n", "plugins"),
     ] {
         std::fs::write(home.path().join("config.toml"), text).unwrap();
-        let out = std::process::Command::new(tuner_bin())
+        let out = TunerCommand::new(home.path())
             .args(["serve", "--port", "1", "--no-watch"])
-            .env("TUNER_HOME", home.path())
             .env_remove("TUNER_PLUGIN_DIR")
-            .output()
-            .unwrap();
+            .output();
         assert!(!out.status.success(), "{text}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(

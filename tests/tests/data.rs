@@ -474,11 +474,12 @@ async fn upload(
 #[tokio::test(flavor = "multi_thread")]
 async fn api_uploads_previews_validates_and_deletes_datasets() {
     let home = TestHome::new();
-    let mut settings = home.settings();
-    settings.server.max_upload_bytes = 64 << 10;
-    let store = Arc::new(store_in(&home));
-    let state = tuner::api::AppState::new(host().clone(), store, home.home.clone(), settings, None);
-    let s = TestServer::start(state).await;
+    let s = home
+        .server()
+        .host(host().clone())
+        .settings(|settings| settings.server.max_upload_bytes = 64 << 10)
+        .start()
+        .await;
     let data =
         "{\"instruction\": \"问\", \"output\": \"答\"}\n{\"instruction\": \"x\", \"output\": 1}\n";
 
@@ -545,11 +546,8 @@ async fn api_uploads_previews_validates_and_deletes_datasets() {
 #[tokio::test(flavor = "multi_thread")]
 async fn api_stats_and_preview_take_a_model_for_tokens_and_the_rendered_template() {
     let home = TestHome::new();
-    let settings = home.settings();
-    let cache = settings.model_cache_dir.clone();
-    let store = Arc::new(store_in(&home));
-    let state = tuner::api::AppState::new(host().clone(), store, home.home.clone(), settings, None);
-    let s = TestServer::start(state).await;
+    let cache = home.settings().model_cache_dir;
+    let s = home.server().host(host().clone()).start().await;
     let data = "{\"instruction\": \"你好\", \"output\": \"你好！有什么可以帮你？\"}\n\
                 {\"messages\": [{\"role\": \"user\", \"content\": \"2+2?\"}, {\"role\": \"assistant\", \"content\": \"4\"}]}\n";
     let (status, body) = upload(&s, "/api/data/upload", Some("zh"), "t.jsonl", data.into()).await;

@@ -1,15 +1,16 @@
 //! `tuner data` as a process: the `--json` contract and exit statuses.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn tuner(bin: &Path, home: &Path, args: &[&str]) -> Output {
-    Command::new(bin)
+use tuner_tests::TunerCommand;
+
+/// `tuner` with `home` as `TUNER_HOME` and working folder.
+fn tuner(home: &Path, args: &[&str]) -> Output {
+    TunerCommand::new(home)
         .args(args)
-        .env("TUNER_HOME", home)
         .current_dir(home)
         .output()
-        .unwrap()
 }
 
 fn json(out: &Output) -> serde_json::Value {
@@ -19,7 +20,6 @@ fn json(out: &Output) -> serde_json::Value {
 
 #[test]
 fn data_commands_keep_their_json_contract_and_exit_statuses() {
-    let bin = tuner_tests::tuner_bin();
     let home = tempfile::tempdir().unwrap();
     let dir = home.path();
     std::fs::write(
@@ -28,7 +28,7 @@ fn data_commands_keep_their_json_contract_and_exit_statuses() {
     )
     .unwrap();
 
-    let out = tuner(&bin, dir, &["data", "inspect", "train.jsonl", "--json"]);
+    let out = tuner(dir, &["data", "inspect", "train.jsonl", "--json"]);
     assert!(out.status.success());
     let v = json(&out);
     assert_eq!(
@@ -38,7 +38,7 @@ fn data_commands_keep_their_json_contract_and_exit_statuses() {
     assert_eq!(v["errors"][0]["line"], 2);
     assert_eq!(v["first_samples"][0]["kind"], "chat");
 
-    let out = tuner(&bin, dir, &["data", "validate", "train.jsonl", "--json"]);
+    let out = tuner(dir, &["data", "validate", "train.jsonl", "--json"]);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -47,12 +47,11 @@ fn data_commands_keep_their_json_contract_and_exit_statuses() {
     assert_eq!(json(&out)["rejected"], 1);
 
     let out = tuner(
-        &bin,
         dir,
         &["data", "add", "train.jsonl", "--name", "t", "--strict"],
     );
     assert_eq!(out.status.code(), Some(1));
-    let out = tuner(&bin, dir, &["data", "list", "--json"]);
+    let out = tuner(dir, &["data", "list", "--json"]);
     assert_eq!(
         json(&out),
         serde_json::json!([]),
@@ -60,14 +59,12 @@ fn data_commands_keep_their_json_contract_and_exit_statuses() {
     );
 
     let out = tuner(
-        &bin,
         dir,
         &["data", "add", "train.jsonl", "--name", "t", "--json"],
     );
     assert!(out.status.success());
     assert_eq!(json(&out)["dataset"]["samples"], 1);
     let out = tuner(
-        &bin,
         dir,
         &["data", "convert", "t#3", "-o", "out.jsonl", "--json"],
     );
@@ -75,11 +72,11 @@ fn data_commands_keep_their_json_contract_and_exit_statuses() {
     let text = std::fs::read_to_string(dir.join("out.jsonl")).unwrap();
     assert_eq!(text.lines().count(), 3);
     assert!(text.starts_with("{\"messages\":"), "{text}");
-    let out = tuner(&bin, dir, &["data", "stats", "t", "--json"]);
+    let out = tuner(dir, &["data", "stats", "t", "--json"]);
     assert_eq!(json(&out)["kinds"]["chat"], 1);
-    let out = tuner(&bin, dir, &["data", "rm", "t", "--json"]);
+    let out = tuner(dir, &["data", "rm", "t", "--json"]);
     assert_eq!(json(&out)["name"], "t");
-    let out = tuner(&bin, dir, &["data", "rm", "../t"]);
+    let out = tuner(dir, &["data", "rm", "../t"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid dataset name"));
 }
@@ -89,7 +86,6 @@ fn data_commands_keep_their_json_contract_and_exit_statuses() {
 /// parsed: the same for a bundled plugin and a user's plugin in the folder.
 #[test]
 fn format_settings_are_checked_before_parsing_for_bundled_and_user_plugins() {
-    let bin = tuner_tests::tuner_bin();
     let home = tempfile::tempdir().unwrap();
     let dir = home.path();
     std::fs::write(dir.join("qa.csv"), "instruction,output\n问,答\n").unwrap();
@@ -106,7 +102,6 @@ fn format_settings_are_checked_before_parsing_for_bundled_and_user_plugins() {
     for plugin in ["csv", "my-csv"] {
         let run = |set: &str| {
             tuner(
-                &bin,
                 dir,
                 &[
                     "data", "validate", "qa.csv", "--format", plugin, "--set", set,

@@ -1,38 +1,18 @@
 //! `/api/models`: downloads with an id and an SSE stream, the cache routes,
 //! name validation, recommended models.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use tuner::config::ConfigFile;
 use tuner::plugins::PluginLimits;
 use tuner_tests::hub_emulator::{HubEmulator, pseudo_random};
-use tuner_tests::{TestHome, TestServer, eventually, test_limits};
+use tuner_tests::{TestHome, eventually, test_limits};
 
-async fn server(home: &TestHome, emu: &HubEmulator) -> TestServer {
-    server_with(home, emu, |_| {}).await
-}
-
-async fn server_with(
-    home: &TestHome,
-    emu: &HubEmulator,
-    configure: impl FnOnce(&mut ConfigFile),
-) -> TestServer {
-    let host = Arc::new(home.start(PluginLimits {
-        allow_private_hosts: true,
+/// [`test_limits`] with room for the source plugins' calls during downloads.
+fn limits() -> PluginLimits {
+    PluginLimits {
         call_timeout: Duration::from_secs(20),
         ..test_limits()
-    }));
-    let mut file = ConfigFile {
-        source_order: Some(vec!["modelscope".into(), "huggingface".into()]),
-        endpoints: [("modelscope", emu.url()), ("huggingface", emu.url())]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        ..Default::default()
-    };
-    configure(&mut file);
-    TestServer::start(home.app_state_with(host, &file)).await
+    }
 }
 
 #[tokio::test]
@@ -49,7 +29,12 @@ async fn download_returns_an_id_then_progress_and_the_cache_lists_it() {
     );
     emu.faults(|f| f.rate = 4 << 20);
     let home = TestHome::new();
-    let s = server(&home, &emu).await;
+    let s = home
+        .server()
+        .limits(limits())
+        .hub_emulator(&emu)
+        .start()
+        .await;
 
     let resp = s
         .client
@@ -99,7 +84,12 @@ async fn download_returns_an_id_then_progress_and_the_cache_lists_it() {
 async fn names_with_dots_or_absolute_paths_are_refused() {
     let emu = HubEmulator::start().await;
     let home = TestHome::new();
-    let s = server(&home, &emu).await;
+    let s = home
+        .server()
+        .limits(limits())
+        .hub_emulator(&emu)
+        .start()
+        .await;
     for bad in ["..%2F..%2Fetc", "%2Fetc%2Fpasswd", "a%2F..%2Fb"] {
         let resp = s
             .client
@@ -127,7 +117,12 @@ async fn names_with_dots_or_absolute_paths_are_refused() {
 async fn failed_download_reports_every_source() {
     let emu = HubEmulator::start().await;
     let home = TestHome::new();
-    let s = server(&home, &emu).await;
+    let s = home
+        .server()
+        .limits(limits())
+        .hub_emulator(&emu)
+        .start()
+        .await;
     let resp = s
         .client
         .post(s.url("/api/models/download?model_name=Qwen/Missing"))
@@ -157,7 +152,12 @@ async fn failed_download_reports_every_source() {
 async fn recommended_models_have_size_hints() {
     let emu = HubEmulator::start().await;
     let home = TestHome::new();
-    let s = server(&home, &emu).await;
+    let s = home
+        .server()
+        .limits(limits())
+        .hub_emulator(&emu)
+        .start()
+        .await;
     let (status, body) = s.get_json("/api/models").await;
     assert_eq!(status, 200);
     let names: Vec<&str> = body["models"]
@@ -192,7 +192,13 @@ async fn downloads_beyond_the_limit_get_429_until_one_ends() {
     // is asked for.
     emu.faults(|f| f.rate = 1 << 20);
     let home = TestHome::new();
-    let s = server_with(&home, &emu, |f| f.server.max_heavy_requests = Some(1)).await;
+    let s = home
+        .server()
+        .limits(limits())
+        .hub_emulator(&emu)
+        .config(|f| f.server.max_heavy_requests = Some(1))
+        .start()
+        .await;
 
     let start = |name: &'static str| {
         let url = s.url(&format!("/api/models/download?model_name={name}"));

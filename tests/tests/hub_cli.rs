@@ -1,41 +1,37 @@
 //! `tuner pull` as a process: killed with SIGKILL mid-transfer, then run
 //! again, it completes correctly without fetching finished chunks again.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use tuner_tests::TunerCommand;
 use tuner_tests::hub_emulator::{HubEmulator, pseudo_random};
 
 const MIB: usize = 1 << 20;
 
-fn pull(bin: &PathBuf, home: &std::path::Path, emu: &HubEmulator) -> Command {
-    let mut c = Command::new(bin);
-    c.args([
-        "pull",
-        "Qwen/Tiny",
-        "--source",
-        "huggingface",
-        "--connections",
-        "2",
-        "--chunk-mib",
-        "1",
-        "--json",
-    ])
-    .env("TUNER_HOME", home)
-    .env("HF_ENDPOINT", emu.url())
-    .env("TUNER_ALLOW_PRIVATE_HOSTS", "1")
-    .env_remove("MODEL_CACHE_DIR")
-    .env_remove("HF_TOKEN")
-    .stdin(Stdio::null());
-    c
+fn pull(home: &Path, emu: &HubEmulator) -> TunerCommand {
+    TunerCommand::new(home)
+        .args([
+            "pull",
+            "Qwen/Tiny",
+            "--source",
+            "huggingface",
+            "--connections",
+            "2",
+            "--chunk-mib",
+            "1",
+            "--json",
+        ])
+        .hub_emulator(&emu.url())
+        .env_remove("HF_TOKEN")
+        .stdin_null()
 }
 
-/// The tuner binary, and an emulator serving `Qwen/Tiny` (a `config.json`
-/// and `size` pseudo-random bytes of weights, returned) at 1 MiB/s per
-/// connection.
-async fn throttled_repo(size: usize, seed: u64) -> (PathBuf, HubEmulator, Vec<u8>) {
-    let bin = tokio::task::spawn_blocking(tuner_tests::tuner_bin)
+/// An emulator serving `Qwen/Tiny` (a `config.json` and `size`
+/// pseudo-random bytes of weights, returned) at 1 MiB/s per connection,
+/// once the tuner binary is built.
+async fn throttled_repo(size: usize, seed: u64) -> (HubEmulator, Vec<u8>) {
+    tokio::task::spawn_blocking(tuner_tests::tuner_bin)
         .await
         .unwrap();
     let emu = HubEmulator::start().await;
@@ -49,15 +45,15 @@ async fn throttled_repo(size: usize, seed: u64) -> (PathBuf, HubEmulator, Vec<u8
         ],
     );
     emu.faults(|f| f.rate = MIB as u64);
-    (bin, emu, weights)
+    (emu, weights)
 }
 
 /// Runs the pull to its end at full speed; returns the snapshot folder.
-async fn finish_pull(bin: &PathBuf, home: &std::path::Path, emu: &HubEmulator) -> PathBuf {
+async fn finish_pull(home: &Path, emu: &HubEmulator) -> PathBuf {
     emu.faults(|f| f.rate = 0);
     let out = tokio::task::spawn_blocking({
-        let mut c = pull(bin, home, emu);
-        move || c.output().unwrap()
+        let c = pull(home, emu);
+        move || c.output()
     })
     .await
     .unwrap();
@@ -73,13 +69,9 @@ async fn finish_pull(bin: &PathBuf, home: &std::path::Path, emu: &HubEmulator) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_transfer_then_rerun_completes() {
     let size = 8 * MIB;
-    let (bin, emu, weights) = throttled_repo(size, 11).await;
+    let (emu, weights) = throttled_repo(size, 11).await;
     let home = tempfile::tempdir().unwrap();
-    let mut child = pull(&bin, home.path(), &emu)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = pull(home.path(), &emu).spawn_quiet();
     let start = Instant::now();
     while emu.bytes_served() < (3 * MIB + MIB / 4) as u64 {
         assert!(
@@ -104,7 +96,7 @@ async fn kill_9_mid_transfer_then_rerun_completes() {
         "{snaps:?}"
     );
 
-    let path = finish_pull(&bin, home.path(), &emu).await;
+    let path = finish_pull(home.path(), &emu).await;
     assert_eq!(
         std::fs::read(path.join("model.safetensors")).unwrap(),
         weights
@@ -131,7 +123,7 @@ async fn ten_kills_mid_chunk_refetch_little() {
     // a second, so the kills land inside chunks (whole-chunk resume would
     // lose about half a chunk per connection each time, ~1.3x in all).
     let size = 32 * MIB;
-    let (bin, emu, weights) = throttled_repo(size, 23).await;
+    let (emu, weights) = throttled_repo(size, 23).await;
     let home = tempfile::tempdir().unwrap();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
@@ -143,11 +135,7 @@ async fn ten_kills_mid_chunk_refetch_little() {
     let start = Instant::now();
     for kill in 0..10 {
         let before = emu.bytes_served();
-        let mut child = pull(&bin, home.path(), &emu)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = pull(home.path(), &emu).spawn_quiet();
         // Once this run is transferring, wait a random 50-800 ms.
         while emu.bytes_served() < before + 64 * 1024 {
             assert!(
@@ -167,7 +155,7 @@ async fn ten_kills_mid_chunk_refetch_little() {
     let killed = emu.bytes_served();
     assert!(killed < size as u64, "finished before the last kill");
 
-    let path = finish_pull(&bin, home.path(), &emu).await;
+    let path = finish_pull(home.path(), &emu).await;
     let got = std::fs::read(path.join("model.safetensors")).unwrap();
     assert_eq!(
         hex::encode(Sha256::digest(&got)),

@@ -2,13 +2,12 @@
 //! users write it): it is fetched into the cache like a model, its data files
 //! are loaded, and N samples are taken.
 
-use std::process::{Command, Stdio};
-
+use tuner_tests::TunerCommand;
 use tuner_tests::hub_emulator::HubEmulator;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_dataset_spec_is_fetched_once_and_sampled() {
-    let bin = tokio::task::spawn_blocking(tuner_tests::tuner_bin)
+    tokio::task::spawn_blocking(tuner_tests::tuner_bin)
         .await
         .unwrap();
     let emu = HubEmulator::start().await;
@@ -33,20 +32,16 @@ async fn a_hub_dataset_spec_is_fetched_once_and_sampled() {
     let home = tempfile::tempdir().unwrap();
     let convert = |out: &std::path::Path| {
         let out = out.to_path_buf();
-        let (bin, home, url) = (bin.clone(), home.path().to_path_buf(), emu.url());
+        let (home, url) = (home.path().to_path_buf(), emu.url());
         move || {
-            Command::new(&bin)
+            TunerCommand::new(&home)
                 .args(["data", "convert", "AI-ModelScope/alpaca-mini#3", "-o"])
                 .arg(&out)
-                .env("TUNER_HOME", &home)
-                .env("HF_ENDPOINT", &url)
+                .hub_emulator(&url)
                 .env("MODELSCOPE_DOMAIN", &url)
                 .env("USE_MODELSCOPE", "false")
-                .env("TUNER_ALLOW_PRIVATE_HOSTS", "1")
-                .env_remove("MODEL_CACHE_DIR")
-                .stdin(Stdio::null())
+                .stdin_null()
                 .output()
-                .unwrap()
         }
     };
     let first = home.path().join("first.jsonl");

@@ -6,15 +6,13 @@
 //! outside the cache.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tuner::config::ConfigFile;
 use tuner::hub::{Hub, HubConfig, Progress, PullRequest, RepoKind, TransferOptions};
 use tuner::plugins::PluginLimits;
 use tuner::store::Store;
-use tuner_tests::{CountingServer, TestHome, TestServer, install, test_limits};
+use tuner_tests::{CountingServer, TestHome, TunerCommand, install, test_limits};
 
 /// Names that must never become a path outside their root.
 fn hostile(victim: &Path) -> Vec<String> {
@@ -245,26 +243,11 @@ async fn a_hostile_source_plugin_writes_nothing_outside_the_cache() {
     assert_eq!(tmp_leftovers(&token), Vec::<String>::new());
 }
 
-async fn api_server(home: &TestHome) -> TestServer {
-    let host = Arc::new(home.start(test_limits()));
-    let file = ConfigFile {
-        // Nothing answers here: no request may get as far as a source.
-        endpoints: [
-            ("modelscope", "http://127.0.0.1:9"),
-            ("huggingface", "http://127.0.0.1:9"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        ..Default::default()
-    };
-    TestServer::start(home.app_state_with(host, &file)).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_that_takes_a_name_refuses_hostile_ones() {
     let home = TestHome::new();
-    let s = api_server(&home).await;
+    // Nothing answers at the endpoints: no request may get as far as a source.
+    let s = home.server().endpoints("http://127.0.0.1:9").start().await;
     let victim = Victim::new();
     let c = &s.client;
     let status = |r: reqwest::Response| async move {
@@ -420,24 +403,21 @@ async fn every_route_that_takes_a_name_refuses_hostile_ones() {
 
 #[test]
 fn every_cli_command_that_takes_a_name_refuses_hostile_ones() {
-    let bin = tuner_tests::tuner_bin();
     let home = tempfile::tempdir().unwrap();
     let victim = Victim::new();
     let data = home.path().join("d.jsonl");
     std::fs::write(&data, b"{\"instruction\":\"a\",\"output\":\"b\"}\n").unwrap();
     let export_to = home.path().join("export");
     let run = |args: &[&str]| {
-        let out = Command::new(&bin)
+        let out = TunerCommand::new(home.path())
             .args(args)
-            .env("TUNER_HOME", home.path())
             .env_remove("TUNER_PLUGIN_DIR")
             .env_remove("MODEL_CACHE_DIR")
             .env("HF_ENDPOINT", "http://127.0.0.1:9")
             .env("MODELSCOPE_ENDPOINT", "http://127.0.0.1:9")
             .current_dir(home.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+            .stdin_null()
+            .output();
         (
             out.status,
             String::from_utf8_lossy(&out.stderr).into_owned(),

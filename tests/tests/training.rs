@@ -9,7 +9,7 @@ use std::process::Output;
 
 use serde_json::Value;
 use sha2::Digest;
-use tuner_tests::{ServeProcess, test_plugin, tuner_bin};
+use tuner_tests::{ServeProcess, TunerCommand, test_plugin};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,14 +18,14 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
+/// `tuner` offline, with `home` as `TUNER_HOME` and no plugin folder from
+/// the environment.
 fn tuner(home: &Path, args: &[&str]) -> Output {
-    std::process::Command::new(tuner_bin())
+    TunerCommand::new(home)
         .args(args)
-        .env("TUNER_HOME", home)
         .env("TUNER_OFFLINE", "1")
         .env_remove("TUNER_PLUGIN_DIR")
         .output()
-        .expect("running tuner")
 }
 
 /// A fresh home with a tiny model (`model/`) and the demo data.

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tuner::train::jobs::{JobContext, JobOutcome, JobQueue, QueueOptions, TrainEvent, Trainer};
-use tuner_tests::{TestHome, TestServer, eventually, test_limits};
+use tuner::train::jobs::{JobContext, JobOutcome, TrainEvent, Trainer};
+use tuner_tests::{TestHome, TestServer, TunerCommand, eventually};
 
 /// Reports one step per token the test sends; stops when asked.
 struct SteppedTrainer {
@@ -36,19 +36,6 @@ impl Trainer for SteppedTrainer {
         }
         Ok(JobOutcome::Completed)
     }
-}
-
-async fn server(home: &TestHome, trainer: Result<Arc<dyn Trainer>, String>) -> TestServer {
-    let host = Arc::new(home.start(test_limits()));
-    let state = home.app_state(host, None);
-    let queue = JobQueue::open(
-        state.store().clone(),
-        trainer,
-        QueueOptions { adopt_queued: true },
-    )
-    .unwrap();
-    assert!(state.set_training(queue));
-    TestServer::start(state).await
 }
 
 async fn post(s: &TestServer, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -92,13 +79,13 @@ fn config(extra: Value) -> Value {
 async fn bad_configs_are_rejected_naming_the_key() {
     let home = TestHome::new();
     let (_tx, rx) = mpsc::channel();
-    let s = server(
-        &home,
-        Ok(Arc::new(SteppedTrainer {
+    let s = home
+        .server()
+        .trainer(Ok(Arc::new(SteppedTrainer {
             tokens: Mutex::new(rx),
-        })),
-    )
-    .await;
+        })))
+        .start()
+        .await;
     let (status, body) = post(&s, "/api/training", Some(config(json!({"lora_rnak": 8})))).await;
     assert_eq!(status, 400);
     assert_eq!(
@@ -144,13 +131,13 @@ async fn bad_configs_are_rejected_naming_the_key() {
 async fn jobs_queue_stream_history_then_live_and_stop() {
     let home = TestHome::new();
     let (tokens, rx) = mpsc::channel();
-    let s = server(
-        &home,
-        Ok(Arc::new(SteppedTrainer {
+    let s = home
+        .server()
+        .trainer(Ok(Arc::new(SteppedTrainer {
             tokens: Mutex::new(rx),
-        })),
-    )
-    .await;
+        })))
+        .start()
+        .await;
 
     let (status, a) = post(
         &s,
@@ -275,7 +262,11 @@ async fn jobs_queue_stream_history_then_live_and_stop() {
 #[tokio::test]
 async fn unknown_jobs_and_unavailable_training() {
     let home = TestHome::new();
-    let s = server(&home, Err("training engine not wired yet".into())).await;
+    let s = home
+        .server()
+        .trainer(Err("training engine not wired yet".into()))
+        .start()
+        .await;
     for path in [
         "/api/training/42",
         "/api/training/abc",
@@ -314,17 +305,14 @@ async fn unknown_jobs_and_unavailable_training() {
 /// and key, and the job list is JSON.
 #[test]
 fn cli_reports_config_errors_and_lists_jobs() {
-    let bin = tuner_tests::tuner_bin();
     let home = tempfile::tempdir().unwrap();
     // Not the home itself: `config.toml` there is tuner's own configuration.
     let work = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        std::process::Command::new(&bin)
+        TunerCommand::new(home.path())
             .args(args)
-            .env("TUNER_HOME", home.path())
             .current_dir(work.path())
             .output()
-            .unwrap()
     };
     std::fs::write(
         work.path().join("config.toml"),
