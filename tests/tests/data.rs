@@ -6,10 +6,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use tuner::data::decode::TextEncoding;
 use tuner::data::load::{self, LoadError, LoadOptions, LoadReport};
 use tuner::data::store::{Datasets, StoreError};
-use tuner::data::{Sample, decode::TextEncoding};
 use tuner::plugins::{PluginHost, PluginLimits};
+use tuner::sample::Sample;
 use tuner::store::Store;
 use tuner_tests::{TestHome, TestServer};
 
@@ -114,7 +115,7 @@ fn every_layout_loads_from_every_file_format() {
             );
             assert_eq!(samples.len(), 1, "{layout} in {name}");
             assert_eq!(report.main_layout(), layout, "{name}");
-            assert_eq!(samples[0].kind(), kind, "{name}");
+            assert_eq!(samples[0].kind().as_str(), kind, "{name}");
         }
     }
     // Plain text files: whole file, or paragraphs.
@@ -719,9 +720,8 @@ fn loaded_samples_get_token_statistics_from_the_qwen3_tokenizer() {
             .as_bytes(),
     );
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/qwen3");
-    let files = tuner::model::ModelFiles::from_dir(&fixtures).unwrap();
-    let converted: Vec<tuner::model::Sample> = samples.iter().map(Into::into).collect();
-    let stats = files.stats(&converted, &tuner::model::RenderOptions::default(), 12);
+    let files = tuner::text::ModelFiles::from_dir(&fixtures).unwrap();
+    let stats = files.stats(&samples, &tuner::text::RenderOptions::default(), 12);
     assert_eq!((stats.samples, stats.failed), (2, 0));
     let total = stats.total_tokens.unwrap();
     assert!(total.min > 5 && total.max > total.min, "{total:?}");
