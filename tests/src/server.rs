@@ -15,6 +15,9 @@ use tuner::train::jobs::{JobQueue, QueueOptions, Trainer};
 use crate::hub_emulator::HubEmulator;
 use crate::{TestHome, test_limits};
 
+/// A change to the resolved settings, applied when the server starts.
+type SettingsEdit<'a> = Box<dyn FnOnce(&mut Settings) + 'a>;
+
 /// What a [`TestServer`] is started with. By default: a fresh plugin
 /// runtime on the home with [`test_limits`], the home's database, default
 /// configuration, no token, no training queue.
@@ -25,7 +28,7 @@ pub struct ServerBuilder<'a> {
     host: Option<Arc<PluginHost>>,
     config: ConfigFile,
     private_hosts: bool,
-    settings: Vec<Box<dyn FnOnce(&mut Settings) + 'a>>,
+    settings: Vec<SettingsEdit<'a>>,
     token: Option<String>,
     trainer: Option<Result<Arc<dyn Trainer>, String>>,
 }
