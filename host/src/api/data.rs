@@ -84,25 +84,24 @@ impl From<LoadError> for ApiError {
     }
 }
 
-fn datasets(state: &AppState) -> Datasets<'_> {
-    // The data dir is read per request so a config change applies without
-    // a restart.
-    Datasets::new(&state.settings().data_dir, state.store())
+/// The stored datasets, as the app opens them (the data dir is read per
+/// request, so a config change applies without a restart).
+fn datasets(state: &AppState) -> Result<Datasets<'_>, ApiError> {
+    state
+        .app()
+        .datasets()
+        .map_err(|e| ApiError::internal(format!("{e:#}")))
 }
 
 impl From<ModelLookupError> for ApiError {
     fn from(e: ModelLookupError) -> Self {
         let message = e.to_string();
         match e {
-            ModelLookupError::NoFolder(_)
-            | ModelLookupError::NotCached { .. }
-            | ModelLookupError::NoTokenizer { .. } => {
-                let code = if matches!(e, ModelLookupError::NoTokenizer { .. }) {
-                    "tokenizer_not_found"
-                } else {
-                    "model_not_found"
-                };
-                ApiError::not_found(code, message)
+            ModelLookupError::NoFolder(_) | ModelLookupError::NotCached { .. } => {
+                ApiError::not_found("model_not_found", message)
+            }
+            ModelLookupError::NoTokenizer { .. } => {
+                ApiError::not_found("tokenizer_not_found", message)
             }
             ModelLookupError::Empty | ModelLookupError::InvalidName { .. } => {
                 ApiError::bad_request("invalid_model", message)
@@ -138,7 +137,7 @@ impl From<DataError> for ApiError {
 #[utoipa::path(get, path = "/api/data", tag = "data",
     responses((status = 200, body = Vec<DatasetRecord>)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<DatasetRecord>>, ApiError> {
-    Ok(Json(datasets(&state).list()?))
+    Ok(Json(datasets(&state)?.list()?))
 }
 
 /// One stored dataset.
@@ -151,7 +150,7 @@ pub async fn get_one(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<DatasetRecord>, ApiError> {
-    Ok(Json(datasets(&state).get(&name)?))
+    Ok(Json(datasets(&state)?.get(&name)?))
 }
 
 /// Removes a stored dataset (record and samples).
@@ -163,7 +162,7 @@ pub async fn remove(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<DatasetRecord>, ApiError> {
-    Ok(Json(datasets(&state).remove(&name)?))
+    Ok(Json(datasets(&state)?.remove(&name)?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -221,7 +220,7 @@ pub async fn preview(
     let state2 = state.clone();
     let preview = tokio::task::spawn_blocking(move || -> Result<Preview, ApiError> {
         let _permit = permit;
-        let d = datasets(&state2);
+        let d = datasets(&state2)?;
         let dataset = d.get(&name)?;
         let samples = d.samples(&name, Some(n))?;
         let (model_path, rendered) = match &q.model {
@@ -288,7 +287,7 @@ pub async fn stats_of(
     let state2 = state.clone();
     let stats = tokio::task::spawn_blocking(move || -> Result<DataStats, ApiError> {
         let _permit = permit;
-        let samples = datasets(&state2).samples(&name, None)?;
+        let samples = datasets(&state2)?.samples(&name, None)?;
         let request = StatsRequest {
             model: q.model,
             max_seq_len: q.max_seq_len,
@@ -535,7 +534,13 @@ pub async fn upload(
     let (dataset, report) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let r = &received;
-        datasets(&state2).add(state2.host(), &r.path, &r.file_name, &name, &r.options)
+        Ok::<_, ApiError>(datasets(&state2)?.add(
+            state2.host(),
+            &r.path,
+            &r.file_name,
+            &name,
+            &r.options,
+        )?)
     })
     .await
     .map_err(ApiError::internal)??;
