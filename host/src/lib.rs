@@ -30,6 +30,7 @@ pub mod data;
 pub mod fsio;
 pub mod home;
 pub mod hub;
+pub mod infer;
 pub mod model;
 pub mod paths;
 pub mod plugins;

@@ -13,6 +13,7 @@
 //!   queue, and what a running job asks of the process
 //!   ([`crate::train::TrainerServices`]).
 //! - [`export`]: merging an adapter into its base model.
+//! - [`inference`]: models loaded for generation and the table of served ones.
 //!
 //! The CLI (`crate::cli`) and the handlers (`crate::api`) parse input, call
 //! these, and format the answer; neither builds a plugin host, a hub or a
@@ -20,6 +21,7 @@
 
 pub mod datasets;
 pub mod export;
+pub mod inference;
 pub mod models;
 pub mod training;
 
@@ -59,6 +61,8 @@ struct Inner {
     model_files: ModelFilesCache,
     /// Training jobs, opened on first use (or set by [`App::set_training`]).
     training: Mutex<Option<Arc<JobQueue>>>,
+    /// Models loaded for generation (`tuner serve --model`, `/v1`).
+    served: inference::ServedModels,
 }
 
 impl App {
@@ -75,6 +79,7 @@ impl App {
                 data: OnceLock::new(),
                 model_files: ModelFilesCache::default(),
                 training: Mutex::new(None),
+                served: inference::ServedModels::default(),
             }),
         }
     }

@@ -347,6 +347,51 @@ pub fn load_adapter_into<'a>(
     linears: impl IntoIterator<Item = &'a mut Linear>,
     dir: &Path,
 ) -> Result<LoraSpec> {
+    let mut linears: Vec<&mut Linear> = linears.into_iter().collect();
+    let shapes: Vec<(String, (usize, usize))> =
+        linears.iter().map(|l| (l.name.clone(), l.shape())).collect();
+    let adapter = read_adapter(dir, &shapes)?;
+    for lin in linears.iter_mut() {
+        let Some(factors) = adapter.factors.get(&lin.name) else {
+            continue;
+        };
+        let device = base_device(lin);
+        let a = factors.a.to_dtype(DType::F32)?.to_device(&device)?;
+        let b = factors.b.to_dtype(DType::F32)?.to_device(&device)?;
+        lin.lora = Some(Lora::from_tensors(
+            a,
+            b,
+            adapter.spec.scale(),
+            adapter.spec.dropout,
+            module_seed(0, &lin.name),
+        )?);
+    }
+    Ok(adapter.spec)
+}
+
+/// The LoRA factors of one module as a PEFT folder stores them.
+#[derive(Debug, Clone)]
+pub struct AdapterFactors {
+    /// `lora_A`: `[r, in_features]`.
+    pub a: Tensor,
+    /// `lora_B`: `[out_features, r]`.
+    pub b: Tensor,
+}
+
+/// A PEFT adapter folder read and checked against a model's linears.
+#[derive(Debug, Clone)]
+pub struct AdapterTensors {
+    pub spec: LoraSpec,
+    /// By HF module path (`model.layers.0.self_attn.q_proj`), on the CPU in
+    /// the stored dtype.
+    pub factors: HashMap<String, AdapterFactors>,
+}
+
+/// Reads the PEFT folder `dir` for a model whose linears are `modules`
+/// (HF module path, `(out_features, in_features)`). Every targeted module
+/// must have both factors with matching shapes, and every tensor must
+/// belong to a targeted module; errors name the file and the tensor.
+pub fn read_adapter(dir: &Path, modules: &[(String, (usize, usize))]) -> Result<AdapterTensors> {
     let spec = read_adapter_config(dir)?;
     let path = dir.join(ADAPTER_WEIGHTS);
     if !path.is_file() {
@@ -364,16 +409,13 @@ pub fn load_adapter_into<'a>(
             )
         })
         .collect();
-    let mut linears: Vec<&mut Linear> = linears.into_iter().collect();
-    check_targets(linears.iter().map(|l| l.name.as_str()), &spec)
+    check_targets(modules.iter().map(|(name, _)| name.as_str()), &spec)
         .with_context(|| format!("{}", dir.join(ADAPTER_CONFIG).display()))?;
     let at = path.display();
-    for lin in linears
-        .iter_mut()
-        .filter(|l| matches_target(&spec, &l.name))
-    {
-        let (out_f, in_f) = lin.shape();
-        let (ka, kb) = peft_names(&lin.name);
+    let mut factors = HashMap::new();
+    for (name, (out_f, in_f)) in modules.iter().filter(|(n, _)| matches_target(&spec, n)) {
+        let (out_f, in_f) = (*out_f, *in_f);
+        let (ka, kb) = peft_names(name);
         let a = tensors
             .remove(&ka)
             .with_context(|| format!("{at} has no tensor {ka}"))?;
@@ -394,21 +436,12 @@ pub fn load_adapter_into<'a>(
                 spec.rank
             );
         }
-        let device = base_device(lin);
-        let a = a.to_dtype(DType::F32)?.to_device(&device)?;
-        let b = b.to_dtype(DType::F32)?.to_device(&device)?;
-        lin.lora = Some(Lora::from_tensors(
-            a,
-            b,
-            spec.scale(),
-            spec.dropout,
-            module_seed(0, &lin.name),
-        )?);
+        factors.insert(name.clone(), AdapterFactors { a, b });
     }
     if let Some(extra) = tensors.keys().min() {
         bail!("{at}: tensor {extra} belongs to no targeted linear layer of the model");
     }
-    Ok(spec)
+    Ok(AdapterTensors { spec, factors })
 }
 
 fn base_device(lin: &Linear) -> Device {

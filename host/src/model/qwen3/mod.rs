@@ -479,6 +479,27 @@ impl Qwen3 {
         &self.config
     }
 
+    /// The embedding table `[vocab, hidden]` (for the inference forward in
+    /// [`crate::infer`], which runs the same weights without autograd).
+    pub fn embed_tokens(&self) -> &Tensor {
+        &self.embed_tokens
+    }
+
+    /// The decoder layers, in order.
+    pub fn layers(&self) -> &[Arc<DecoderLayer>] {
+        &self.layers
+    }
+
+    /// The final norm before the head.
+    pub fn final_norm(&self) -> &RmsNorm {
+        &self.norm
+    }
+
+    /// The output head (tied to the embeddings when the config says so).
+    pub fn lm_head(&self) -> &Linear {
+        &self.lm_head
+    }
+
     pub fn dtype(&self) -> DType {
         self.dtype
     }
