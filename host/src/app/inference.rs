@@ -55,7 +55,7 @@ impl ServedModels {
     pub fn insert(&self, engine: Engine) -> Result<()> {
         let mut engines = self.engines.write().expect("served models lock");
         let names = std::iter::once(engine.name().to_string())
-            .chain(engine.adapters().iter().map(|a| a.name.clone()));
+            .chain(engine.adapters().into_iter().map(|a| a.name.clone()));
         for name in names {
             if name_taken(&engines, &name) {
                 bail!("a model or adapter named {name:?} is already served");

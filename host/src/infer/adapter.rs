@@ -92,15 +92,4 @@ impl LoadedAdapter {
             })
             .sum()
     }
-
-    /// An adapter built from tensors (tests).
-    #[cfg(test)]
-    pub(crate) fn from_modules(name: &str, modules: HashMap<String, ModuleAdapter>) -> Self {
-        LoadedAdapter {
-            name: name.into(),
-            dir: PathBuf::new(),
-            rank: 0,
-            modules,
-        }
-    }
 }

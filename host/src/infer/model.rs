@@ -136,7 +136,9 @@ pub fn chat_prompt(
     })
 }
 
-fn end_tokens(
+/// The tokens that end a turn for the model in `dir` (see
+/// [`ServedModel::end_tokens`]).
+pub fn end_tokens(
     dir: &Path,
     tokenizer: &Tokenizer,
     template: Option<&ChatTemplate>,

@@ -17,6 +17,9 @@ pub struct ReasoningSplitter {
     /// Text received and not yet assigned (a possible partial tag).
     pending: String,
     state: State,
+    /// Just past `</think>`: the newlines the template puts after the tag
+    /// are not part of the answer.
+    after_close: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +43,7 @@ impl ReasoningSplitter {
     pub fn new(prompt_opened: bool) -> Self {
         ReasoningSplitter {
             pending: String::new(),
+            after_close: false,
             state: if prompt_opened {
                 State::Reasoning
             } else {
@@ -71,8 +75,7 @@ impl ReasoningSplitter {
                         out.reasoning.push_str(&self.pending[..at]);
                         self.pending = self.pending[at + CLOSE.len()..].to_string();
                         self.state = State::Answer;
-                        // The template puts "\n\n" after the tag.
-                        self.pending = self.pending.trim_start_matches('\n').to_string();
+                        self.after_close = true;
                         continue;
                     }
                     let keep = partial_tag_suffix(&self.pending, CLOSE);
@@ -82,6 +85,13 @@ impl ReasoningSplitter {
                     return out;
                 }
                 State::Answer => {
+                    if self.after_close {
+                        self.pending = self.pending.trim_start_matches('\n').to_string();
+                        if self.pending.is_empty() {
+                            return out;
+                        }
+                        self.after_close = false;
+                    }
                     out.content.push_str(&self.pending);
                     self.pending.clear();
                     return out;

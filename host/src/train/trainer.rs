@@ -31,8 +31,10 @@ use crate::model::linear::Mode;
 use crate::model::lora::{self, LoraSpec};
 use crate::model::qwen3::{self, Qwen3};
 use crate::plugins::MethodSession;
+use super::rollout::PolicyGeneration;
 use crate::plugins::imports::model::{
-    Distribution, MethodBatch, MethodLoss, Plan, PolicyBackend, Quantization, Trainable,
+    Distribution, GeneratedRollout, MethodBatch, MethodLoss, Plan, PolicyBackend, Quantization,
+    Sampling, Trainable,
 };
 use crate::sample::{Message, Sample};
 use crate::text::ModelFiles;
@@ -62,6 +64,9 @@ impl Trainer for Engine {
 /// handed, never from the trainer's state.
 struct ModelPolicy {
     model: Arc<Qwen3>,
+    /// Tokenizer and end tokens for `policy.generate` (None in tests that
+    /// only score).
+    generation: Option<Arc<PolicyGeneration>>,
 }
 
 impl PolicyBackend for ModelPolicy {
@@ -89,6 +94,14 @@ impl PolicyBackend for ModelPolicy {
             weights: trained.weights,
         })
     }
+
+    fn generate(&self, batch: &MethodBatch, sampling: &Sampling) -> Result<GeneratedRollout> {
+        let generation = self
+            .generation
+            .as_ref()
+            .context("this policy was set up without a tokenizer for generation")?;
+        generation.generate(&self.model, batch, sampling)
+    }
 }
 
 /// Runs the method plugin's `loss` on `batch` (its ids, positions and
@@ -115,6 +128,8 @@ fn method_loss(
 
 /// Everything a job needs, loaded.
 struct Run {
+    /// Tokenizer and end tokens for `policy.generate`.
+    generation: Arc<PolicyGeneration>,
     config: TrainConfig,
     plan: Plan,
     plugin: String,
@@ -250,11 +265,6 @@ impl Run {
             .start_method(&values, &config.to_job_json())
             .with_context(|| format!("method plugin `{plugin_name}` rejected the config"))?;
         let plan = session.plan().clone();
-        if plan.needs_generation {
-            bail!(
-                "method plugin `{plugin_name}` needs generation, which this build of tuner does not offer yet"
-            );
-        }
         let device = device_for(&config.device)?;
         let dtype = dtype_for(config.dtype, &device);
 
@@ -421,7 +431,15 @@ impl Run {
             ));
         }
         job.set_total_steps(total_steps);
+        let end_tokens =
+            crate::infer::model::end_tokens(&model_dir, &files.tokenizer, Some(&files.template))?;
+        let generation = Arc::new(PolicyGeneration::new(
+            files.tokenizer.clone(),
+            end_tokens,
+            config.seed,
+        ));
         Ok(Run {
+            generation,
             config,
             plan,
             plugin: plugin_name,
@@ -442,6 +460,7 @@ impl Run {
     fn train(mut self, job: &JobContext) -> Result<JobOutcome> {
         let policy = Arc::new(ModelPolicy {
             model: self.model.clone(),
+            generation: Some(self.generation.clone()),
         });
         let vars: Vec<candle_core::Var> = self
             .model
@@ -691,6 +710,7 @@ mod policy_tests {
             let vocab = model.config().vocab_size;
             let policy = ModelPolicy {
                 model: model.clone(),
+                generation: None,
             };
             let batch = batch();
             let d = policy.vocab_logprobs(&batch, true).unwrap();
@@ -759,6 +779,7 @@ mod policy_tests {
     fn a_batch_without_trained_positions_has_an_empty_distribution() {
         let policy = ModelPolicy {
             model: tiny(false, 1 << 26),
+            generation: None,
         };
         let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
         let mask = Tensor::zeros((1, 2), DType::F32, &Device::Cpu).unwrap();
@@ -801,6 +822,7 @@ mod policy_tests {
         let model = tiny(false, 1 << 26);
         let policy: Arc<dyn PolicyBackend> = Arc::new(ModelPolicy {
             model: model.clone(),
+            generation: None,
         });
         let (a, b) = packed_inputs();
         assert_eq!(a.ids.dims(), b.ids.dims());
@@ -893,6 +915,7 @@ mod policy_tests {
             .table
             .push(PolicyHandle::new(Arc::new(ModelPolicy {
                 model: model.clone(),
+                generation: None,
             })))
             .unwrap();
         let mut batches = Vec::new();
@@ -919,6 +942,70 @@ mod policy_tests {
                 assert!(diff < 1e-5, "old import {old}: log-probs differ by {diff}");
             }
         }
+    }
+
+    #[test]
+    fn policy_generate_samples_each_prompt_and_returns_a_scorable_batch() {
+        use crate::plugins::bindings::v0_2_0::method::tuner::plugin::model as new_model;
+        use crate::plugins::imports::model::{BatchHandle, PolicyHandle};
+        use crate::plugins::state::PluginState;
+        use wasmtime::component::Resource;
+
+        let model = tiny(false, 1 << 26); // full fine-tuning: weights are variables
+        let tokenizer = crate::text::Tokenizer::from_file(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures/qwen3/tokenizer.json"),
+        )
+        .unwrap();
+        let generation = Arc::new(PolicyGeneration::new(tokenizer, Vec::new(), 7));
+        let mut state = PluginState::new("test".into(), &Default::default(), None);
+        let policy = state
+            .table
+            .push(PolicyHandle::new(Arc::new(ModelPolicy {
+                model: model.clone(),
+                generation: Some(generation),
+            })))
+            .unwrap();
+        // Two right-padded prompts of 3 and 2 tokens.
+        let input = ModelInput::from_rows(&[vec![5, 6, 7], vec![8, 9]], &Device::Cpu).unwrap();
+        let mask = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
+        let mut prompts = MethodBatch::packed(SampleKind::Prompt, input, mask).unwrap();
+        prompts.answers = vec![Some("a".into()), None];
+        let prompts = state.table.push(BatchHandle::new(Arc::new(prompts))).unwrap();
+        let sampling = Sampling {
+            max_new_tokens: 6,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            samples_per_prompt: 3,
+        };
+        let rollout = new_model::HostPolicy::generate(
+            &mut state,
+            Resource::new_borrow(policy.rep()),
+            Resource::new_borrow(prompts.rep()),
+            sampling,
+        )
+        .unwrap()
+        .unwrap();
+        let rows: Vec<u32> = rollout.completions.iter().map(|c| c.prompt_row).collect();
+        assert_eq!(rows, [0, 0, 0, 1, 1, 1]);
+        assert!(rollout.completions.iter().all(|c| c.tokens == 6 && !c.finished));
+        let batch = state.table.get(&rollout.batch).unwrap();
+        let b = batch.batch().clone();
+        assert_eq!(b.answers[0], Some("a".into()));
+        assert_eq!(b.answers[5], None);
+        let ids: Vec<Vec<u32>> = b.ids.to_vec2().unwrap();
+        let mask: Vec<Vec<f32>> = b.loss_mask.to_vec2().unwrap();
+        assert_eq!(ids.len(), 6);
+        assert_eq!(&ids[0][..3], &[5, 6, 7]);
+        assert_eq!(&ids[4][..2], &[8, 9]);
+        // The mask covers the 6 completion tokens of each row, nothing else.
+        assert_eq!(mask[0], [0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+        assert_eq!(mask[3], [0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]);
+        // Samples of one prompt differ (seeded per sample), and the batch scores.
+        assert!(ids[0] != ids[1] || ids[1] != ids[2]);
+        let lp = model.token_logprobs(&b.model_input().unwrap(), Mode::EVAL).unwrap();
+        assert_eq!(lp.dims(), [6, 8]);
     }
 
     /// `input`'s ids as unpacked rows.

@@ -20,10 +20,12 @@ use super::tensors::ops;
 use crate::model::qwen3::ModelInput;
 use crate::plugins::bindings::v0_2_0::method::exports::tuner::plugin::method_plugin as wit_method;
 use crate::plugins::bindings::v0_2_0::method::tuner::plugin::model::{
-    self, BatchKind, Rollout, Sampling,
+    self, BatchKind, Rollout,
 };
 use crate::plugins::bindings::v0_2_0::method::tuner::plugin::tensors::TensorError;
 use crate::plugins::state::PluginState;
+/// `policy.generate`'s sampling settings (a plain WIT record).
+pub use crate::plugins::bindings::v0_2_0::method::tuner::plugin::model::Sampling;
 use crate::sample::SampleKind;
 
 /// Most metrics one `loss` call may report; later ones are dropped.
@@ -263,10 +265,36 @@ pub trait PolicyBackend: Send + Sync {
         Err(NotImplemented("policy.vocab-logprobs").into())
     }
 
-    /// Samples completions for a prompt batch (the generation issue).
-    fn generate(&self, _batch: &MethodBatch, _sampling: &Sampling) -> anyhow::Result<Rollout> {
+    /// Samples `samples_per_prompt` completions for each prompt row of
+    /// `batch` with the current weights (adapters on).
+    fn generate(
+        &self,
+        _batch: &MethodBatch,
+        _sampling: &Sampling,
+    ) -> anyhow::Result<GeneratedRollout> {
         Err(NotImplemented("policy.generate").into())
     }
+}
+
+/// One completion of `policy.generate`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratedCompletion {
+    /// The prompt row it continues.
+    pub prompt_row: u32,
+    /// Decoded text of the new tokens (end token left out).
+    pub text: String,
+    /// New tokens, the end token included when one ended it.
+    pub tokens: u32,
+    /// Ended at an end-of-turn token rather than the length limit.
+    pub finished: bool,
+}
+
+/// What `policy.generate` hands back: the completions, and a batch of
+/// prompt + completion rows (in the same order) whose loss mask covers the
+/// completion tokens.
+pub struct GeneratedRollout {
+    pub completions: Vec<GeneratedCompletion>,
+    pub batch: MethodBatch,
 }
 
 /// What a method plugin's `loss` produced.
@@ -286,6 +314,11 @@ pub struct BatchHandle {
 impl BatchHandle {
     pub fn new(batch: Arc<MethodBatch>) -> Self {
         Self { batch }
+    }
+
+    /// The batch it holds.
+    pub fn batch(&self) -> &Arc<MethodBatch> {
+        &self.batch
     }
 }
 
@@ -472,7 +505,22 @@ impl model::HostPolicy for PluginState {
         let started = Instant::now();
         let answer = policy.generate(&batch, &sampling);
         self.method.host_time += started.elapsed();
-        Ok(answer.map_err(|e| backend_error("policy.generate", e)))
+        let rollout = match answer {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(backend_error("policy.generate", e))),
+        };
+        let batch = self.table.push(BatchHandle::new(Arc::new(rollout.batch)))?;
+        let completions = rollout
+            .completions
+            .into_iter()
+            .map(|c| model::Completion {
+                prompt_row: c.prompt_row,
+                text: c.text,
+                tokens: c.tokens,
+                finished: c.finished,
+            })
+            .collect();
+        Ok(Ok(Rollout { completions, batch }))
     }
 
     fn drop(&mut self, handle: Resource<PolicyHandle>) -> wasmtime::Result<()> {
