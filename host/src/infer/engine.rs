@@ -446,8 +446,10 @@ impl EngineThread {
             if finished {
                 a.open_choices -= 1;
                 if a.open_choices == 0 {
-                    active.remove(&key);
+                    // Count it out before its channel closes (readers see
+                    // the end when the sender drops).
                     self.running.fetch_sub(1, Ordering::SeqCst);
+                    active.remove(&key);
                 }
             }
         }

@@ -361,3 +361,126 @@ fn streamed_text_never_splits_a_character_and_holds_back_stop_prefixes() {
     assert!(stopped);
     assert_eq!(out, "你好, wörld! ");
 }
+
+fn engine(options: EngineOptions) -> Engine {
+    let served = ServedModel {
+        name: "tiny".into(),
+        dir: fixtures().join("tiny-qwen3/tied"),
+        model: tiny("tied"),
+        tokenizer: tokenizer(),
+        template: None,
+        end_tokens: Vec::new(),
+        context_len: 64,
+    };
+    Engine::start(served, options).unwrap()
+}
+
+/// Every event of a generation, as (tokens, text, finish) per choice.
+fn drain(mut generation: Generation) -> Vec<(Vec<u32>, String, Option<FinishReason>)> {
+    let mut out: Vec<(Vec<u32>, String, Option<FinishReason>)> = Vec::new();
+    while let Some(event) = generation.blocking_next() {
+        match event {
+            Event::Token {
+                choice,
+                token,
+                text,
+                ..
+            } => {
+                if out.len() <= choice {
+                    out.resize(choice + 1, (Vec::new(), String::new(), None));
+                }
+                out[choice].0.push(token);
+                out[choice].1.push_str(&text);
+            }
+            Event::Finished {
+                choice,
+                reason,
+                text,
+                ..
+            } => {
+                out[choice].1.push_str(&text);
+                out[choice].2 = Some(reason);
+            }
+            Event::Failed { message } => panic!("{message}"),
+        }
+    }
+    out
+}
+
+#[test]
+fn the_engine_batches_concurrent_requests_without_mixing_them() {
+    let reference = reference();
+    let case = reference.cases.iter().find(|c| c.name == "tied").unwrap();
+    // A batch of 2 makes later requests wait for a slot and join mid-way.
+    let engine = engine(EngineOptions {
+        max_batch: 2,
+        ..EngineOptions::default()
+    });
+    let generations: Vec<_> = (0..6)
+        .map(|i| {
+            let p = &case.prompts[i % case.prompts.len()];
+            let params = SamplingParams::greedy(reference.max_new_tokens);
+            engine
+                .submit(GenerationRequest::new(p.prompt_ids.clone(), params))
+                .unwrap()
+        })
+        .collect();
+    let threads: Vec<_> = generations
+        .into_iter()
+        .map(|g| std::thread::spawn(move || drain(g)))
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        let out = t.join().unwrap();
+        let p = &case.prompts[i % case.prompts.len()];
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, p.generated_ids, "request {i}");
+        assert_eq!(out[0].2, Some(FinishReason::Length));
+    }
+    let load = engine.load();
+    assert_eq!((load.running, load.waiting), (0, 0));
+}
+
+#[test]
+fn a_dropped_reader_frees_its_slot_and_limits_are_checked_up_front() {
+    let engine = engine(EngineOptions {
+        max_batch: 1,
+        max_queue: 1,
+        ..EngineOptions::default()
+    });
+    let params = SamplingParams {
+        ignore_eos: true,
+        ..SamplingParams::greedy(60)
+    };
+    let mut first = engine
+        .submit(GenerationRequest::new(vec![1, 2, 3], params.clone()))
+        .unwrap();
+    // Wait until it runs, then fill the one queue place.
+    assert!(matches!(first.blocking_next(), Some(Event::Token { .. })));
+    let queued = engine
+        .submit(GenerationRequest::new(vec![4, 5], SamplingParams::greedy(2)))
+        .unwrap();
+    let full = engine.submit(GenerationRequest::new(vec![4, 5], SamplingParams::greedy(2)));
+    assert!(matches!(full, Err(SubmitError::QueueFull { .. })), "{:?}", full.err());
+    // Dropping the running request lets the queued one finish long before
+    // the first could have produced its 60 tokens.
+    drop(first);
+    let out = drain(queued);
+    assert_eq!(out[0].0.len(), 2);
+    assert_eq!(engine.load().running, 0);
+
+    let too_long = engine.submit(GenerationRequest::new(vec![1; 40], SamplingParams::greedy(30)));
+    assert_eq!(
+        too_long.err(),
+        Some(SubmitError::TooLong {
+            prompt_tokens: 40,
+            max_new_tokens: 30,
+            context_len: 64
+        })
+    );
+    let mut adapter = GenerationRequest::new(vec![1], SamplingParams::greedy(1));
+    adapter.adapter = Some("nope".into());
+    assert_eq!(
+        engine.submit(adapter).err(),
+        Some(SubmitError::UnknownAdapter("nope".into()))
+    );
+}
