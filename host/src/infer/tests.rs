@@ -484,3 +484,41 @@ fn a_dropped_reader_frees_its_slot_and_limits_are_checked_up_front() {
         Some(SubmitError::UnknownAdapter("nope".into()))
     );
 }
+
+#[test]
+fn a_qlora_base_with_an_unmerged_adapter_generates_close_to_the_dense_one() {
+    use crate::model::qwen3::Quant;
+    let reference = reference();
+    let case = reference
+        .cases
+        .iter()
+        .find(|c| c.adapter.is_some())
+        .unwrap();
+    let dir = fixtures().join("tiny-qwen3").join(&case.model);
+    let options = LoadOptions {
+        quantization: Quant::Nf4,
+        ..LoadOptions::default()
+    };
+    let model = Qwen3::load(&dir, &Device::Cpu, &options).unwrap();
+    let adapter_dir = fixtures().join("tiny-qwen3").join(case.adapter.as_ref().unwrap());
+    let adapter = Arc::new(LoadedAdapter::load("a", &adapter_dir, &model).unwrap());
+    let decoder = Decoder::new(&model, AttachedAdapters::Off, 64).unwrap();
+    let p = &case.prompts[0];
+    let mut cache = decoder.new_cache();
+    let mut steps = [Step {
+        cache: &mut cache,
+        tokens: &p.prompt_ids,
+        adapter: Some(&adapter),
+    }];
+    let logits = decoder.forward(&mut steps, forward::Logits::Last).unwrap();
+    let dense = Tensor::new(p.first_logits[0].as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    // 4-bit weights move the logits, but only by quantisation error.
+    let diff = max_abs_diff(&logits, &dense);
+    let scale = max_abs_diff(&dense, &dense.zeros_like().unwrap());
+    assert!(diff > 0.0 && diff < 0.25 * scale, "NF4 logits differ by {diff} (scale {scale})");
+    let out = greedy(&decoder, case, Some(adapter), 8);
+    assert!(out.iter().all(|c| c.tokens.len() == 8));
+}
