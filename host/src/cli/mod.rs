@@ -2,6 +2,7 @@
 //! documented shape); progress and logs go to stderr.
 
 mod cache;
+mod chat;
 mod data;
 mod export;
 mod init_model;
@@ -51,6 +52,8 @@ pub enum Command {
     /// List, remove, verify, import and export cached models and datasets.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Chat with a model in the terminal, or answer one prompt (--prompt, stdin).
+    Chat(chat::ChatArgs),
     /// Fine-tune a model from a config file (TOML, YAML or JSON).
     Train(train::TrainArgs),
     /// List and show training jobs.
@@ -88,6 +91,7 @@ pub fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Data(cmd) => data::run(app, cmd),
         Command::Pull(args) => pull::run(app, args),
         Command::Cache(cmd) => cache::run(app, cmd),
+        Command::Chat(args) => chat::run(app, args),
         Command::Train(args) => train::run(app, args),
         Command::Jobs(cmd) => train::run_jobs(app, cmd),
         Command::Export(args) => export::run(app, args),

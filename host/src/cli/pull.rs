@@ -131,14 +131,15 @@ pub fn run(app: App, args: PullArgs) -> Result<ExitCode> {
 }
 
 /// indicatif bars: one per file under way plus a total (bytes, speed, ETA).
-struct Bars {
+/// Also `tuner chat`'s, when its model must be downloaded first.
+pub(super) struct Bars {
     multi: MultiProgress,
     total: ProgressBar,
     files: Mutex<HashMap<String, ProgressBar>>,
 }
 
 impl Bars {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let total = multi.add(ProgressBar::new(0));
         total.set_style(
@@ -156,7 +157,7 @@ impl Bars {
         }
     }
 
-    fn finish(&self) {
+    pub(super) fn finish(&self) {
         for (_, b) in self.files.lock().unwrap().drain() {
             b.finish_and_clear();
         }
