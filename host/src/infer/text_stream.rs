@@ -67,6 +67,11 @@ impl TextStream {
             self.text.push_str(new);
             self.prefix_offset = self.read_offset;
             self.read_offset = self.ids.len();
+        } else if after == before {
+            // The token has no text (a special token): skip past it, so a run
+            // of such tokens does not widen every later decode.
+            self.prefix_offset = self.ids.len();
+            self.read_offset = self.ids.len();
         }
         Ok(self.release())
     }
