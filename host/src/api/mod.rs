@@ -1,6 +1,7 @@
 //! The HTTP API (axum): routes grouped by resource, one state, one error type.
 //!
-//! Everything is under `/api`; the OpenAPI document is at
+//! Everything is under `/api`, but for the OpenAI-compatible routes under
+//! `/v1` (same token, same Host/Origin guard); the OpenAPI document is at
 //! `/api/openapi.json`. When a token is configured every route but
 //! `/api/health` requires `Authorization: Bearer <token>`, and binding a
 //! non-loopback address without a token is refused.
@@ -11,6 +12,7 @@ mod error;
 mod guard;
 mod health;
 mod models;
+pub mod openai;
 mod openapi;
 mod plugins;
 mod training;
@@ -220,6 +222,7 @@ pub fn router(state: AppState) -> Router {
         .merge(training::routes())
         .merge(config::routes())
         .merge(openapi::routes())
+        .merge(openai::manage::routes())
         .fallback(|| async { ApiError::not_found("no_such_route", "no such API route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -228,10 +231,22 @@ pub fn router(state: AppState) -> Router {
                 "this route does not accept that HTTP method",
             )
         });
+    let v1 = openai::routes().fallback(|| async {
+        openai::OpenAiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found_error",
+            "no such route under /v1 (chat/completions, completions, models)",
+        )
+        .code("no_such_route")
+    });
     Router::new()
         .nest("/api", api)
+        .nest("/v1", v1)
         .fallback(|| async {
-            ApiError::not_found("no_such_route", "no such route; the API lives under /api")
+            ApiError::not_found(
+                "no_such_route",
+                "no such route; the API lives under /api (OpenAI-compatible routes under /v1)",
+            )
         })
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
@@ -258,6 +273,10 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     match presented {
         Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
             next.run(req).await
+        }
+        // OpenAI clients read OpenAI's error shape.
+        _ if req.uri().path().starts_with("/v1/") => {
+            axum::response::IntoResponse::into_response(openai::OpenAiError::unauthorized())
         }
         _ => axum::response::IntoResponse::into_response(ApiError::unauthorized()),
     }

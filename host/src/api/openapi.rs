@@ -36,6 +36,14 @@ use super::AppState;
         super::training::events,
         super::training::stop,
         super::training::resume,
+        super::openai::chat::chat_completions,
+        super::openai::completions::completions,
+        super::openai::list_models,
+        super::openai::manage::list,
+        super::openai::manage::load,
+        super::openai::manage::unload,
+        super::openai::manage::load_adapter,
+        super::openai::manage::unload_adapter,
         openapi_json,
     ),
     modifiers(&BearerToken),
@@ -46,6 +54,8 @@ use super::AppState;
         (name = "data", description = "Training datasets: upload, validate, preview, stats"),
         (name = "models", description = "Recommended models, downloads and the model cache"),
         (name = "training", description = "Training jobs: submit, follow, stop, resume"),
+        (name = "openai", description = "OpenAI-compatible generation under /v1 (same bearer token)"),
+        (name = "inference", description = "Served models and adapters: load, unload, list"),
     )
 )]
 pub struct ApiDoc;

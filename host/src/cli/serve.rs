@@ -1,4 +1,5 @@
-//! `tuner serve`: the HTTP API, with the plugin folder watched for changes.
+//! `tuner serve`: the HTTP API, with the plugin folder watched for changes;
+//! with `--model`, also a model served on the OpenAI-compatible `/v1` routes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -25,6 +26,64 @@ pub struct ServeArgs {
     /// Do not watch the plugin folder for changes.
     #[arg(long)]
     pub no_watch: bool,
+    /// Serve this model on `/v1` (a folder, or a hub id, pulled if not cached).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// A PEFT adapter to serve with `--model`, selected by `model: NAME`
+    /// (repeatable).
+    #[arg(long = "adapter", value_name = "NAME=DIR", requires = "model")]
+    pub adapters: Vec<String>,
+    /// The name requests select the model by (default: `--model` as given).
+    #[arg(long, requires = "model")]
+    pub served_name: Option<String>,
+    /// Sequences generated together in one step.
+    #[arg(long, requires = "model")]
+    pub max_batch: Option<usize>,
+    /// Requests waiting beyond those running; more get 429.
+    #[arg(long, requires = "model")]
+    pub max_queue: Option<usize>,
+}
+
+/// Loads `--model` and its adapters into the app's served table.
+fn load_model(app: &App, args: &ServeArgs) -> Result<()> {
+    let Some(model) = &args.model else {
+        return Ok(());
+    };
+    let adapters = args
+        .adapters
+        .iter()
+        .map(|a| {
+            a.split_once('=')
+                .filter(|(n, d)| !n.is_empty() && !d.is_empty())
+                .with_context(|| format!("--adapter `{a}`: expected NAME=DIR"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let defaults = crate::infer::EngineOptions::default();
+    let options = crate::infer::EngineOptions {
+        max_batch: args.max_batch.unwrap_or(defaults.max_batch).max(1),
+        max_queue: args.max_queue.unwrap_or(defaults.max_queue),
+        ..defaults
+    };
+    let bars = std::sync::Arc::new(super::pull::Bars::new());
+    let progress: crate::hub::Progress = bars.clone();
+    let engine = app.start_engine(
+        model,
+        args.served_name.as_deref(),
+        crate::infer::ModelOptions::default(),
+        options,
+        crate::app::models::WhenMissing::Pull(&progress),
+    );
+    bars.finish();
+    let engine = engine?;
+    for (name, dir) in adapters {
+        engine
+            .load_adapter(name, std::path::Path::new(dir))
+            .with_context(|| format!("--adapter {name}={dir}"))?;
+    }
+    let name = engine.name().to_string();
+    app.served().insert(engine)?;
+    eprintln!("serving {name} on /v1 (OpenAI-compatible)");
+    Ok(())
 }
 
 pub fn run(app: App, args: ServeArgs) -> Result<ExitCode> {
@@ -60,6 +119,8 @@ pub fn run(app: App, args: ServeArgs) -> Result<ExitCode> {
     } else {
         watch::watch(plugins.clone())?
     };
+
+    load_model(&app, &args)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
