@@ -113,6 +113,11 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts it and waits (at most a minute) until `/api/health` answers.
     pub fn start(home: &Path) -> ServeProcess {
+        Self::start_with(home, &[])
+    }
+
+    /// [`Self::start`] with more `tuner serve` arguments (`--model …`).
+    pub fn start_with(home: &Path, extra: &[&str]) -> ServeProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -120,6 +125,7 @@ impl ServeProcess {
             .port();
         let child = TunerCommand::new(home)
             .args(["serve", "--port", &port.to_string(), "--no-watch"])
+            .args(extra)
             .env_remove("TUNER_PLUGIN_DIR")
             .env_remove("TUNER_API_TOKEN")
             .spawn_quiet();

@@ -736,3 +736,52 @@ async fn management_routes_confine_adapter_paths_and_model_folders() {
         .unwrap();
     assert_eq!(del.status(), 204);
 }
+
+/// `tuner serve --model DIR --served-name NAME --adapter NAME=DIR`: the
+/// process loads both before it listens and `/v1` answers with them.
+#[test]
+fn serve_loads_a_model_and_its_adapters_from_the_command_line() {
+    let home = TestHome::new();
+    let model = write_model(&home, CONTEXT);
+    let adapter = home.dir.path().join("adapters/lora");
+    write_adapter(&adapter, 1);
+    let adapter_arg = format!("mine={}", adapter.display());
+    let serve = tuner_tests::ServeProcess::start_with(
+        home.dir.path(),
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--served-name",
+            "tiny",
+            "--adapter",
+            &adapter_arg,
+        ],
+    );
+    let client = reqwest::blocking::Client::new();
+    let models: Value = client
+        .get(format!("{}/v1/models", serve.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["tiny", "mine"], "{models}");
+    let answer: Value = client
+        .post(format!("{}/v1/chat/completions", serve.url))
+        .json(&chat_body(
+            "mine",
+            "hi",
+            json!({"max_tokens": 3, "temperature": 0}),
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(answer["model"], "mine", "{answer}");
+    assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() <= 3);
+}
