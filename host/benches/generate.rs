@@ -424,9 +424,17 @@ fn main() {
         }
         if profile {
             let prompt = &random_prompts(1, prompt_len, 1)[0];
-            let steps = profile_decode(&model, prompt, new, false);
-            let fixed = profile_decode(&model, prompt, new, true);
-            profiles.push((spec.name, steps, fixed, profile_linears(&model)));
+            let runs: Vec<Profile> = [
+                Products::AsIs,
+                Products::TwoRows,
+                Products::Split(1 << 20),
+                Products::Split(1 << 26),
+                Products::AsIs,
+            ]
+            .into_iter()
+            .map(|v| profile_decode(&model, prompt, new, v))
+            .collect();
+            profiles.push((spec.name, runs, profile_linears(&model)));
         }
         drop(model);
         if let Some(py) = &py {
@@ -508,9 +516,10 @@ fn main() {
             );
         }
     }
-    for (name, steps, fixed, linears) in &profiles {
-        steps.print(name);
-        fixed.print(name);
+    for (name, runs, linears) in &profiles {
+        for run in runs {
+            run.print(name);
+        }
         print!("{linears}");
     }
 }
@@ -522,7 +531,7 @@ fn main() {
 
 #[derive(Default)]
 struct Profile {
-    two_rows: bool,
+    products: Products,
     parts: BTreeMap<&'static str, Duration>,
     steps: usize,
     total: Duration,
@@ -541,10 +550,10 @@ impl Profile {
         println!();
         println!(
             "decode step profile, {model} batch 1{} ({} steps, {:.2} ms/step, {:.1} tok/s):",
-            if self.two_rows {
-                ", products as two rows"
-            } else {
-                ""
+            match self.products {
+                Products::AsIs => String::new(),
+                Products::TwoRows => ", one-row products as two rows".into(),
+                Products::Split(min) => format!(", weights >= {min} elements split across threads"),
             },
             self.steps,
             1e3 * total / self.steps as f64,
@@ -572,10 +581,20 @@ impl Profile {
     }
 }
 
-/// `two_rows`: run each one-row product as two identical rows (the fix
-/// proposed for `Decoder::linear`: gemm's blocked, multi-threaded kernel
-/// instead of its single-threaded gemv).
-fn profile_decode(model: &Qwen3, prompt: &[u32], new_tokens: usize, two_rows: bool) -> Profile {
+/// How the profiled copy runs its one-row products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Products {
+    /// As `Decoder::linear` does: gemm's gemv branch, one thread.
+    #[default]
+    AsIs,
+    /// Two identical rows: gemm's blocked, multi-threaded kernel.
+    TwoRows,
+    /// Weights of at least this many elements split by output rows across
+    /// scoped threads (each part a gemv), the rest as is.
+    Split(usize),
+}
+
+fn profile_decode(model: &Qwen3, prompt: &[u32], new_tokens: usize, products: Products) -> Profile {
     use tuner::infer::cache::SeqCache;
     let c = model.config();
     let d = c.head_dim();
@@ -613,17 +632,37 @@ fn profile_decode(model: &Qwen3, prompt: &[u32], new_tokens: usize, two_rows: bo
         .unwrap();
     let mut next = argmax_rows(&logits)[0];
     let mut p = Profile {
-        two_rows,
+        products,
         ..Profile::default()
     };
+    let threads = candle_core::utils::get_num_threads();
     let lin = |l: &tuner::model::linear::Linear, x: &Tensor| -> Tensor {
-        if two_rows {
-            l.forward(&Tensor::cat(&[x, x], 0).unwrap(), mode)
+        match products {
+            Products::TwoRows => l
+                .forward(&Tensor::cat(&[x, x], 0).unwrap(), mode)
                 .unwrap()
                 .narrow(0, 0, 1)
-                .unwrap()
-        } else {
-            l.forward(x, mode).unwrap()
+                .unwrap(),
+            Products::Split(min) if threads > 1 && l.shape().0 * l.shape().1 >= min => {
+                let w = l.base_weight().unwrap();
+                let out_f = w.dim(0).unwrap();
+                let chunk = out_f.div_ceil(threads);
+                let parts: Vec<Tensor> = (0..out_f)
+                    .step_by(chunk)
+                    .map(|s| w.narrow(0, s, chunk.min(out_f - s)).unwrap())
+                    .collect();
+                let outs: Vec<Tensor> = std::thread::scope(|sc| {
+                    let handles: Vec<_> = parts[1..]
+                        .iter()
+                        .map(|p| sc.spawn(|| x.matmul(&p.t().unwrap()).unwrap()))
+                        .collect();
+                    let mut outs = vec![x.matmul(&parts[0].t().unwrap()).unwrap()];
+                    outs.extend(handles.into_iter().map(|h| h.join().unwrap()));
+                    outs
+                });
+                Tensor::cat(&outs, 1).unwrap()
+            }
+            _ => l.forward(x, mode).unwrap(),
         }
     };
     let norm = |n: &tuner::model::qwen3::RmsNorm, x: &Tensor| {
