@@ -101,10 +101,13 @@ impl ServedModels {
             });
         }
         engines.values().find_map(|e| {
-            e.adapters().iter().any(|a| a.name == model).then(|| Target {
-                engine: e.clone(),
-                adapter: Some(model.to_string()),
-            })
+            e.adapters()
+                .iter()
+                .any(|a| a.name == model)
+                .then(|| Target {
+                    engine: e.clone(),
+                    adapter: Some(model.to_string()),
+                })
         })
     }
 

@@ -45,8 +45,10 @@ impl LoadedAdapter {
     /// Reads the PEFT folder `dir` for `model`, checking every tensor against
     /// the model's linears (errors name the file and tensor).
     pub fn load(name: &str, dir: &Path, model: &Qwen3) -> Result<LoadedAdapter> {
-        let shapes: Vec<(String, (usize, usize))> =
-            model.linears().map(|l| (l.name.clone(), l.shape())).collect();
+        let shapes: Vec<(String, (usize, usize))> = model
+            .linears()
+            .map(|l| (l.name.clone(), l.shape()))
+            .collect();
         let read = peft::read_adapter(dir, &shapes)
             .with_context(|| format!("loading adapter {name:?} from {}", dir.display()))?;
         let scale = read.spec.scale();
@@ -87,9 +89,7 @@ impl LoadedAdapter {
     pub fn bytes(&self) -> usize {
         self.modules
             .values()
-            .map(|m| {
-                (m.a_t.elem_count() + m.b_t.elem_count()) * m.a_t.dtype().size_in_bytes()
-            })
+            .map(|m| (m.a_t.elem_count() + m.b_t.elem_count()) * m.a_t.dtype().size_in_bytes())
             .sum()
     }
 }

@@ -154,7 +154,13 @@ mod tests {
         assert_eq!(k.dims(), &[2, 90, 3]);
         let expect = Tensor::cat(&[&a, &b], 1).unwrap();
         let diff = (k - expect).unwrap().abs().unwrap().sum_all().unwrap();
-        assert_eq!(diff.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap(), 0.0);
+        assert_eq!(
+            diff.to_dtype(DType::F64)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap(),
+            0.0
+        );
     }
 
     #[test]
@@ -165,7 +171,12 @@ mod tests {
         let (k1, _) = cache.append(0, &rows(10.0, 1), &rows(10.0, 1)).unwrap();
         let (k2, _) = fork.append(0, &rows(20.0, 1), &rows(20.0, 1)).unwrap();
         let last = |k: &Tensor| -> f32 {
-            k.narrow(1, 2, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()[0]
+            k.narrow(1, 2, 1)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()[0]
         };
         assert_eq!(last(&k1), 10.0);
         assert_eq!(last(&k2), 20.0);

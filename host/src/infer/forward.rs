@@ -167,7 +167,8 @@ impl<'m> Decoder<'m> {
             }
         };
         let h = norm(model.final_norm(), &rows)?;
-        self.linear(model.lm_head(), &h, &groups)?.to_dtype(DType::F32)
+        self.linear(model.lm_head(), &h, &groups)?
+            .to_dtype(DType::F32)
     }
 
     fn layer(
@@ -243,7 +244,11 @@ impl<'m> Decoder<'m> {
             };
             let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
             let out = probs.matmul(&v.contiguous()?)?; // [kvh, n_rep * t, d]
-            outs.push(out.reshape((h, t, d))?.transpose(0, 1)?.reshape((t, h * d))?);
+            outs.push(
+                out.reshape((h, t, d))?
+                    .transpose(0, 1)?
+                    .reshape((t, h * d))?,
+            );
         }
         let out = if outs.len() == 1 {
             outs.pop().expect("one")
@@ -332,9 +337,7 @@ fn merge_groups<'a>(
     let mut out: Vec<(Range<usize>, Option<&'a LoadedAdapter>)> = Vec::new();
     for (rows, a) in runs {
         match out.last_mut() {
-            Some((last, b)) if same_adapter(*b, a) && last.end == rows.start => {
-                last.end = rows.end
-            }
+            Some((last, b)) if same_adapter(*b, a) && last.end == rows.start => last.end = rows.end,
             _ => out.push((rows, a)),
         }
     }

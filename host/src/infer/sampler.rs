@@ -199,11 +199,7 @@ pub fn top_k_indices(row: &[f32], k: usize) -> Vec<u32> {
         return Vec::new();
     }
     let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-    let by_value = |a: &u32, b: &u32| {
-        row[*b as usize]
-            .total_cmp(&row[*a as usize])
-            .then(a.cmp(b))
-    };
+    let by_value = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
     if k < idx.len() {
         idx.select_nth_unstable_by(k - 1, by_value);
         idx.truncate(k);
@@ -230,7 +226,9 @@ mod tests {
     }
 
     fn logits() -> Vec<f32> {
-        (0..1000).map(|i| ((i * 7919) % 1000) as f32 / 100.0).collect()
+        (0..1000)
+            .map(|i| ((i * 7919) % 1000) as f32 / 100.0)
+            .collect()
     }
 
     #[test]

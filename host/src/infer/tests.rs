@@ -78,7 +78,9 @@ fn cached_ragged_decode_matches_the_full_forward_pass() {
     // Then one token at a time, sequences dropping out as they end.
     let mut pos = prefix;
     loop {
-        let live: Vec<usize> = (0..rows.len()).filter(|&i| pos[i] < rows[i].len()).collect();
+        let live: Vec<usize> = (0..rows.len())
+            .filter(|&i| pos[i] < rows[i].len())
+            .collect();
         if live.is_empty() {
             break;
         }
@@ -100,7 +102,11 @@ fn cached_ragged_decode_matches_the_full_forward_pass() {
     }
     for (i, row) in rows.iter().enumerate() {
         let input = ModelInput::from_rows(std::slice::from_ref(row), &Device::Cpu).unwrap();
-        let full = model.forward(&input, Mode::EVAL).unwrap().squeeze(0).unwrap();
+        let full = model
+            .forward(&input, Mode::EVAL)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
         let cached = Tensor::cat(&got[i], 0).unwrap();
         let diff = max_abs_diff(&full, &cached);
         assert!(diff < 1e-4, "row {i}: cached decode differs by {diff}");
@@ -148,7 +154,10 @@ fn greedy(
                 logprobs: Some(0),
                 ..SamplingParams::greedy(n)
             };
-            (GenerationRequest::new(p.prompt_ids.clone(), params), adapter.clone())
+            (
+                GenerationRequest::new(p.prompt_ids.clone(), params),
+                adapter.clone(),
+            )
         })
         .collect();
     generate(decoder, &tokenizer(), &[], &requests, 512)
@@ -195,7 +204,11 @@ fn greedy_generation_equals_transformers_and_peft_token_for_token() {
                             .unsqueeze(0)
                             .unwrap();
                         let diff = max_abs_diff(&logits, &expect);
-                        assert!(diff < 1e-4, "{} step {step}: logits differ by {diff}", case.name);
+                        assert!(
+                            diff < 1e-4,
+                            "{} step {step}: logits differ by {diff}",
+                            case.name
+                        );
                         tokens = vec![p.generated_ids[step]];
                     }
                 }
@@ -206,7 +219,11 @@ fn greedy_generation_equals_transformers_and_peft_token_for_token() {
                 let adapter = Arc::new(LoadedAdapter::load("a", &dir, &model).unwrap());
                 {
                     let decoder = Decoder::new(&model, AttachedAdapters::Off, 64).unwrap();
-                    check_case(case, &greedy(&decoder, case, Some(adapter), n), "per request");
+                    check_case(
+                        case,
+                        &greedy(&decoder, case, Some(adapter), n),
+                        "per request",
+                    );
                     // The same base without it is a different model.
                     let base = greedy(&decoder, case, None, n);
                     assert_ne!(base[0].tokens, case.prompts[0].generated_ids);
@@ -234,7 +251,9 @@ fn sequences_with_and_without_an_adapter_share_one_batch() {
         .find(|c| c.adapter.is_none() && c.model == case.model)
         .unwrap();
     let model = tiny(&case.model);
-    let dir = fixtures().join("tiny-qwen3").join(case.adapter.as_ref().unwrap());
+    let dir = fixtures()
+        .join("tiny-qwen3")
+        .join(case.adapter.as_ref().unwrap());
     let adapter = Arc::new(LoadedAdapter::load("a", &dir, &model).unwrap());
     let decoder = Decoder::new(&model, AttachedAdapters::Off, 64).unwrap();
     // Interleave: adapter, base, adapter, base ...
@@ -313,7 +332,10 @@ fn end_tokens_stop_strings_and_length_set_the_finish_reason() {
     let stopped = run(SamplingParams::greedy(20), &[end]);
     assert_eq!(stopped.finish_reason, FinishReason::Stop);
     assert_eq!(stopped.tokens, free.tokens[..=first]);
-    assert_eq!(stopped.text, tok.decode_text(&free.tokens[..first]).unwrap());
+    assert_eq!(
+        stopped.text,
+        tok.decode_text(&free.tokens[..first]).unwrap()
+    );
     // ignore_eos keeps going; a stop id of the request still stops.
     let ignored = run(
         SamplingParams {
@@ -457,10 +479,20 @@ fn a_dropped_reader_frees_its_slot_and_limits_are_checked_up_front() {
     // Wait until it runs, then fill the one queue place.
     assert!(matches!(first.blocking_next(), Some(Event::Token { .. })));
     let queued = engine
-        .submit(GenerationRequest::new(vec![4, 5], SamplingParams::greedy(2)))
+        .submit(GenerationRequest::new(
+            vec![4, 5],
+            SamplingParams::greedy(2),
+        ))
         .unwrap();
-    let full = engine.submit(GenerationRequest::new(vec![4, 5], SamplingParams::greedy(2)));
-    assert!(matches!(full, Err(SubmitError::QueueFull { .. })), "{:?}", full.err());
+    let full = engine.submit(GenerationRequest::new(
+        vec![4, 5],
+        SamplingParams::greedy(2),
+    ));
+    assert!(
+        matches!(full, Err(SubmitError::QueueFull { .. })),
+        "{:?}",
+        full.err()
+    );
     // Dropping the running request lets the queued one finish long before
     // the first could have produced its 60 tokens.
     drop(first);
@@ -468,7 +500,10 @@ fn a_dropped_reader_frees_its_slot_and_limits_are_checked_up_front() {
     assert_eq!(out[0].0.len(), 2);
     assert_eq!(engine.load().running, 0);
 
-    let too_long = engine.submit(GenerationRequest::new(vec![1; 40], SamplingParams::greedy(30)));
+    let too_long = engine.submit(GenerationRequest::new(
+        vec![1; 40],
+        SamplingParams::greedy(30),
+    ));
     assert_eq!(
         too_long.err(),
         Some(SubmitError::TooLong {
@@ -500,7 +535,9 @@ fn a_qlora_base_with_an_unmerged_adapter_generates_close_to_the_dense_one() {
         ..LoadOptions::default()
     };
     let model = Qwen3::load(&dir, &Device::Cpu, &options).unwrap();
-    let adapter_dir = fixtures().join("tiny-qwen3").join(case.adapter.as_ref().unwrap());
+    let adapter_dir = fixtures()
+        .join("tiny-qwen3")
+        .join(case.adapter.as_ref().unwrap());
     let adapter = Arc::new(LoadedAdapter::load("a", &adapter_dir, &model).unwrap());
     let decoder = Decoder::new(&model, AttachedAdapters::Off, 64).unwrap();
     let p = &case.prompts[0];
@@ -518,7 +555,10 @@ fn a_qlora_base_with_an_unmerged_adapter_generates_close_to_the_dense_one() {
     // 4-bit weights move the logits, but only by quantisation error.
     let diff = max_abs_diff(&logits, &dense);
     let scale = max_abs_diff(&dense, &dense.zeros_like().unwrap());
-    assert!(diff > 0.0 && diff < 0.25 * scale, "NF4 logits differ by {diff} (scale {scale})");
+    assert!(
+        diff > 0.0 && diff < 0.25 * scale,
+        "NF4 logits differ by {diff} (scale {scale})"
+    );
     let out = greedy(&decoder, case, Some(adapter), 8);
     assert!(out.iter().all(|c| c.tokens.len() == 8));
 }

@@ -93,7 +93,11 @@ impl TextStream {
         let hit = self
             .stop
             .iter()
-            .filter_map(|s| self.text[search_from..].find(s.as_str()).map(|i| search_from + i))
+            .filter_map(|s| {
+                self.text[search_from..]
+                    .find(s.as_str())
+                    .map(|i| search_from + i)
+            })
             .min();
         if let Some(at) = hit {
             let at = at.max(self.released);

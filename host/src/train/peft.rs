@@ -348,8 +348,10 @@ pub fn load_adapter_into<'a>(
     dir: &Path,
 ) -> Result<LoraSpec> {
     let mut linears: Vec<&mut Linear> = linears.into_iter().collect();
-    let shapes: Vec<(String, (usize, usize))> =
-        linears.iter().map(|l| (l.name.clone(), l.shape())).collect();
+    let shapes: Vec<(String, (usize, usize))> = linears
+        .iter()
+        .map(|l| (l.name.clone(), l.shape()))
+        .collect();
     let adapter = read_adapter(dir, &shapes)?;
     for lin in linears.iter_mut() {
         let Some(factors) = adapter.factors.get(&lin.name) else {

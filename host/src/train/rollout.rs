@@ -151,7 +151,10 @@ fn prompt_rows(batch: &MethodBatch) -> Result<Vec<Vec<u32>>> {
 fn scorable_batch(rows: &[(Vec<u32>, usize)], device: &candle_core::Device) -> Result<MethodBatch> {
     let seqs: Vec<Vec<u32>> = rows.iter().map(|(r, _)| r.clone()).collect();
     // Every row is a prompt token or more plus a generated token or more.
-    ensure!(seqs.iter().all(|s| s.len() >= 2), "a rollout row has under 2 tokens");
+    ensure!(
+        seqs.iter().all(|s| s.len() >= 2),
+        "a rollout row has under 2 tokens"
+    );
     let input = ModelInput::from_rows(&seqs, device)?;
     let seq = seqs.iter().map(Vec::len).max().unwrap_or(2);
     let mut mask = Vec::with_capacity(rows.len() * (seq - 1));

@@ -25,13 +25,13 @@ use super::checkpoint::{self, TrainerState};
 use super::config::{DeviceChoice, DtypeChoice, LrScheduler, TrainConfig};
 use super::jobs::{JobContext, JobOutcome, TrainEvent, Trainer};
 use super::optim::{AdamW, AdamWConfig, GradAccumulator, clip_grad_norm};
+use super::rollout::PolicyGeneration;
 use super::schedule::{self, Schedule};
 use crate::data::LoadOptions as DataLoadOptions;
 use crate::model::linear::Mode;
 use crate::model::lora::{self, LoraSpec};
 use crate::model::qwen3::{self, Qwen3};
 use crate::plugins::MethodSession;
-use super::rollout::PolicyGeneration;
 use crate::plugins::imports::model::{
     Distribution, GeneratedRollout, MethodBatch, MethodLoss, Plan, PolicyBackend, Quantization,
     Sampling, Trainable,
@@ -971,7 +971,10 @@ mod policy_tests {
         let mask = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
         let mut prompts = MethodBatch::packed(SampleKind::Prompt, input, mask).unwrap();
         prompts.answers = vec![Some("a".into()), None];
-        let prompts = state.table.push(BatchHandle::new(Arc::new(prompts))).unwrap();
+        let prompts = state
+            .table
+            .push(BatchHandle::new(Arc::new(prompts)))
+            .unwrap();
         let sampling = Sampling {
             max_new_tokens: 6,
             temperature: 1.0,
@@ -989,7 +992,12 @@ mod policy_tests {
         .unwrap();
         let rows: Vec<u32> = rollout.completions.iter().map(|c| c.prompt_row).collect();
         assert_eq!(rows, [0, 0, 0, 1, 1, 1]);
-        assert!(rollout.completions.iter().all(|c| c.tokens == 6 && !c.finished));
+        assert!(
+            rollout
+                .completions
+                .iter()
+                .all(|c| c.tokens == 6 && !c.finished)
+        );
         let batch = state.table.get(&rollout.batch).unwrap();
         let b = batch.batch().clone();
         assert_eq!(b.answers[0], Some("a".into()));
@@ -1004,7 +1012,9 @@ mod policy_tests {
         assert_eq!(mask[3], [0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0]);
         // Samples of one prompt differ (seeded per sample), and the batch scores.
         assert!(ids[0] != ids[1] || ids[1] != ids[2]);
-        let lp = model.token_logprobs(&b.model_input().unwrap(), Mode::EVAL).unwrap();
+        let lp = model
+            .token_logprobs(&b.model_input().unwrap(), Mode::EVAL)
+            .unwrap();
         assert_eq!(lp.dims(), [6, 8]);
     }
 

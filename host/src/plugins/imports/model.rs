@@ -19,13 +19,11 @@ use wasmtime::component::Resource;
 use super::tensors::ops;
 use crate::model::qwen3::ModelInput;
 use crate::plugins::bindings::v0_2_0::method::exports::tuner::plugin::method_plugin as wit_method;
-use crate::plugins::bindings::v0_2_0::method::tuner::plugin::model::{
-    self, BatchKind, Rollout,
-};
-use crate::plugins::bindings::v0_2_0::method::tuner::plugin::tensors::TensorError;
-use crate::plugins::state::PluginState;
 /// `policy.generate`'s sampling settings (a plain WIT record).
 pub use crate::plugins::bindings::v0_2_0::method::tuner::plugin::model::Sampling;
+use crate::plugins::bindings::v0_2_0::method::tuner::plugin::model::{self, BatchKind, Rollout};
+use crate::plugins::bindings::v0_2_0::method::tuner::plugin::tensors::TensorError;
+use crate::plugins::state::PluginState;
 use crate::sample::SampleKind;
 
 /// Most metrics one `loss` call may report; later ones are dropped.
