@@ -1,4 +1,4 @@
-//! Embeds the bundled plugins (`plugins/{formats,sources,methods}/*`) in the
+//! Embeds the bundled plugins (`plugins/{formats,sources,methods,rewards}/*`) in the
 //! `tuner` binary: generates `bundled.rs` with their components.
 //!
 //! With a wasm32 toolchain the components are built from source; without one

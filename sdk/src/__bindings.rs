@@ -1,8 +1,8 @@
 //! The generated WIT bindings, one module per world. Not public API: use the
 //! re-exports in `format`, `source`, `method` and the crate root.
 //!
-//! The three worlds share `types` and `log`; `with` makes the second and
-//! third generation reuse the first one's modules so there is one `Message`
+//! The four worlds share `types` and `log`; `with` makes the later
+//! generations reuse the first one's modules so there is one `Message`
 //! type, not three.
 //!
 //! The error types are the SDK's own (same shape, so the generated code
@@ -51,6 +51,21 @@ pub mod method {
             "tuner:plugin/types@0.2.0/plugin-error": crate::PluginError,
             "tuner:plugin/log@0.2.0": crate::__bindings::format::tuner::plugin::log,
             "tuner:plugin/tensors@0.2.0/tensor-error": crate::method::TensorError,
+        },
+    });
+}
+
+pub mod reward {
+    wit_bindgen::generate!({
+        path: "../wit/0.2.0",
+        world: "tuner:plugin/reward@0.2.0",
+        pub_export_macro: true,
+        default_bindings_module: "tuner_sdk::__bindings::reward",
+        runtime_path: "tuner_sdk::__bindings::rt",
+        with: {
+            "tuner:plugin/types@0.2.0": crate::__bindings::format::tuner::plugin::types,
+            "tuner:plugin/types@0.2.0/plugin-error": crate::PluginError,
+            "tuner:plugin/log@0.2.0": crate::__bindings::format::tuner::plugin::log,
         },
     });
 }

@@ -2,7 +2,7 @@
 //! in a sandbox (no files, sockets or clocks; network only through the host,
 //! only to declared hosts).
 //!
-//! There are three kinds of plugin. Implement one trait and export the type
+//! There are four kinds of plugin. Implement one trait and export the type
 //! with [`export_plugin!`]:
 //!
 //! | Kind | Trait | What it does |
@@ -10,6 +10,7 @@
 //! | format | [`FormatPlugin`] (+ a [`format::RecordParser`]) | reads a data file format into training [`Sample`]s, streaming |
 //! | source | [`SourcePlugin`] | resolves a model or dataset repository to a file listing the host downloads |
 //! | method | [`MethodPlugin`] | a training method: declares its settings, says what the host prepares ([`method::Plan`]) and composes the loss from host tensors |
+//! | reward | [`RewardPlugin`] | a reward function for RL methods (GRPO): scores generated completions, text in, numbers out |
 //!
 //! Formats and methods declare their own settings as a schema
 //! ([`Setting`]); the host checks user values against it, fills in defaults
@@ -86,6 +87,7 @@ pub mod __bindings;
 pub mod format;
 pub mod log;
 pub mod method;
+pub mod reward;
 pub mod source;
 
 mod error;
@@ -96,6 +98,7 @@ pub use error::PluginError;
 pub use format::FormatPlugin;
 pub use lines::Lines;
 pub use method::MethodPlugin;
+pub use reward::RewardPlugin;
 pub use settings::Settings;
 pub use source::SourcePlugin;
 
@@ -257,9 +260,9 @@ macro_rules! plugin_info {
 
 /// Exports a type as the plugin of this component.
 ///
-/// `export_plugin!(format: MyFormat)`, `export_plugin!(source: MySource)` or
-/// `export_plugin!(method: MyMethod)`; the type implements the matching
-/// trait. Use it once per crate.
+/// `export_plugin!(format: MyFormat)`, `export_plugin!(source: MySource)`,
+/// `export_plugin!(method: MyMethod)` or `export_plugin!(reward: MyReward)`;
+/// the type implements the matching trait. Use it once per crate.
 ///
 /// ```no_run
 /// use tuner_sdk::source::*;
@@ -303,6 +306,16 @@ macro_rules! export_plugin {
             $crate::__method_glue!(__TunerMethodExport, $ty);
             $crate::__bindings::method::export!(
                 __TunerMethodExport with_types_in $crate::__bindings::method
+            );
+            $crate::__sdk_version_section!();
+        };
+    };
+    (reward: $ty:ty) => {
+        const _: () = {
+            struct __TunerRewardExport;
+            $crate::__reward_glue!(__TunerRewardExport, $ty);
+            $crate::__bindings::reward::export!(
+                __TunerRewardExport with_types_in $crate::__bindings::reward
             );
             $crate::__sdk_version_section!();
         };

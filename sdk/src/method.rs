@@ -134,6 +134,14 @@ pub use crate::__bindings::method::tuner::plugin::model::Completion;
 /// ```
 pub use crate::__bindings::method::tuner::plugin::model::Rollout;
 
+/// The scores one reward function gave a rollout, from [`Policy::score`].
+///
+/// ```
+/// let s = tuner_sdk::method::RewardScores { name: "accuracy".into(), weight: 1.0, scores: vec![1.0, 0.0] };
+/// assert_eq!(s.scores.len(), 2);
+/// ```
+pub use crate::__bindings::method::tuner::plugin::model::RewardScores;
+
 /// Sampling settings for [`Policy::generate`].
 ///
 /// ```

@@ -70,13 +70,14 @@ pub struct BuildArgs {
 
 impl clap::ValueEnum for Kind {
     fn value_variants<'a>() -> &'a [Self] {
-        &[Kind::Format, Kind::Source, Kind::Method]
+        &[Kind::Format, Kind::Source, Kind::Method, Kind::Reward]
     }
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
         Some(clap::builder::PossibleValue::new(match self {
             Kind::Format => "format",
             Kind::Source => "source",
             Kind::Method => "method",
+            Kind::Reward => "reward",
         }))
     }
 }

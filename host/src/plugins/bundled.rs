@@ -1,5 +1,5 @@
 //! The plugins compiled into the `tuner` binary by `host/build.rs` from
-//! `plugins/{formats,sources,methods}/*`.
+//! `plugins/{formats,sources,methods,rewards}/*`.
 
 /// One bundled plugin: its component bytes and optional manifest.
 pub struct BundledPlugin {

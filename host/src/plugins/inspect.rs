@@ -54,6 +54,8 @@ fn required_functions(kind: Kind, wit: WitVersion) -> &'static [&'static str] {
         ],
         (Kind::Source, _) => &["info", "default-endpoint", "resolve"],
         (Kind::Method, WitVersion::V0_1_0) => &["info", "configure", "loss"],
+        // Reward plugins exist since 0.2.0; a 0.1.0 package has no such export.
+        (Kind::Reward, _) => &["info", "settings", "score"],
         (Kind::Method, WitVersion::V0_2_0) => &[
             "info",
             "settings",
@@ -70,6 +72,7 @@ fn offered_imports(kind: Kind) -> &'static [&'static str] {
         Kind::Format => &["types", "log"],
         Kind::Source => &["types", "log", "http"],
         Kind::Method => &["types", "log", "tensors", "model"],
+        Kind::Reward => &["types", "log"],
     }
 }
 
@@ -106,6 +109,7 @@ pub fn inspect(engine: &Engine, component: &Component) -> Result<Inspection, Loa
                 "format-plugin" => Kind::Format,
                 "source-plugin" => Kind::Source,
                 "method-plugin" => Kind::Method,
+                "reward-plugin" => Kind::Reward,
                 _ => return None,
             };
             Some((kind, ver))

@@ -38,6 +38,7 @@ pub mod manifest;
 pub mod method;
 pub mod plugin;
 pub mod registry;
+pub mod reward;
 pub mod runtime;
 pub mod scaffold;
 pub mod settings;
@@ -56,10 +57,11 @@ pub use limits::PluginLimits;
 pub use method::{MethodPlugin, MethodSession};
 pub use plugin::{Plugin, PluginMeta};
 pub use registry::{PluginHost, ReloadReport};
+pub use reward::RewardPlugin;
 pub use runtime::Runtime;
 pub use source::SourcePlugin;
 
-/// The three kinds of plugin, one per WIT world.
+/// The four kinds of plugin, one per WIT world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -69,6 +71,8 @@ pub enum Kind {
     Source,
     /// Training methods (`world method`).
     Method,
+    /// Reward functions for RL methods (`world reward`).
+    Reward,
 }
 
 impl std::fmt::Display for Kind {
@@ -77,6 +81,7 @@ impl std::fmt::Display for Kind {
             Kind::Format => "format",
             Kind::Source => "source",
             Kind::Method => "method",
+            Kind::Reward => "reward",
         })
     }
 }
@@ -88,8 +93,9 @@ impl std::str::FromStr for Kind {
             "format" => Ok(Kind::Format),
             "source" => Ok(Kind::Source),
             "method" => Ok(Kind::Method),
+            "reward" => Ok(Kind::Reward),
             _ => Err(format!(
-                "unknown plugin kind `{s}` (expected format, source or method)"
+                "unknown plugin kind `{s}` (expected format, source, method or reward)"
             )),
         }
     }
@@ -101,6 +107,7 @@ impl From<bindings::PluginKind> for Kind {
             bindings::PluginKind::Format => Kind::Format,
             bindings::PluginKind::Source => Kind::Source,
             bindings::PluginKind::Method => Kind::Method,
+            bindings::PluginKind::Reward => Kind::Reward,
         }
     }
 }
@@ -121,9 +128,9 @@ pub enum LoadError {
     #[error("invalid component: {0}")]
     Invalid(String),
     #[error(
-        "not a tuner plugin: it exports none of tuner:plugin/format-plugin, source-plugin or \
-         method-plugin (it exports {exports}); build it with tuner-sdk for one of the worlds \
-         `format`, `source` or `method`"
+        "not a tuner plugin: it exports none of tuner:plugin/format-plugin, source-plugin, \
+         method-plugin or reward-plugin (it exports {exports}); build it with tuner-sdk for one \
+         of the worlds `format`, `source`, `method` or `reward`"
     )]
     WrongWorld { exports: String },
     #[error("exports more than one plugin interface ({0}); a plugin targets exactly one world")]

@@ -110,6 +110,8 @@ pub(super) enum Bindings {
     Format(FormatBindings),
     Source(SourceBindings),
     Method(MethodBindings),
+    /// Reward plugins exist since `tuner:plugin@0.2.0` only.
+    Reward(new::reward::Reward),
 }
 
 /// A format instance's exports.
@@ -431,6 +433,14 @@ impl Plugin {
             (Kind::Method, WitVersion::V0_2_0) => Bindings::Method(MethodBindings::V0_2(
                 new::method::Method::instantiate(&mut store, c, linker).map_err(fail)?,
             )),
+            (Kind::Reward, WitVersion::V0_2_0) => Bindings::Reward(
+                new::reward::Reward::instantiate(&mut store, c, linker).map_err(fail)?,
+            ),
+            (Kind::Reward, WitVersion::V0_1_0) => {
+                return Err(fail(wasmtime::format_err!(
+                    "reward plugins need tuner:plugin@0.2.0 or newer"
+                )));
+            }
             (Kind::Format, WitVersion::V0_1_0) => Bindings::Format(FormatBindings::V0_1(
                 old::format::Format::instantiate(&mut store, c, linker).map_err(fail)?,
             )),
@@ -575,6 +585,7 @@ impl Plugin {
                 Bindings::Method(MethodBindings::V0_2(b)) => {
                     b.tuner_plugin_method_plugin().call_info(store)
                 }
+                Bindings::Reward(b) => b.tuner_plugin_reward_plugin().call_info(store),
                 Bindings::Format(FormatBindings::V0_1(b)) => b
                     .tuner_plugin_format_plugin()
                     .call_info(store)
@@ -606,7 +617,8 @@ impl Plugin {
         let schema = match (self.meta.kind, self.wit) {
             (Kind::Source, _) | (Kind::Format, WitVersion::V0_1_0) => Vec::new(),
             (Kind::Method, WitVersion::V0_1_0) => old::legacy_method_settings(),
-            (Kind::Format | Kind::Method, WitVersion::V0_2_0) => {
+            (Kind::Reward, WitVersion::V0_1_0) => Vec::new(),
+            (Kind::Format | Kind::Method | Kind::Reward, WitVersion::V0_2_0) => {
                 let declared = self.call("settings", self.timeout(), |store, b| match b {
                     Bindings::Format(FormatBindings::V0_2(b)) => {
                         b.tuner_plugin_format_plugin().call_settings(store)
@@ -614,6 +626,7 @@ impl Plugin {
                     Bindings::Method(MethodBindings::V0_2(b)) => {
                         b.tuner_plugin_method_plugin().call_settings(store)
                     }
+                    Bindings::Reward(b) => b.tuner_plugin_reward_plugin().call_settings(store),
                     // Sources and 0.1.0 plugins declare no settings.
                     _ => Ok(Vec::new()),
                 })?;
@@ -642,6 +655,11 @@ impl Plugin {
     /// The plugin as a method handle, if it is a method plugin.
     pub fn as_method(self: &Arc<Self>) -> Option<super::MethodPlugin> {
         (self.meta.kind == Kind::Method).then(|| super::MethodPlugin::new(self.clone()))
+    }
+
+    /// The plugin as a reward handle, if it is a reward plugin.
+    pub fn as_reward(self: &Arc<Self>) -> Option<super::RewardPlugin> {
+        (self.meta.kind == Kind::Reward).then(|| super::RewardPlugin::new(self.clone()))
     }
 
     /// The plugin's refusal of a call, as the error users see.
@@ -680,6 +698,19 @@ impl Plugin {
     ) -> Result<R, CallError> {
         self.call_kind(call, deadline, Kind::Source, |store, b| match b {
             Bindings::Source(b) => Some(f(store, b)),
+            _ => None,
+        })
+    }
+
+    /// [`Plugin::call_format`] for reward plugins.
+    pub(super) fn call_reward<R>(
+        &self,
+        call: &str,
+        deadline: Duration,
+        f: impl FnOnce(&mut Store<PluginState>, &new::reward::Reward) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        self.call_kind(call, deadline, Kind::Reward, |store, b| match b {
+            Bindings::Reward(b) => Some(f(store, b)),
             _ => None,
         })
     }

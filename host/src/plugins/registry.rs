@@ -15,7 +15,7 @@ use super::inspect;
 use super::manifest::{Manifest, check_name};
 use super::plugin::{MetadataSource, Origin, Plugin, PluginMeta};
 use super::runtime::{CompileSource, Runtime};
-use super::{FormatPlugin, MethodPlugin, SourcePlugin};
+use super::{FormatPlugin, MethodPlugin, RewardPlugin, SourcePlugin};
 use super::{Kind, LoadError, PluginLimits};
 
 /// A file in the plugin folder that failed to load, and why.
@@ -146,6 +146,16 @@ impl PluginHost {
     /// The method plugin called `name`.
     pub fn method(&self, name: &str) -> Option<MethodPlugin> {
         self.get(name)?.as_method()
+    }
+
+    /// The reward plugin called `name`.
+    pub fn reward(&self, name: &str) -> Option<RewardPlugin> {
+        self.get(name)?.as_reward()
+    }
+
+    /// Every active reward plugin, sorted by name.
+    pub fn rewards(&self) -> Vec<RewardPlugin> {
+        self.list().iter().filter_map(Plugin::as_reward).collect()
     }
 
     /// Every active format plugin, sorted by name.

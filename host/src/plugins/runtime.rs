@@ -85,6 +85,7 @@ impl Runtime {
             Kind::Format => &linkers.format,
             Kind::Source => &linkers.source,
             Kind::Method => &linkers.method,
+            Kind::Reward => &linkers.reward,
         }
     }
 
@@ -156,6 +157,9 @@ struct Linkers {
     format: Linker<PluginState>,
     source: Linker<PluginState>,
     method: Linker<PluginState>,
+    /// Reward plugins exist since 0.2.0; older versions get an empty linker
+    /// that is never used.
+    reward: Linker<PluginState>,
 }
 
 fn linker_error(e: wasmtime::Error) -> anyhow::Error {
@@ -165,7 +169,7 @@ fn linker_error(e: wasmtime::Error) -> anyhow::Error {
 /// One linker per world of the bindings module `$version`: each version's
 /// generated worlds have their own `add_to_linker`, over the same host state.
 macro_rules! linkers_for {
-    ($engine:expr, $version:ident) => {{
+    ($engine:expr, $version:ident, $reward:expr) => {{
         use $version::{format::Format, method::Method, source::Source};
         let mut format = Linker::new($engine);
         Format::add_to_linker::<_, HasSelf<_>>(&mut format, |s| s).map_err(linker_error)?;
@@ -177,17 +181,21 @@ macro_rules! linkers_for {
             format,
             source,
             method,
+            reward: $reward,
         })
     }};
 }
 
 impl Linkers {
     fn v0_2_0(engine: &Engine) -> anyhow::Result<Self> {
-        linkers_for!(engine, v0_2_0)
+        let mut reward = Linker::new(engine);
+        v0_2_0::reward::Reward::add_to_linker::<_, HasSelf<_>>(&mut reward, |s| s)
+            .map_err(linker_error)?;
+        linkers_for!(engine, v0_2_0, reward)
     }
 
     fn v0_1_0(engine: &Engine) -> anyhow::Result<Self> {
-        linkers_for!(engine, v0_1_0)
+        linkers_for!(engine, v0_1_0, Linker::new(engine))
     }
 }
 

@@ -81,6 +81,7 @@ fn manifest(name: &str, kind: Kind) -> String {
         Kind::Format => ("One text sample per non-empty line", ""),
         Kind::Source => ("Models from my hub", "hosts = [\"hub.example.com\"]\n"),
         Kind::Method => ("LoRA fine-tuning with label smoothing", ""),
+        Kind::Reward => ("Share of the completion written in one script", ""),
     };
     format!(
         "# `tuner plugins build --install` copies this file beside the component as NAME.toml;\n\
@@ -95,6 +96,7 @@ fn source(kind: Kind) -> &'static str {
         Kind::Format => FORMAT_TEMPLATE,
         Kind::Source => SOURCE_TEMPLATE,
         Kind::Method => METHOD_TEMPLATE,
+        Kind::Reward => REWARD_TEMPLATE,
     }
 }
 
@@ -239,6 +241,54 @@ impl MethodPlugin for Smoothed {
 }
 
 tuner_sdk::export_plugin!(method: Smoothed);
+"#;
+
+const REWARD_TEMPLATE: &str = r#"//! A reward plugin: language consistency, as in DeepSeek-R1. The score is
+//! the share of the completion's letters written in the chosen script, so
+//! answers that drift into another language score lower.
+use tuner_sdk::reward::*;
+
+struct Consistency;
+
+impl RewardPlugin for Consistency {
+    fn info() -> PluginInfo {
+        tuner_sdk::plugin_info!(Reward, "Share of the completion written in one script")
+    }
+
+    // Set in the training config as `[reward_settings.NAME] script = "han"`.
+    fn settings() -> Vec<Setting> {
+        vec![
+            Setting::choice("script", &["latin", "han"], "latin")
+                .describe("The script answers should be written in")
+                .zh("回答应使用的文字"),
+        ]
+    }
+
+    fn score(inputs: &[RewardInput], settings: &Settings) -> Result<Vec<f64>, PluginError> {
+        let han = settings.text("script") == Some("han");
+        let in_script = |c: char| {
+            if han {
+                ('\u{4e00}'..='\u{9fff}').contains(&c)
+            } else {
+                c.is_ascii_alphabetic()
+            }
+        };
+        Ok(inputs
+            .iter()
+            .map(|input| {
+                let letters = input.completion.chars().filter(|c| c.is_alphabetic());
+                let (mut total, mut good) = (0usize, 0usize);
+                for c in letters {
+                    total += 1;
+                    good += in_script(c) as usize;
+                }
+                if total == 0 { 0.0 } else { good as f64 / total as f64 }
+            })
+            .collect())
+    }
+}
+
+tuner_sdk::export_plugin!(reward: Consistency);
 "#;
 
 #[cfg(test)]

@@ -26,13 +26,14 @@
 //!   `rejected[0..p]`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use candle_core::{Device, Result, Tensor};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use super::rng::stream_rng;
-use crate::sample::SampleKind;
+use crate::sample::{Message, SampleKind};
 use crate::text::{TokenizedSample, TokenizedSequence};
 
 /// The model's input for one batch: ids, positions and segments `[b, s]`.
@@ -55,6 +56,9 @@ pub struct TrainBatch {
     /// Per row, the reference answer of a prompt sample (`None` otherwise,
     /// and for rows packing several samples).
     pub answers: Vec<Option<String>>,
+    /// Per row, a prompt sample's conversation (for reward functions;
+    /// `None` otherwise).
+    pub prompts: Vec<Option<Arc<Vec<Message>>>>,
 }
 
 /// A sample as the batcher takes it.
@@ -66,6 +70,8 @@ pub struct BatchSample {
     pub kind: SampleKind,
     /// A prompt sample's reference answer.
     pub answer: Option<String>,
+    /// A prompt sample's conversation, which reward functions read.
+    pub prompt: Option<Arc<Vec<Message>>>,
 }
 
 /// How batches are formed.
@@ -125,6 +131,7 @@ struct Prepared {
     rejected: Option<TokenizedSequence>,
     kind: SampleKind,
     answer: Option<String>,
+    prompt: Option<Arc<Vec<Message>>>,
 }
 
 /// What one batch row (or, for a pair, two rows) is made of.
@@ -230,6 +237,7 @@ impl Batcher {
                 rejected,
                 kind: sample.kind,
                 answer: sample.answer,
+                prompt: sample.prompt,
             }));
         }
         let units = make_units(&prepared, &config);
@@ -353,14 +361,20 @@ impl Batcher {
         // Each row: its samples, in order.
         let mut rows: Vec<Vec<&TokenizedSequence>> = Vec::new();
         let mut answers = Vec::new();
+        let mut prompts = Vec::new();
         let answer = |unit: &Unit| match unit.members.as_slice() {
             [only] => sample(*only).answer.clone(),
+            _ => None,
+        };
+        let prompt = |unit: &Unit| match unit.members.as_slice() {
+            [only] => sample(*only).prompt.clone(),
             _ => None,
         };
         for &u in units {
             let unit = &self.units[u];
             rows.push(unit.members.iter().map(|&i| &sample(i).main).collect());
             answers.push(answer(unit));
+            prompts.push(prompt(unit));
         }
         let pairs = if kind == SampleKind::Preference {
             for &u in units {
@@ -368,6 +382,7 @@ impl Batcher {
                 let rejected = sample(unit.members[0]).rejected.as_ref();
                 rows.push(vec![rejected.expect("pairs have a rejected side")]);
                 answers.push(answer(unit));
+                prompts.push(prompt(unit));
             }
             units.len()
         } else {
@@ -377,6 +392,7 @@ impl Batcher {
         batch.kind = kind;
         batch.pairs = pairs;
         batch.answers = answers;
+        batch.prompts = prompts;
         Ok(batch)
     }
 }
@@ -443,6 +459,7 @@ fn rows_to_batch(
         pairs: 0,
         tokens,
         answers: vec![None; b],
+        prompts: vec![None; b],
     })
 }
 
@@ -570,6 +587,7 @@ mod tests {
                 .unwrap(),
             kind: SampleKind::Chat,
             answer: None,
+            prompt: None,
         }
     }
 
@@ -673,6 +691,7 @@ mod tests {
             tokens,
             kind: SampleKind::Chat,
             answer: None,
+            prompt: None,
         };
         let batch = Batcher::new(vec![sample], config(1, 64))
             .unwrap()
@@ -846,6 +865,7 @@ mod tests {
                     .unwrap(),
                 kind: SampleKind::Preference,
                 answer: None,
+                prompt: None,
             }
         };
         let samples = vec![
@@ -878,6 +898,7 @@ mod tests {
             },
             kind: SampleKind::Chat,
             answer: None,
+            prompt: None,
         }
     }
 
@@ -950,6 +971,7 @@ mod tests {
             tokens,
             kind: SampleKind::Prompt,
             answer: Some("42".into()),
+            prompt: None,
         };
         let mut batcher = Batcher::new(vec![prompt, chat("Hi", "Hello.")], config(2, 64)).unwrap();
         assert_eq!(batcher.stats().kept, 2);
@@ -977,6 +999,7 @@ mod tests {
             tokens,
             kind: SampleKind::Prompt,
             answer: None,
+            prompt: None,
         };
         let mut batcher = Batcher::new(vec![prompt], config(1, 16)).unwrap();
         assert_eq!(batcher.stats().truncated_samples, 1);

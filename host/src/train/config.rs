@@ -121,6 +121,22 @@ pub struct TrainConfig {
     /// Job name shown in lists (default `<model>-<method>`).
     #[serde(default)]
     pub run_name: Option<String>,
+    /// Reward plugins scoring the completions of methods that generate
+    /// (GRPO), e.g. `["accuracy", "format"]`. A single string is accepted.
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub reward_funcs: Vec<String>,
+    /// One weight per entry of `reward_funcs` (default 1.0 each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_weights: Option<Vec<f64>>,
+    /// Settings of each reward plugin, by name:
+    /// `[reward_settings.length] buffer_fraction = 0.25`.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[schema(value_type = Object)]
+    pub reward_settings: Map<String, Value>,
     /// The method plugin's settings, checked against its schema, defaults
     /// filled in (e.g. `lora_rank = 8`).
     #[serde(flatten, default)]
@@ -312,6 +328,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("dtype", Kind::Other),
     ("resume_from_checkpoint", Kind::Other),
     ("run_name", Kind::Other),
+    ("reward_funcs", Kind::Other),
+    ("reward_weights", Kind::Other),
+    ("reward_settings", Kind::Other),
 ];
 
 /// Names other tools use, mapped to ours: suggestions spelling alone would miss.
@@ -968,6 +987,34 @@ impl TrainConfig {
         }
         if self.max_seq_length < 2 {
             bad("max_seq_length", "max_seq_length must be ≥ 2 tokens".into());
+        }
+        for (i, name) in self.reward_funcs.iter().enumerate() {
+            if name.trim().is_empty() {
+                bad("reward_funcs", format!("reward_funcs[{i}] is empty"));
+            } else if self.reward_funcs[..i].contains(name) {
+                bad(
+                    "reward_funcs",
+                    format!("reward_funcs names `{name}` twice; give each reward once"),
+                );
+            }
+        }
+        if let Some(weights) = &self.reward_weights {
+            if weights.len() != self.reward_funcs.len() {
+                bad(
+                    "reward_weights",
+                    format!(
+                        "reward_weights has {} entries but reward_funcs has {}; give one weight per reward",
+                        weights.len(),
+                        self.reward_funcs.len()
+                    ),
+                );
+            }
+            if let Some(w) = weights.iter().find(|w| !w.is_finite()) {
+                bad(
+                    "reward_weights",
+                    format!("reward_weights must be finite numbers (got {w})"),
+                );
+            }
         }
         if self.logging_steps == 0 {
             bad("logging_steps", "logging_steps must be ≥ 1".into());

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod optim;
 pub mod peft;
 pub mod rng;
+pub mod rewards;
 pub mod rollout;
 pub mod schedule;
 pub mod trainer;

@@ -3,6 +3,7 @@
 //! (adapters on, dropout off) through the generation engine's batched,
 //! KV-cached decoder, and hand back a scorable batch of prompt + completion.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, ensure};
@@ -11,7 +12,7 @@ use candle_core::{DType, Tensor};
 use crate::infer::{AttachedAdapters, Decoder, FinishReason, GenerationRequest, SamplingParams};
 use crate::model::qwen3::{ModelInput, Qwen3};
 use crate::plugins::imports::model::{
-    GeneratedCompletion, GeneratedRollout, MethodBatch, Sampling,
+    GeneratedCompletion, GeneratedRollout, MethodBatch, RolloutRows, Sampling,
 };
 use crate::sample::SampleKind;
 use crate::text::Tokenizer;
@@ -95,12 +96,14 @@ impl PolicyGeneration {
         let mut rows = Vec::new();
         let mut completions = Vec::new();
         let mut answers = Vec::new();
+        let mut conversations = Vec::new();
         for (i, (prompt, choices)) in prompts.iter().zip(out).enumerate() {
             for c in choices {
                 let mut row = prompt.clone();
                 row.extend_from_slice(&c.tokens);
                 rows.push((row, prompt.len()));
                 answers.push(batch.answers.get(i).cloned().flatten());
+                conversations.push(batch.prompts.get(i).cloned().flatten());
                 completions.push(GeneratedCompletion {
                     prompt_row: i as u32,
                     text: c.text,
@@ -111,6 +114,11 @@ impl PolicyGeneration {
         }
         let mut rollout = scorable_batch(&rows, batch.ids.device())?;
         rollout.answers = answers;
+        rollout.prompts = conversations;
+        rollout.rollout = Some(Arc::new(RolloutRows {
+            completions: completions.clone(),
+            max_new_tokens: params.max_new_tokens as u32,
+        }));
         Ok(GeneratedRollout {
             completions,
             batch: rollout,

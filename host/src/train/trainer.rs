@@ -25,6 +25,7 @@ use super::checkpoint::{self, TrainerState};
 use super::config::{DeviceChoice, DtypeChoice, LrScheduler, TrainConfig};
 use super::jobs::{JobContext, JobOutcome, TrainEvent, Trainer};
 use super::optim::{AdamW, AdamWConfig, GradAccumulator, clip_grad_norm};
+use super::rewards::RewardSet;
 use super::rollout::PolicyGeneration;
 use super::schedule::{self, Schedule};
 use crate::data::LoadOptions as DataLoadOptions;
@@ -34,7 +35,7 @@ use crate::model::qwen3::{self, Qwen3};
 use crate::plugins::MethodSession;
 use crate::plugins::imports::model::{
     Distribution, GeneratedRollout, MethodBatch, MethodLoss, Plan, PolicyBackend, Quantization,
-    Sampling, Trainable,
+    RewardScores, Sampling, Trainable,
 };
 use crate::sample::{Message, Sample};
 use crate::text::ModelFiles;
@@ -64,9 +65,16 @@ impl Trainer for Engine {
 /// handed, never from the trainer's state.
 struct ModelPolicy {
     model: Arc<Qwen3>,
+    /// The frozen reference for `use_adapters = false` when every weight
+    /// trains (a plan with `needs_reference` and `trains = full`): a second,
+    /// frozen copy of the base as loaded. `None` when the base with adapters
+    /// off is the reference (LoRA), or the method needs none.
+    reference: Option<Arc<Qwen3>>,
     /// Tokenizer and end tokens for `policy.generate` (None in tests that
     /// only score).
     generation: Option<Arc<PolicyGeneration>>,
+    /// The job's reward functions, for `policy.score`.
+    rewards: Option<Arc<RewardSet>>,
 }
 
 impl PolicyBackend for ModelPolicy {
@@ -76,7 +84,7 @@ impl PolicyBackend for ModelPolicy {
             training: use_adapters,
             adapters: use_adapters,
         };
-        let lp = self.model.token_logprobs(&input, mode)?;
+        let lp = self.answering(use_adapters).token_logprobs(&input, mode)?;
         Ok(if use_adapters { lp } else { lp.detach() })
     }
 
@@ -87,7 +95,9 @@ impl PolicyBackend for ModelPolicy {
             adapters: use_adapters,
         };
         let trained = batch.trained_positions()?;
-        let lp = self.model.vocab_logprobs(&input, &trained.index, mode)?;
+        let lp = self
+            .answering(use_adapters)
+            .vocab_logprobs(&input, &trained.index, mode)?;
         Ok(Distribution {
             logprobs: if use_adapters { lp } else { lp.detach() },
             targets: trained.targets,
@@ -102,6 +112,26 @@ impl PolicyBackend for ModelPolicy {
             .context("this policy was set up without a tokenizer for generation")?;
         generation.generate(&self.model, batch, sampling)
     }
+
+    fn score(&self, rollout: &MethodBatch) -> Result<Vec<RewardScores>> {
+        match &self.rewards {
+            Some(rewards) => rewards.score(rollout),
+            None => bail!(
+                "this job has no reward functions: set reward_funcs in the training config"
+            ),
+        }
+    }
+}
+
+impl ModelPolicy {
+    /// The model that answers: the trained one, or the frozen reference
+    /// copy (when there is one) for `use_adapters = false`.
+    fn answering(&self, use_adapters: bool) -> &Qwen3 {
+        match (&self.reference, use_adapters) {
+            (Some(reference), false) => reference,
+            _ => &self.model,
+        }
+    }
 }
 
 /// Runs the method plugin's `loss` on `batch` (its ids, positions and
@@ -115,6 +145,7 @@ fn method_loss(
     let mut mb = MethodBatch::packed(batch.kind, batch.input.clone(), batch.loss_mask.clone())?;
     mb.pairs = batch.pairs;
     mb.answers = batch.answers.clone();
+    mb.prompts = batch.prompts.clone();
     let out = session
         .loss(Arc::new(mb), policy.clone(), step)
         .map_err(|e| anyhow::anyhow!("method plugin `{}`: {e}", session.plugin().name()))?;
@@ -130,6 +161,8 @@ fn method_loss(
 struct Run {
     /// Tokenizer and end tokens for `policy.generate`.
     generation: Arc<PolicyGeneration>,
+    /// The job's reward functions (`reward_funcs`), for `policy.score`.
+    rewards: Option<Arc<RewardSet>>,
     config: TrainConfig,
     plan: Plan,
     plugin: String,
@@ -137,6 +170,8 @@ struct Run {
     session: MethodSession,
     device: Device,
     model: Arc<Qwen3>,
+    /// See [`ModelPolicy::reference`].
+    reference: Option<Arc<Qwen3>>,
     model_dir: PathBuf,
     lora: Option<LoraSpec>,
     batcher: Batcher,
@@ -210,9 +245,9 @@ fn prepare_samples(
             *refused.entry(kind.as_str()).or_default() += 1;
             continue;
         }
-        let answer = match &sample {
-            Sample::Prompt { answer, .. } => answer.clone(),
-            _ => None,
+        let (answer, prompt) = match &sample {
+            Sample::Prompt { answer, prompt } => (answer.clone(), Some(Arc::new(prompt.clone()))),
+            _ => (None, None),
         };
         let tokens = files
             .tokenize(&sample, render)
@@ -221,6 +256,7 @@ fn prepare_samples(
             tokens,
             kind,
             answer,
+            prompt,
         });
     }
     if !refused.is_empty() {
@@ -265,6 +301,23 @@ impl Run {
             .start_method(&values, &config.to_job_json())
             .with_context(|| format!("method plugin `{plugin_name}` rejected the config"))?;
         let plan = session.plan().clone();
+        let rewards = if config.reward_funcs.is_empty() {
+            None
+        } else {
+            if !plan.needs_generation {
+                bail!(
+                    "reward_funcs is set, but method `{plugin_name}` does not generate completions \
+                     to score; reward functions are for methods such as grpo"
+                );
+            }
+            let set = RewardSet::load(
+                engine.services.plugins()?.as_ref(),
+                &config.reward_funcs,
+                config.reward_weights.as_deref(),
+                &config.reward_settings,
+            )?;
+            Some(Arc::new(set))
+        };
         let device = device_for(&config.device)?;
         let dtype = dtype_for(config.dtype, &device);
 
@@ -371,6 +424,20 @@ impl Run {
             None => None,
         };
         let model = Arc::new(model);
+        // Full fine-tuning moves every weight, so a reference for
+        // `use_adapters = false` must be a copy of the base as loaded. It is
+        // frozen (constants, no gradients) and costs one more model in memory.
+        let reference = if plan.needs_reference && plan.trains == Trainable::Full {
+            job.log("loading a frozen reference copy of the model");
+            let frozen = qwen3::LoadOptions {
+                train: qwen3::TrainMode::Frozen,
+                gradient_checkpointing: false,
+                ..load.clone()
+            };
+            Some(Arc::new(Qwen3::load(&model_dir, &device, &frozen)?))
+        } else {
+            None
+        };
         let vars = model.trainable_vars();
         let trainable: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
         job.log(format!("{trainable} trainable parameters"));
@@ -440,12 +507,14 @@ impl Run {
         ));
         Ok(Run {
             generation,
+            rewards,
             config,
             plan,
             plugin: plugin_name,
             session,
             device,
             model,
+            reference,
             model_dir,
             lora,
             batcher,
@@ -460,7 +529,9 @@ impl Run {
     fn train(mut self, job: &JobContext) -> Result<JobOutcome> {
         let policy = Arc::new(ModelPolicy {
             model: self.model.clone(),
+            reference: self.reference.clone(),
             generation: Some(self.generation.clone()),
+            rewards: self.rewards.clone(),
         });
         let vars: Vec<candle_core::Var> = self
             .model
@@ -710,7 +781,9 @@ mod policy_tests {
             let vocab = model.config().vocab_size;
             let policy = ModelPolicy {
                 model: model.clone(),
+                reference: None,
                 generation: None,
+                rewards: None,
             };
             let batch = batch();
             let d = policy.vocab_logprobs(&batch, true).unwrap();
@@ -779,7 +852,9 @@ mod policy_tests {
     fn a_batch_without_trained_positions_has_an_empty_distribution() {
         let policy = ModelPolicy {
             model: tiny(false, 1 << 26),
+            reference: None,
             generation: None,
+            rewards: None,
         };
         let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
         let mask = Tensor::zeros((1, 2), DType::F32, &Device::Cpu).unwrap();
@@ -822,7 +897,9 @@ mod policy_tests {
         let model = tiny(false, 1 << 26);
         let policy: Arc<dyn PolicyBackend> = Arc::new(ModelPolicy {
             model: model.clone(),
+            reference: None,
             generation: None,
+            rewards: None,
         });
         let (a, b) = packed_inputs();
         assert_eq!(a.ids.dims(), b.ids.dims());
@@ -915,7 +992,9 @@ mod policy_tests {
             .table
             .push(PolicyHandle::new(Arc::new(ModelPolicy {
                 model: model.clone(),
+                reference: None,
                 generation: None,
+                rewards: None,
             })))
             .unwrap();
         let mut batches = Vec::new();
@@ -963,7 +1042,9 @@ mod policy_tests {
             .table
             .push(PolicyHandle::new(Arc::new(ModelPolicy {
                 model: model.clone(),
+                reference: None,
                 generation: Some(generation),
+                rewards: None,
             })))
             .unwrap();
         // Two right-padded prompts of 3 and 2 tokens.

@@ -59,7 +59,7 @@ impl PluginSet {
             name: "bundled",
             repo_root: repo_root.to_path_buf(),
             workspace_manifest: plugins.join("Cargo.toml"),
-            crate_roots: ["formats", "sources", "methods"]
+            crate_roots: ["formats", "sources", "methods", "rewards"]
                 .iter()
                 .map(|k| plugins.join(k))
                 .collect(),

@@ -16,7 +16,7 @@ mod sample;
 pub mod v0_1_0;
 pub mod v0_2_0;
 
-pub use v0_2_0::{format, method, source};
+pub use v0_2_0::{format, method, reward, source};
 
 pub use format::tuner::plugin::types::{PluginInfo, PluginKind};
 

@@ -44,6 +44,17 @@ pub mod method {
     });
 }
 
+pub mod reward {
+    wasmtime::component::bindgen!({
+        path: "../wit/0.2.0",
+        world: "tuner:plugin/reward",
+        with: {
+            "tuner:plugin/types": crate::plugins::bindings::v0_2_0::format::tuner::plugin::types,
+            "tuner:plugin/log": crate::plugins::bindings::v0_2_0::format::tuner::plugin::log,
+        },
+    });
+}
+
 use format::tuner::plugin::types as wit;
 
 // ---------------------------------------------------------------- settings

@@ -24,7 +24,7 @@ pub use crate::plugins::bindings::v0_2_0::method::tuner::plugin::model::Sampling
 use crate::plugins::bindings::v0_2_0::method::tuner::plugin::model::{self, BatchKind, Rollout};
 use crate::plugins::bindings::v0_2_0::method::tuner::plugin::tensors::TensorError;
 use crate::plugins::state::PluginState;
-use crate::sample::SampleKind;
+use crate::sample::{Message, SampleKind};
 
 /// Most metrics one `loss` call may report; later ones are dropped.
 pub const MAX_METRICS: usize = 256;
@@ -78,6 +78,12 @@ pub struct MethodBatch {
     pub pairs: usize,
     /// Prompt batches: each row's reference answer.
     pub answers: Vec<Option<String>>,
+    /// Prompt batches and rollouts: each row's prompt conversation (what
+    /// reward functions see as the prompt).
+    pub prompts: Vec<Option<Arc<Vec<Message>>>>,
+    /// Rollout batches (from `policy.generate`): what was generated per row,
+    /// for `policy.score`.
+    pub rollout: Option<Arc<RolloutRows>>,
     /// `[rows, seq]` u32 rotary positions, restarting at 0 per packed
     /// sequence.
     positions: Tensor,
@@ -103,6 +109,8 @@ impl MethodBatch {
             loss_mask,
             pairs: 0,
             answers: Vec::new(),
+            prompts: Vec::new(),
+            rollout: None,
             positions,
             segments,
         })
@@ -128,6 +136,8 @@ impl MethodBatch {
             loss_mask,
             pairs: 0,
             answers: Vec::new(),
+            prompts: Vec::new(),
+            rollout: None,
             positions: input.positions.to_dtype(DType::U32)?,
             segments: input.segments.to_dtype(DType::U32)?,
         })
@@ -272,6 +282,12 @@ pub trait PolicyBackend: Send + Sync {
     ) -> anyhow::Result<GeneratedRollout> {
         Err(NotImplemented("policy.generate").into())
     }
+
+    /// Scores the completions of a rollout batch with the job's reward
+    /// functions. The error names the reward plugin that failed.
+    fn score(&self, _rollout: &MethodBatch) -> anyhow::Result<Vec<RewardScores>> {
+        anyhow::bail!("this job has no reward functions: set reward_funcs in the training config")
+    }
 }
 
 /// One completion of `policy.generate`.
@@ -285,6 +301,23 @@ pub struct GeneratedCompletion {
     pub tokens: u32,
     /// Ended at an end-of-turn token rather than the length limit.
     pub finished: bool,
+}
+
+/// What a rollout batch's rows hold besides tokens: the completion of each
+/// row (in row order) and the generation's token limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutRows {
+    pub completions: Vec<GeneratedCompletion>,
+    pub max_new_tokens: u32,
+}
+
+/// The scores of one reward function over a rollout (the host side of the
+/// WIT `reward-scores`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RewardScores {
+    pub name: String,
+    pub weight: f64,
+    pub scores: Vec<f64>,
 }
 
 /// What `policy.generate` hands back: the completions, and a batch of
@@ -519,6 +552,31 @@ impl model::HostPolicy for PluginState {
             })
             .collect();
         Ok(Ok(Rollout { completions, batch }))
+    }
+
+    fn score(
+        &mut self,
+        handle: Resource<PolicyHandle>,
+        rollout: Resource<BatchHandle>,
+    ) -> wasmtime::Result<Result<Vec<model::RewardScores>, String>> {
+        let policy = self.table.get(&handle)?.policy.clone();
+        let batch = self.batch(&rollout)?;
+        // Reward plugins run under their own deadlines; the time is the
+        // host's, not the method's.
+        let started = Instant::now();
+        let answer = policy.score(&batch);
+        self.method.host_time += started.elapsed();
+        Ok(answer
+            .map(|all| {
+                all.into_iter()
+                    .map(|r| model::RewardScores {
+                        name: r.name,
+                        weight: r.weight,
+                        scores: r.scores,
+                    })
+                    .collect()
+            })
+            .map_err(|e| format!("{e:#}")))
     }
 
     fn drop(&mut self, handle: Resource<PolicyHandle>) -> wasmtime::Result<()> {

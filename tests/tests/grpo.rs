@@ -1,0 +1,336 @@
+//! GRPO end to end, as a user runs it: a reward plugin made from the SDK
+//! template (`tuner plugins new --kind reward`), built and dropped into the
+//! plugin folder, scores the completions the tiny model samples; training
+//! raises the mean reward. Several bundled rewards with weights and a KL
+//! term run together; a hostile reward fails the job with its name while
+//! `tuner serve` keeps answering.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tuner_tests::{ServeProcess, TunerCommand, install};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A tiny random Qwen3 with its own (untied) head: its samples are varied
+/// text, where a tied random head mostly repeats the last token.
+fn tiny_model(home: &Path) -> PathBuf {
+    let model = home.join("model");
+    ok(TunerCommand::new(home)
+        .args(["init-model", model.to_str().unwrap(), "--untied", "--tokenizer"])
+        .arg(repo().join("tests/fixtures/qwen3"))
+        .output());
+    model
+}
+
+/// Eight short prompts with a reference answer each.
+fn prompts(home: &Path) -> PathBuf {
+    let path = home.join("prompts.jsonl");
+    let lines: Vec<String> = [
+        ("2+3=", "5"),
+        ("Name a colour.", "red"),
+        ("Say hi.", "hi"),
+        ("What is 7*6?", "42"),
+        ("Count to three.", "1 2 3"),
+        ("Capital of France?", "Paris"),
+        ("Spell cat.", "c a t"),
+        ("1+1=", "2"),
+    ]
+    .iter()
+    .map(|(q, a)| json!({"prompt": [{"role": "user", "content": q}], "answer": a}).to_string())
+    .collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+fn config(home: &Path, name: &str, body: &str) -> PathBuf {
+    let path = home.join(format!("{name}.toml"));
+    let text = format!(
+        "model_name = {model:?}\ntraining_method = \"grpo\"\ndataset = {data:?}\n\
+         per_device_train_batch_size = 2\ngradient_accumulation_steps = 1\nlogging_steps = 1\n\
+         save_steps = 0\ndevice = \"cpu\"\noutput_dir = {out:?}\n{body}",
+        model = home.join("model").display().to_string(),
+        data = home.join("prompts.jsonl").display().to_string(),
+        out = home.join(format!("out-{name}")).display().to_string(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The JSON lines `tuner train --json` printed.
+fn events(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn steps(out: &Output) -> Vec<Value> {
+    events(out)
+        .into_iter()
+        .filter(|e| e["event"] == "step")
+        .collect()
+}
+
+fn metric(step: &Value, name: &str) -> f64 {
+    step["metrics"][name]
+        .as_f64()
+        .unwrap_or_else(|| panic!("step has no metric `{name}`: {step}"))
+}
+
+/// The promise of the reward template: from `tuner plugins new --kind
+/// reward` to a GRPO run that learns what the reward asks for (answers in
+/// Latin script) — the mean reward of the last steps above the first ones'.
+#[test]
+fn grpo_with_a_reward_plugin_from_the_template_raises_the_reward() {
+    if let Err(e) = tuner_wasm_build::find_toolchain() {
+        eprintln!("SKIPPED grpo_with_a_reward_plugin_from_the_template_raises_the_reward: {e}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let src = home.join("src");
+    ok(TunerCommand::new(home)
+        .args(["plugins", "new", "latin", "--kind", "reward", "--dir"])
+        .arg(&src)
+        .output());
+    // Share the wasm target folder with the other plugin builds of the
+    // suites, so the wasm32 standard library is not compiled again.
+    let shared_target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../wasm-plugins");
+    ok(TunerCommand::new(home)
+        .args(["plugins", "build"])
+        .arg(src.join("latin"))
+        .args(["--install", "--target-dir"])
+        .arg(&shared_target)
+        .output());
+    tiny_model(home);
+    prompts(home);
+    let config = config(
+        home,
+        "latin",
+        "reward_funcs = [\"latin\"]\nnum_generations = 6\nmax_completion_length = 8\n\
+         max_steps = 16\nlearning_rate = 2e-2\nlr_scheduler_type = \"constant\"\nwarmup_ratio = 0.0\n",
+    );
+    let out = ok(TunerCommand::new(home)
+        .args(["train", config.to_str().unwrap(), "--json"])
+        .output());
+    let steps = steps(&out);
+    assert_eq!(steps.len(), 16, "{steps:?}");
+    for name in [
+        "reward",
+        "reward_std",
+        "rewards/latin/mean",
+        "rewards/latin/std",
+        "completion_length",
+        "clip_ratio",
+        "frac_reward_zero_std",
+    ] {
+        metric(&steps[0], name);
+    }
+    // One optimisation step per generation batch: the ratio is 1, nothing clips.
+    assert_eq!(metric(&steps[0], "clip_ratio"), 0.0);
+    assert!(steps[0]["metrics"].get("kl").is_none(), "beta = 0 keeps no reference");
+    let mean = |s: &[Value]| s.iter().map(|s| metric(s, "reward")).sum::<f64>() / s.len() as f64;
+    let (first, last) = (mean(&steps[..3]), mean(&steps[13..]));
+    assert!(
+        last >= 0.95 && last > first + 0.05,
+        "the mean reward went from {first:.3} (steps 1-3) to {last:.3} (steps 14-16)"
+    );
+}
+
+/// Three bundled rewards with weights, the KL term (beta > 0 keeps the base
+/// with adapters off as the reference) and each loss type run, and report
+/// one mean per reward.
+#[test]
+fn bundled_rewards_with_weights_and_a_kl_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    tiny_model(home);
+    prompts(home);
+    for loss_type in ["grpo", "bnpo", "dr_grpo"] {
+        let config = config(
+            home,
+            loss_type,
+            &format!(
+                "reward_funcs = [\"accuracy\", \"format\", \"length\"]\n\
+                 reward_weights = [1.0, 0.5, 2.0]\n\
+                 [reward_settings.length]\nbuffer_fraction = 0.5\n\
+                 [reward_settings.format]\npattern = \".*\\\\S.*\"\n",
+            )
+            .replace(
+                "reward_funcs",
+                &format!(
+                    "num_generations = 3\nmax_completion_length = 6\nmax_steps = 2\n\
+                     beta = 0.04\nloss_type = {loss_type:?}\nscale_rewards = false\nreward_funcs"
+                ),
+            ),
+        );
+        let out = ok(TunerCommand::new(home)
+            .args(["train", config.to_str().unwrap(), "--json"])
+            .output());
+        let steps = steps(&out);
+        assert_eq!(steps.len(), 2);
+        for step in &steps {
+            let (acc, fmt, len) = (
+                metric(step, "rewards/accuracy/mean"),
+                metric(step, "rewards/format/mean"),
+                metric(step, "rewards/length/mean"),
+            );
+            // Every completion runs into the 6-token limit: length gives -1.
+            assert_eq!(len, -1.0, "{step}");
+            let reward = metric(step, "reward");
+            assert!(
+                (reward - (acc + 0.5 * fmt + 2.0 * len)).abs() < 1e-9,
+                "{reward} is not the weighted sum of {acc}, {fmt}, {len}"
+            );
+            let kl = metric(step, "kl");
+            assert!(kl.is_finite() && kl >= 0.0, "kl {kl}");
+            assert!(step["loss"].as_f64().unwrap().is_finite());
+        }
+        // The first step starts from the reference itself: KL 0.
+        assert!(metric(&steps[0], "kl").abs() < 1e-6, "{}", steps[0]);
+    }
+}
+
+#[test]
+fn grpo_config_mistakes_are_named_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    tiny_model(home);
+    prompts(home);
+    let run = |name: &str, body: &str| -> String {
+        let config = config(home, name, body);
+        let out = TunerCommand::new(home)
+            .args(["train", config.to_str().unwrap()])
+            .output();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run("none", "max_steps = 1\n");
+    assert!(err.contains("reward_funcs") && err.contains("grpo needs reward functions"), "{err}");
+    let err = run("missing", "max_steps = 1\nreward_funcs = [\"nope\"]\n");
+    assert!(
+        err.contains("reward_funcs: no reward plugin named `nope` is installed (installed: accuracy, format, length)"),
+        "{err}"
+    );
+    let err = run(
+        "weights",
+        "max_steps = 1\nreward_funcs = [\"accuracy\", \"format\"]\nreward_weights = [1.0]\n",
+    );
+    assert!(
+        err.contains("reward_weights has 1 entries but reward_funcs has 2"),
+        "{err}"
+    );
+    let err = run(
+        "setting",
+        "max_steps = 1\nreward_funcs = [\"length\"]\n[reward_settings.length]\nbuffer_fractio = 0.1\n",
+    );
+    assert!(
+        err.contains(
+            "reward_settings.length.buffer_fractio: reward `length` has no setting \
+             `buffer_fractio`; did you mean `buffer_fraction`?"
+        ),
+        "{err}"
+    );
+    // Rewards on a method that generates nothing.
+    let config = config(home, "sft-rewards", "max_steps = 1\nreward_funcs = [\"length\"]\n");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("training_method = \"grpo\"", "training_method = \"lora\"")
+        .replace("prompts.jsonl", "chat.jsonl");
+    std::fs::write(&config, text).unwrap();
+    std::fs::write(
+        home.join("chat.jsonl"),
+        json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
+            .to_string(),
+    )
+    .unwrap();
+    let out = TunerCommand::new(home)
+        .args(["train", config.to_str().unwrap()])
+        .output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reward_funcs is set, but method `lora` does not generate completions"),
+        "{err}"
+    );
+}
+
+/// A reward plugin that loops forever (then one that traps) fails the job
+/// with an error naming it; the server goes on serving and runs the next job.
+#[test]
+fn a_hostile_reward_fails_the_job_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    install(&home.join("plugins"), "hostile-reward", "hostile");
+    std::fs::write(home.join("config.toml"), "[plugins]\ncall_timeout_secs = 2\n").unwrap();
+    let model = tiny_model(home);
+    let data = prompts(home);
+    let serve = ServeProcess::start(home);
+    let client = reqwest::blocking::Client::new();
+    let submit = |mode: &str| -> u64 {
+        let body = json!({
+            "model_name": model, "training_method": "grpo", "dataset": data,
+            "reward_funcs": ["hostile"], "reward_settings": {"hostile": {"mode": mode}},
+            "num_generations": 2, "max_completion_length": 4, "max_steps": 2,
+            "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1,
+            "save_steps": 0, "device": "cpu", "output_dir": format!("hostile-{mode}"),
+        });
+        let resp = client
+            .post(format!("{}/api/training", serve.url))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+        resp.json::<Value>().unwrap()["id"].as_u64().unwrap()
+    };
+    let finished = |id: u64| -> Value {
+        let start = Instant::now();
+        loop {
+            let job: Value = client
+                .get(format!("{}/api/training/{id}", serve.url))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if ["failed", "completed", "stopped"].contains(&job["status"].as_str().unwrap_or("")) {
+                return job;
+            }
+            assert!(start.elapsed() < Duration::from_secs(300), "job {id} never ended: {job}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let job = finished(submit("loop"));
+    assert_eq!(job["status"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("plugin `hostile` ran past its time limit") && error.contains("`score`"),
+        "{error}"
+    );
+    let job = finished(submit("trap"));
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("plugin `hostile` crashed in `score`"),
+        "{job}"
+    );
+    // Still serving, and a job with a well-behaved reward completes.
+    let plugins = client
+        .get(format!("{}/api/plugins", serve.url))
+        .send()
+        .unwrap();
+    assert_eq!(plugins.status().as_u16(), 200);
+    let job = finished(submit("ok"));
+    assert_eq!(job["status"], "completed", "{job}");
+}
