@@ -1,6 +1,8 @@
-//! What the bundled method plugins (`sft`, `lora`, `qlora`) share: the LoRA
-//! settings schema (declared here only) and its reading, the quantisation
-//! switches, and the supervised loss.
+//! What the bundled method plugins (`sft`, `lora`, `qlora`, `dpo`) share:
+//! the LoRA settings schema (declared here only) and its reading, the
+//! quantisation switches, the `finetuning_type` switch between adapters and
+//! full fine-tuning ([`finetuning_type_setting`], [`trainable_plan`]), and
+//! the supervised loss.
 //!
 //! The host checks the user's values against the schema (types, bounds) and
 //! fills in the defaults before `configure`; what is left to check here is
@@ -128,6 +130,80 @@ pub fn adapter_plan(adapter: AdapterSpec, quantization: Quantization) -> Plan {
     }
 }
 
+/// What trains in a method that offers both: LoRA adapters on a frozen base
+/// (`lora`, QLoRA with `load_in_4bit`) or every weight (`full`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinetuningType {
+    Lora,
+    Full,
+}
+
+/// The `finetuning_type` setting (LLaMA-Factory's name): `lora` (the
+/// default) or `full`. Declare it beside [`lora_settings`]; the LoRA keys
+/// only apply to `lora`.
+pub fn finetuning_type_setting() -> Setting {
+    Setting::choice("finetuning_type", &["lora", "full"], "lora")
+        .describe("What trains: lora (adapters on a frozen base; QLoRA with load_in_4bit) or full (every weight)")
+        .zh("训练哪些权重：lora（冻结基座上的适配器；配合 load_in_4bit 即 QLoRA）或 full（全部权重）")
+}
+
+/// Reads `finetuning_type` (absent: `lora`).
+pub fn finetuning_type(settings: &Settings) -> Result<FinetuningType, PluginError> {
+    match settings.text("finetuning_type").unwrap_or("lora") {
+        "lora" => Ok(FinetuningType::Lora),
+        "full" => Ok(FinetuningType::Full),
+        other => Err(PluginError::field(
+            "finetuning_type",
+            format!("`{other}` is not one of lora, full"),
+        )),
+    }
+}
+
+/// The plan of a method with a `finetuning_type` switch and the LoRA
+/// settings: adapters of [`adapter_spec`] over a base quantised as asked
+/// ([`requested_quantization`]), or every weight on an unquantised base
+/// (a quantised weight cannot take gradient steps, so `load_in_4bit` /
+/// `load_in_8bit` with `full` is refused, naming the switch).
+pub fn trainable_plan(
+    settings: &Settings,
+    accepts: Vec<BatchKind>,
+    needs_reference: bool,
+) -> Result<Plan, PluginError> {
+    let quantization = requested_quantization(settings)?;
+    match finetuning_type(settings)? {
+        FinetuningType::Lora => {
+            let mut plan = adapter_plan(
+                adapter_spec(settings)?,
+                quantization.unwrap_or(Quantization::None),
+            );
+            plan.accepts = accepts;
+            plan.needs_reference = needs_reference;
+            Ok(plan)
+        }
+        FinetuningType::Full => {
+            if let Some(q) = quantization {
+                let field = match q {
+                    Quantization::Int8 => "load_in_8bit",
+                    _ => "load_in_4bit",
+                };
+                return Err(PluginError::field(
+                    field,
+                    "full fine-tuning trains every weight, which cannot be quantised; \
+                     use finetuning_type = \"lora\" for QLoRA",
+                ));
+            }
+            Ok(Plan {
+                trains: Trainable::Full,
+                adapter: None,
+                base_quantization: Quantization::None,
+                needs_reference,
+                needs_generation: false,
+                accepts,
+            })
+        }
+    }
+}
+
 /// The supervised loss: mean negative log-likelihood of the trained tokens,
 /// weighted by the loss mask, `-sum(logp * mask) / sum(mask)`.
 pub fn supervised_loss(batch: &Batch, policy: &Policy) -> Result<Tensor, PluginError> {
@@ -165,10 +241,39 @@ mod tests {
 
     #[test]
     fn every_setting_is_described_in_both_languages() {
-        for s in lora_settings(true) {
+        for s in lora_settings(true)
+            .into_iter()
+            .chain([finetuning_type_setting()])
+        {
             assert!(!s.description.is_empty(), "{}", s.name);
             assert!(s.description_zh.is_some(), "{}", s.name);
         }
+    }
+
+    #[test]
+    fn finetuning_type_picks_adapters_or_every_weight() {
+        let mut settings = defaults(false);
+        settings = settings.with("finetuning_type", "lora");
+        let lora = trainable_plan(&settings, vec![BatchKind::Preference], true).unwrap();
+        assert!(matches!(lora.trains, Trainable::Adapters));
+        assert!(lora.adapter.is_some() && lora.needs_reference);
+        assert!(matches!(lora.accepts[..], [BatchKind::Preference]));
+        let qlora =
+            trainable_plan(&settings.clone().with("load_in_4bit", true), vec![], false).unwrap();
+        assert!(matches!(qlora.base_quantization, Quantization::Nf4));
+
+        let full = settings.with("finetuning_type", "full");
+        let plan = trainable_plan(&full, vec![BatchKind::Preference], false).unwrap();
+        assert!(matches!(plan.trains, Trainable::Full));
+        assert!(plan.adapter.is_none() && !plan.needs_reference);
+        let err = trainable_plan(&full.clone().with("load_in_8bit", true), vec![], true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("`load_in_8bit`: full fine-tuning"), "{err}");
+        let err = trainable_plan(&full.with("load_in_4bit", true), vec![], true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("`load_in_4bit`: full fine-tuning"), "{err}");
     }
 
     #[test]
