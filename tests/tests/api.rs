@@ -18,10 +18,15 @@ async fn lists_and_shows_plugins() {
     assert_eq!(
         names,
         [
+            "accuracy",
             "csv",
+            "dpo",
+            "format",
+            "grpo",
             "huggingface",
             "json",
             "jsonl",
+            "length",
             "lora",
             "mirror",
             "modelscope",

@@ -189,8 +189,9 @@ fn bundled_rewards_with_weights_and_a_kl_term() {
                 metric(step, "rewards/format/mean"),
                 metric(step, "rewards/length/mean"),
             );
-            // Every completion runs into the 6-token limit: length gives -1.
-            assert_eq!(len, -1.0, "{step}");
+            // A random model almost never ends a turn within 6 tokens, so
+            // most completions hit the limit (-1); none can score above 0.
+            assert!((-1.0..=0.0).contains(&len) && len < -0.5, "{step}");
             let reward = metric(step, "reward");
             assert!(
                 (reward - (acc + 0.5 * fmt + 2.0 * len)).abs() < 1e-9,

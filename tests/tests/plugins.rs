@@ -22,10 +22,15 @@ fn bundled_plugins_of_every_kind_load() {
     assert_eq!(
         kinds,
         vec![
+            ("accuracy".into(), Kind::Reward, Origin::Bundled),
             ("csv".into(), Kind::Format, Origin::Bundled),
+            ("dpo".into(), Kind::Method, Origin::Bundled),
+            ("format".into(), Kind::Reward, Origin::Bundled),
+            ("grpo".into(), Kind::Method, Origin::Bundled),
             ("huggingface".into(), Kind::Source, Origin::Bundled),
             ("json".into(), Kind::Format, Origin::Bundled),
             ("jsonl".into(), Kind::Format, Origin::Bundled),
+            ("length".into(), Kind::Reward, Origin::Bundled),
             ("lora".into(), Kind::Method, Origin::Bundled),
             ("mirror".into(), Kind::Source, Origin::Bundled),
             ("modelscope".into(), Kind::Source, Origin::Bundled),

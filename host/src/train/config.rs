@@ -123,18 +123,14 @@ pub struct TrainConfig {
     pub run_name: Option<String>,
     /// Reward plugins scoring the completions of methods that generate
     /// (GRPO), e.g. `["accuracy", "format"]`. A single string is accepted.
-    #[serde(
-        default,
-        deserialize_with = "one_or_many",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    #[serde(default, deserialize_with = "one_or_many")]
     pub reward_funcs: Vec<String>,
     /// One weight per entry of `reward_funcs` (default 1.0 each).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub reward_weights: Option<Vec<f64>>,
     /// Settings of each reward plugin, by name:
     /// `[reward_settings.length] buffer_fraction = 0.25`.
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[serde(default)]
     #[schema(value_type = Object)]
     pub reward_settings: Map<String, Value>,
     /// The method plugin's settings, checked against its schema, defaults

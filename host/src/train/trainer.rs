@@ -75,6 +75,42 @@ struct ModelPolicy {
     generation: Option<Arc<PolicyGeneration>>,
     /// The job's reward functions, for `policy.score`.
     rewards: Option<Arc<RewardSet>>,
+    /// Time spent in `generate` and `score` since the last step report.
+    timing: StepTiming,
+}
+
+/// Host time of the parts of a step that are not forward/backward, so the
+/// step events can say where an RL step goes (`time/generation_s`,
+/// `time/rewards_s`).
+#[derive(Default)]
+struct StepTiming {
+    generation_nanos: std::sync::atomic::AtomicU64,
+    rewards_nanos: std::sync::atomic::AtomicU64,
+}
+
+impl StepTiming {
+    fn add(counter: &std::sync::atomic::AtomicU64, since: Instant) {
+        let nanos = since.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        counter.fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The step's timings as metrics (only those that were spent), reset.
+    fn take_metrics(&self) -> Vec<(&'static str, f64)> {
+        let take = |c: &std::sync::atomic::AtomicU64| {
+            c.swap(0, std::sync::atomic::Ordering::Relaxed) as f64 / 1e9
+        };
+        let mut out = Vec::new();
+        for (name, counter) in [
+            ("time/generation_s", &self.generation_nanos),
+            ("time/rewards_s", &self.rewards_nanos),
+        ] {
+            let secs = take(counter);
+            if secs > 0.0 {
+                out.push((name, secs));
+            }
+        }
+        out
+    }
 }
 
 impl PolicyBackend for ModelPolicy {
@@ -110,12 +146,20 @@ impl PolicyBackend for ModelPolicy {
             .generation
             .as_ref()
             .context("this policy was set up without a tokenizer for generation")?;
-        generation.generate(&self.model, batch, sampling)
+        let started = Instant::now();
+        let rollout = generation.generate(&self.model, batch, sampling);
+        StepTiming::add(&self.timing.generation_nanos, started);
+        rollout
     }
 
     fn score(&self, rollout: &MethodBatch) -> Result<Vec<RewardScores>> {
         match &self.rewards {
-            Some(rewards) => rewards.score(rollout),
+            Some(rewards) => {
+                let started = Instant::now();
+                let scores = rewards.score(rollout);
+                StepTiming::add(&self.timing.rewards_nanos, started);
+                scores
+            }
             None => bail!(
                 "this job has no reward functions: set reward_funcs in the training config"
             ),
@@ -532,6 +576,7 @@ impl Run {
             reference: self.reference.clone(),
             generation: Some(self.generation.clone()),
             rewards: self.rewards.clone(),
+            timing: StepTiming::default(),
         });
         let vars: Vec<candle_core::Var> = self
             .model
@@ -608,10 +653,14 @@ impl Run {
             self.optimizer.step(&grads, lr)?;
             drop(grads);
             let loss = loss_sum / accum as f64;
-            let metrics: serde_json::Map<String, serde_json::Value> = metric_sums
+            let mut metrics: serde_json::Map<String, serde_json::Value> = metric_sums
                 .into_iter()
                 .map(|(name, sum, count)| (name, serde_json::json!(sum / count as f64)))
                 .collect();
+            // Totals over the step's micro-batches, not means.
+            for (name, secs) in policy.timing.take_metrics() {
+                metrics.insert(name.into(), serde_json::json!(secs));
+            }
             self.state.step += 1;
             self.state.losses.push(loss);
             self.state.cursor = self.batcher.cursor();
@@ -784,6 +833,7 @@ mod policy_tests {
                 reference: None,
                 generation: None,
                 rewards: None,
+            timing: StepTiming::default(),
             };
             let batch = batch();
             let d = policy.vocab_logprobs(&batch, true).unwrap();
@@ -855,6 +905,7 @@ mod policy_tests {
             reference: None,
             generation: None,
             rewards: None,
+            timing: StepTiming::default(),
         };
         let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).unwrap();
         let mask = Tensor::zeros((1, 2), DType::F32, &Device::Cpu).unwrap();
@@ -900,6 +951,7 @@ mod policy_tests {
             reference: None,
             generation: None,
             rewards: None,
+            timing: StepTiming::default(),
         });
         let (a, b) = packed_inputs();
         assert_eq!(a.ids.dims(), b.ids.dims());
@@ -995,6 +1047,7 @@ mod policy_tests {
                 reference: None,
                 generation: None,
                 rewards: None,
+            timing: StepTiming::default(),
             })))
             .unwrap();
         let mut batches = Vec::new();
@@ -1045,6 +1098,7 @@ mod policy_tests {
                 reference: None,
                 generation: Some(generation),
                 rewards: None,
+            timing: StepTiming::default(),
             })))
             .unwrap();
         // Two right-padded prompts of 3 and 2 tokens.

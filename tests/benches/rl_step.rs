@@ -1,0 +1,254 @@
+//! Step time of the preference and RL methods against SFT, on the CPU: DPO
+//! (reference = the base with adapters off, one more forward pass) and its
+//! reference-free SimPO variant, and GRPO with its generation share, all
+//! relative to a LoRA SFT step over the same answers.
+//!
+//! Each configuration runs `tuner train --json` (release build) in its own
+//! process on one random Qwen3 (`tuner init-model`, hidden
+//! `RL_BENCH_HIDDEN`, default 256, 4 layers, the real 151,669-token
+//! vocabulary), LoRA r=16, batch 4. The step time is the wall time between
+//! consecutive step events read from the process as they arrive, the mean
+//! over the steps after the first. Per step:
+//! - `sft`: 4 chat samples (prompt + a 40-word answer);
+//! - `dpo`/`simpo`: 4 pairs, chosen = that answer, rejected = another of
+//!   the same length (8 rows: twice SFT's tokens);
+//! - `grpo`: 2 prompts × 4 completions of `RL_BENCH_COMPLETION` (default 48)
+//!   new tokens, sampled at temperature 1 and scored by the bundled
+//!   `length` reward; the host reports the time spent generating
+//!   (`time/generation_s`) and in the reward plugin (`time/rewards_s`).
+//!
+//! `cargo bench -p tuner-tests --bench rl_step` prints a table and ratios.
+//! Compare ratios from one run; these machines are shared and noisy.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Builds and returns the release `tuner` binary.
+fn release_tuner() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = Command::new(cargo)
+        .args(["build", "--release", "-q", "-p", "tuner", "--bin", "tuner"])
+        .current_dir(repo())
+        .status()
+        .expect("cargo build")
+        .success();
+    assert!(ok, "building tuner --release failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("target"));
+    target.join("release/tuner")
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// What one configuration measured.
+struct Measured {
+    name: &'static str,
+    step_s: f64,
+    /// Trained (answer) tokens per step.
+    tokens: f64,
+    generation_s: Option<f64>,
+    rewards_s: Option<f64>,
+}
+
+/// Runs `tuner train CONFIG --json` and times its step events as they arrive.
+fn run(tuner: &Path, home: &Path, name: &'static str, config: Value) -> Measured {
+    let path = home.join(format!("{}.json", name.replace(' ', "_")));
+    std::fs::write(&path, config.to_string()).unwrap();
+    let mut child = Command::new(tuner)
+        .env("TUNER_HOME", home)
+        .args(["train", path.to_str().unwrap(), "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stamps = Vec::new();
+    let mut steps = Vec::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if let Ok(event) = serde_json::from_str::<Value>(&line)
+            && event["event"] == "step"
+        {
+            stamps.push(Instant::now());
+            steps.push(event);
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(steps.len() >= 3, "{name}: too few steps to time");
+    let gaps: Vec<f64> = stamps
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
+    let later = &steps[1..];
+    let mean_metric = |key: &str| -> Option<f64> {
+        let v: Vec<f64> = later
+            .iter()
+            .filter_map(|s| s["metrics"][key].as_f64())
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let completion = mean_metric("completion_length");
+    let tokens = match completion {
+        // GRPO trains the completion tokens of its 8 rows.
+        Some(len) => 8.0 * len,
+        None => 0.0,
+    };
+    Measured {
+        name,
+        step_s: gaps.iter().sum::<f64>() / gaps.len() as f64,
+        tokens,
+        generation_s: mean_metric("time/generation_s"),
+        rewards_s: mean_metric("time/rewards_s"),
+    }
+}
+
+fn main() {
+    let hidden = env_or("RL_BENCH_HIDDEN", 256);
+    let steps = env_or("RL_BENCH_STEPS", 6);
+    let completion = env_or("RL_BENCH_COMPLETION", 48);
+    let tuner = release_tuner();
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let model = home.join("model");
+    let heads = (hidden / 32).max(2);
+    let status = Command::new(&tuner)
+        .env("TUNER_HOME", home)
+        .args(["init-model", model.to_str().unwrap(), "--untied", "--tokenizer"])
+        .arg(repo().join("tests/fixtures/qwen3"))
+        .args(["--hidden-size", &hidden.to_string()])
+        .args(["--intermediate-size", &(hidden * 3).to_string()])
+        .args(["--layers", "4", "--heads", &heads.to_string()])
+        .args(["--kv-heads", &(heads / 2).max(1).to_string(), "--head-dim", "32"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // The same prompts and 40-word answers for every method.
+    let answer = |i: usize| -> String {
+        (0..40)
+            .map(|j| format!("w{}", (i * 7 + j * 13) % 97))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let prompt = |i: usize| format!("Sample {i}: repeat the sequence, please.");
+    let write = |name: &str, rows: Vec<Value>| -> PathBuf {
+        let path = home.join(name);
+        let text: Vec<String> = rows.iter().map(Value::to_string).collect();
+        std::fs::write(&path, text.join("\n")).unwrap();
+        path
+    };
+    let chat = write(
+        "chat.jsonl",
+        (0..64)
+            .map(|i| json!({"messages": [
+                {"role": "user", "content": prompt(i)},
+                {"role": "assistant", "content": answer(i)}]}))
+            .collect(),
+    );
+    let pairs = write(
+        "pairs.jsonl",
+        (0..64)
+            .map(|i| json!({"prompt": prompt(i), "chosen": answer(i), "rejected": answer(i + 1)}))
+            .collect(),
+    );
+    let prompts = write(
+        "prompts.jsonl",
+        (0..64)
+            .map(|i| json!({"prompt": [{"role": "user", "content": prompt(i)}], "answer": "x"}))
+            .collect(),
+    );
+    let base = |method: &str, data: &Path, batch: usize, out: &str| {
+        json!({
+            "model_name": model, "training_method": method, "dataset": [data],
+            "per_device_train_batch_size": batch, "gradient_accumulation_steps": 1,
+            "max_steps": steps, "max_seq_length": 256, "learning_rate": 1e-4,
+            "gradient_checkpointing": false, "logging_steps": 1, "save_steps": 0,
+            "device": "cpu", "lora_rank": 16, "output_dir": home.join(out),
+        })
+    };
+    let with = |mut v: Value, extra: Value| {
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let mut results = vec![
+        run(&tuner, home, "sft (lora)", base("lora", &chat, 4, "sft")),
+        run(
+            &tuner,
+            home,
+            "dpo sigmoid (lora)",
+            with(base("dpo", &pairs, 4, "dpo"), json!({"loss_type": "sigmoid"})),
+        ),
+        run(
+            &tuner,
+            home,
+            "simpo, no reference",
+            with(base("dpo", &pairs, 4, "simpo"), json!({"loss_type": "simpo"})),
+        ),
+        run(
+            &tuner,
+            home,
+            "grpo (lora)",
+            with(
+                base("grpo", &prompts, 2, "grpo"),
+                json!({"num_generations": 4, "max_completion_length": completion,
+                       "reward_funcs": ["length"], "temperature": 1.0}),
+            ),
+        ),
+    ];
+    // SFT and DPO train the 40-word answers (about 41 tokens each with the
+    // end of turn): 4 rows for SFT, 8 for a batch of 4 pairs.
+    let answer_tokens = 41.0;
+    results[0].tokens = 4.0 * answer_tokens;
+    results[1].tokens = 8.0 * answer_tokens;
+    results[2].tokens = 8.0 * answer_tokens;
+
+    println!(
+        "\nstep time, CPU, random Qwen3 hidden {hidden}, 4 layers, vocab 151669, LoRA r=16, {steps} steps\n"
+    );
+    println!(
+        "{:<22} {:>9} {:>14} {:>10} {:>14} {:>12} {:>10}",
+        "method", "step s", "trained tok", "step/sft", "s/tok vs sft", "generate %", "reward %"
+    );
+    let sft = (results[0].step_s, results[0].tokens);
+    for r in &results {
+        let per_token = (r.step_s / r.tokens.max(1.0)) / (sft.0 / sft.1);
+        let share = |v: Option<f64>| {
+            v.map(|s| format!("{:.0}", 100.0 * s / r.step_s))
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "{:<22} {:>9.3} {:>14.0} {:>10.2} {:>14.2} {:>12} {:>10}",
+            r.name,
+            r.step_s,
+            r.tokens,
+            r.step_s / sft.0,
+            per_token,
+            share(r.generation_s),
+            share(r.rewards_s)
+        );
+    }
+}
