@@ -26,29 +26,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use serde_json::{Value, json};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Builds and returns the release `tuner` binary.
-fn release_tuner() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = Command::new(cargo)
-        .args(["build", "--release", "-q", "-p", "tuner", "--bin", "tuner"])
-        .current_dir(repo())
-        .status()
-        .expect("cargo build")
-        .success();
-    assert!(ok, "building tuner --release failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo().join("target"));
-    target.join("release/tuner")
-}
+use tuner_tests::{release_tuner, repo_root};
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -135,12 +113,22 @@ fn main() {
     let heads = (hidden / 32).max(2);
     let status = Command::new(&tuner)
         .env("TUNER_HOME", home)
-        .args(["init-model", model.to_str().unwrap(), "--untied", "--tokenizer"])
-        .arg(repo().join("tests/fixtures/qwen3"))
+        .args([
+            "init-model",
+            model.to_str().unwrap(),
+            "--untied",
+            "--tokenizer",
+        ])
+        .arg(repo_root().join("tests/fixtures/qwen3"))
         .args(["--hidden-size", &hidden.to_string()])
         .args(["--intermediate-size", &(hidden * 3).to_string()])
         .args(["--layers", "4", "--heads", &heads.to_string()])
-        .args(["--kv-heads", &(heads / 2).max(1).to_string(), "--head-dim", "32"])
+        .args([
+            "--kv-heads",
+            &(heads / 2).max(1).to_string(),
+            "--head-dim",
+            "32",
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -162,9 +150,11 @@ fn main() {
     let chat = write(
         "chat.jsonl",
         (0..64)
-            .map(|i| json!({"messages": [
+            .map(|i| {
+                json!({"messages": [
                 {"role": "user", "content": prompt(i)},
-                {"role": "assistant", "content": answer(i)}]}))
+                {"role": "assistant", "content": answer(i)}]})
+            })
             .collect(),
     );
     let pairs = write(
@@ -200,13 +190,19 @@ fn main() {
             &tuner,
             home,
             "dpo sigmoid (lora)",
-            with(base("dpo", &pairs, 4, "dpo"), json!({"loss_type": "sigmoid"})),
+            with(
+                base("dpo", &pairs, 4, "dpo"),
+                json!({"loss_type": "sigmoid"}),
+            ),
         ),
         run(
             &tuner,
             home,
             "simpo, no reference",
-            with(base("dpo", &pairs, 4, "simpo"), json!({"loss_type": "simpo"})),
+            with(
+                base("dpo", &pairs, 4, "simpo"),
+                json!({"loss_type": "simpo"}),
+            ),
         ),
         run(
             &tuner,

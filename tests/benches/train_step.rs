@@ -12,33 +12,10 @@
 //! `cargo bench -p tuner-tests --bench train_step` prints a table and ratios.
 //! Compare ratios from one run; these machines are shared and noisy.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Builds and returns the release `tuner` binary.
-fn release_tuner() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = Command::new(cargo)
-        .args(["build", "--release", "-q", "-p", "tuner", "--bin", "tuner"])
-        .current_dir(repo())
-        .status()
-        .expect("cargo build")
-        .success();
-    assert!(ok, "building tuner --release failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo().join("target"));
-    target.join("release/tuner")
-}
+use tuner_tests::{release_tuner, repo_root};
 
 struct Measured {
     name: &'static str,
@@ -63,7 +40,7 @@ fn main() {
     let status = Command::new(&tuner)
         .env("TUNER_HOME", dir.path())
         .args(["init-model", model.to_str().unwrap(), "--tokenizer"])
-        .arg(repo().join("tests/fixtures/qwen3"))
+        .arg(repo_root().join("tests/fixtures/qwen3"))
         .args(["--hidden-size", &hidden.to_string()])
         .args(["--intermediate-size", &(hidden * 3).to_string()])
         .args(["--layers", "4", "--heads", &heads.to_string()])

@@ -19,7 +19,7 @@ use tuner::config::{ConfigFile, Settings};
 use tuner::home::Home;
 use tuner::plugins::{PluginHost, PluginLimits};
 
-pub use process::{ServeProcess, TunerCommand, tuner_bin};
+pub use process::{ServeProcess, TunerCommand, release_tuner, repo_root, tuner_bin};
 pub use server::{ServerBuilder, TestServer};
 
 /// Path of a test plugin component (`tests/plugins/<name>`).

@@ -157,3 +157,28 @@ impl Drop for ServeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The repository root (the parent of the `tests` crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Builds the release `tuner` binary (benchmarks measure release code) and
+/// returns its path.
+pub fn release_tuner() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = Command::new(cargo)
+        .args(["build", "--release", "-q", "-p", "tuner", "--bin", "tuner"])
+        .current_dir(repo_root())
+        .status()
+        .expect("cargo build")
+        .success();
+    assert!(ok, "building tuner --release failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
+    target.join("release/tuner")
+}

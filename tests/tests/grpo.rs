@@ -13,7 +13,10 @@ use serde_json::{Value, json};
 use tuner_tests::{ServeProcess, TunerCommand, install};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn ok(out: Output) -> Output {
@@ -30,7 +33,12 @@ fn ok(out: Output) -> Output {
 fn tiny_model(home: &Path) -> PathBuf {
     let model = home.join("model");
     ok(TunerCommand::new(home)
-        .args(["init-model", model.to_str().unwrap(), "--untied", "--tokenizer"])
+        .args([
+            "init-model",
+            model.to_str().unwrap(),
+            "--untied",
+            "--tokenizer",
+        ])
         .arg(repo().join("tests/fixtures/qwen3"))
         .output());
     model
@@ -142,7 +150,10 @@ fn grpo_with_a_reward_plugin_from_the_template_raises_the_reward() {
     }
     // One optimisation step per generation batch: the ratio is 1, nothing clips.
     assert_eq!(metric(&steps[0], "clip_ratio"), 0.0);
-    assert!(steps[0]["metrics"].get("kl").is_none(), "beta = 0 keeps no reference");
+    assert!(
+        steps[0]["metrics"].get("kl").is_none(),
+        "beta = 0 keeps no reference"
+    );
     let mean = |s: &[Value]| s.iter().map(|s| metric(s, "reward")).sum::<f64>() / s.len() as f64;
     let (first, last) = (mean(&steps[..3]), mean(&steps[13..]));
     assert!(
@@ -164,18 +175,14 @@ fn bundled_rewards_with_weights_and_a_kl_term() {
         let config = config(
             home,
             loss_type,
+            // Top-level keys first: the reward tables end the file.
             &format!(
-                "reward_funcs = [\"accuracy\", \"format\", \"length\"]\n\
+                "num_generations = 3\nmax_completion_length = 6\nmax_steps = 2\n\
+                 beta = 0.04\nloss_type = {loss_type:?}\nscale_rewards = false\n\
+                 reward_funcs = [\"accuracy\", \"format\", \"length\"]\n\
                  reward_weights = [1.0, 0.5, 2.0]\n\
                  [reward_settings.length]\nbuffer_fraction = 0.5\n\
                  [reward_settings.format]\npattern = \".*\\\\S.*\"\n",
-            )
-            .replace(
-                "reward_funcs",
-                &format!(
-                    "num_generations = 3\nmax_completion_length = 6\nmax_steps = 2\n\
-                     beta = 0.04\nloss_type = {loss_type:?}\nscale_rewards = false\nreward_funcs"
-                ),
             ),
         );
         let out = ok(TunerCommand::new(home)
@@ -221,7 +228,10 @@ fn grpo_config_mistakes_are_named_before_training() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let err = run("none", "max_steps = 1\n");
-    assert!(err.contains("reward_funcs") && err.contains("grpo needs reward functions"), "{err}");
+    assert!(
+        err.contains("reward_funcs") && err.contains("grpo needs reward functions"),
+        "{err}"
+    );
     let err = run("missing", "max_steps = 1\nreward_funcs = [\"nope\"]\n");
     assert!(
         err.contains("reward_funcs: no reward plugin named `nope` is installed (installed: accuracy, format, length)"),
@@ -247,7 +257,11 @@ fn grpo_config_mistakes_are_named_before_training() {
         "{err}"
     );
     // Rewards on a method that generates nothing.
-    let config = config(home, "sft-rewards", "max_steps = 1\nreward_funcs = [\"length\"]\n");
+    let config = config(
+        home,
+        "sft-rewards",
+        "max_steps = 1\nreward_funcs = [\"length\"]\n",
+    );
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("training_method = \"grpo\"", "training_method = \"lora\"")
@@ -276,7 +290,11 @@ fn a_hostile_reward_fails_the_job_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
     install(&home.join("plugins"), "hostile-reward", "hostile");
-    std::fs::write(home.join("config.toml"), "[plugins]\ncall_timeout_secs = 2\n").unwrap();
+    std::fs::write(
+        home.join("config.toml"),
+        "[plugins]\ncall_timeout_secs = 2\n",
+    )
+    .unwrap();
     let model = tiny_model(home);
     let data = prompts(home);
     let serve = ServeProcess::start(home);
@@ -309,7 +327,10 @@ fn a_hostile_reward_fails_the_job_and_the_server_keeps_serving() {
             if ["failed", "completed", "stopped"].contains(&job["status"].as_str().unwrap_or("")) {
                 return job;
             }
-            assert!(start.elapsed() < Duration::from_secs(300), "job {id} never ended: {job}");
+            assert!(
+                start.elapsed() < Duration::from_secs(300),
+                "job {id} never ended: {job}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     };
@@ -323,7 +344,10 @@ fn a_hostile_reward_fails_the_job_and_the_server_keeps_serving() {
     let job = finished(submit("trap"));
     assert_eq!(job["status"], "failed", "{job}");
     assert!(
-        job["error"].as_str().unwrap().contains("plugin `hostile` crashed in `score`"),
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("plugin `hostile` crashed in `score`"),
         "{job}"
     );
     // Still serving, and a job with a well-behaved reward completes.

@@ -34,7 +34,9 @@ fn score(
     inputs: &[RewardInput],
     given: Value,
 ) -> Result<Vec<f64>, String> {
-    let reward = host.reward(name).unwrap_or_else(|| panic!("no reward `{name}`"));
+    let reward = host
+        .reward(name)
+        .unwrap_or_else(|| panic!("no reward `{name}`"));
     let schema = reward.settings().unwrap();
     let given: Map<String, Value> = given.as_object().cloned().unwrap_or_default();
     let values = settings::check(&schema, &given).map_err(|p| format!("{p:?}"))?;
@@ -45,7 +47,11 @@ fn score(
 fn the_bundled_rewards_are_reward_plugins() {
     let home = TestHome::new();
     let host = home.start(test_limits());
-    let names: Vec<String> = host.rewards().iter().map(|r| r.name().to_string()).collect();
+    let names: Vec<String> = host
+        .rewards()
+        .iter()
+        .map(|r| r.name().to_string())
+        .collect();
     assert_eq!(names, ["accuracy", "format", "length"]);
     for r in host.rewards() {
         assert_eq!(r.kind(), Kind::Reward);
@@ -59,7 +65,11 @@ fn accuracy_compares_final_answers_with_number_normalisation() {
     let host = home.start(test_limits());
     let cases: &[(&str, Option<&str>, f64)] = &[
         ("6*7 is \\boxed{42}.", Some("42"), 1.0),
-        ("so the answer is \\boxed{\\frac{1}{2}}", Some("\\frac{1}{2}"), 1.0),
+        (
+            "so the answer is \\boxed{\\frac{1}{2}}",
+            Some("\\frac{1}{2}"),
+            1.0,
+        ),
         ("It costs $1,234.", Some("1234"), 1.0),
         ("Step one: 3. Then 40 + 2 = 42", Some("42"), 1.0),
         ("Natalia sold 48 + 24 = 72 clips.\n#### 72", Some("72"), 1.0),
@@ -74,7 +84,11 @@ fn accuracy_compares_final_answers_with_number_normalisation() {
         ("The capital is Paris.", Some("paris"), 0.0),
         ("\\boxed{Paris}", Some("paris."), 1.0),
         // A reference written with GSM8K's marker is read the same way.
-        ("The total is 18", Some("16 - 3 - 4 = 9 eggs, 9 * 2 = 18\n#### 18"), 1.0),
+        (
+            "The total is 18",
+            Some("16 - 3 - 4 = 9 eggs, 9 * 2 = 18\n#### 18"),
+            1.0,
+        ),
     ];
     let inputs: Vec<RewardInput> = cases.iter().map(|(c, a, _)| input(c, *a)).collect();
     let got = score(&host, "accuracy", &inputs, json!({})).unwrap();
@@ -161,7 +175,10 @@ fn a_hostile_reward_is_stopped_and_named_and_the_host_goes_on() {
         "{err}"
     );
     let err = score(&host, "hostile", &inputs, json!({"mode": "short"})).unwrap_err();
-    assert!(err.contains("it returned 1 scores for 2 completions"), "{err}");
+    assert!(
+        err.contains("it returned 1 scores for 2 completions"),
+        "{err}"
+    );
     // The same plugin, behaving, still answers: each failure threw its
     // instance away, not the plugin.
     assert_eq!(

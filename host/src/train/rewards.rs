@@ -51,11 +51,18 @@ impl RewardSet {
         let mut functions = Vec::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
             let plugin = host.reward(name).with_context(|| {
-                let installed: Vec<String> =
-                    host.rewards().iter().map(|r| r.name().to_string()).collect();
+                let installed: Vec<String> = host
+                    .rewards()
+                    .iter()
+                    .map(|r| r.name().to_string())
+                    .collect();
                 format!(
                     "reward_funcs: no reward plugin named `{name}` is installed (installed: {})",
-                    if installed.is_empty() { "none".to_string() } else { installed.join(", ") }
+                    if installed.is_empty() {
+                        "none".to_string()
+                    } else {
+                        installed.join(", ")
+                    }
                 )
             })?;
             let schema = plugin

@@ -160,9 +160,9 @@ impl PolicyBackend for ModelPolicy {
                 StepTiming::add(&self.timing.rewards_nanos, started);
                 scores
             }
-            None => bail!(
-                "this job has no reward functions: set reward_funcs in the training config"
-            ),
+            None => {
+                bail!("this job has no reward functions: set reward_funcs in the training config")
+            }
         }
     }
 }
@@ -833,7 +833,7 @@ mod policy_tests {
                 reference: None,
                 generation: None,
                 rewards: None,
-            timing: StepTiming::default(),
+                timing: StepTiming::default(),
             };
             let batch = batch();
             let d = policy.vocab_logprobs(&batch, true).unwrap();
@@ -1047,7 +1047,7 @@ mod policy_tests {
                 reference: None,
                 generation: None,
                 rewards: None,
-            timing: StepTiming::default(),
+                timing: StepTiming::default(),
             })))
             .unwrap();
         let mut batches = Vec::new();
@@ -1098,7 +1098,7 @@ mod policy_tests {
                 reference: None,
                 generation: Some(generation),
                 rewards: None,
-            timing: StepTiming::default(),
+                timing: StepTiming::default(),
             })))
             .unwrap();
         // Two right-padded prompts of 3 and 2 tokens.

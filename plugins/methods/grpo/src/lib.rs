@@ -113,7 +113,11 @@ impl MethodPlugin for Grpo {
     fn configure(settings: &Settings, job: &Job) -> Result<Self, PluginError> {
         let has_rewards = serde_json::from_str::<serde_json::Value>(job.json())
             .ok()
-            .and_then(|j| j.get("reward_funcs").and_then(|r| r.as_array()).map(|a| !a.is_empty()))
+            .and_then(|j| {
+                j.get("reward_funcs")
+                    .and_then(|r| r.as_array())
+                    .map(|a| !a.is_empty())
+            })
             .unwrap_or(false);
         if !has_rewards {
             return Err(PluginError::field(
@@ -203,7 +207,11 @@ impl MethodPlugin for Grpo {
             report_metric(&format!("rewards/{}/mean", f.name), mean);
             report_metric(&format!("rewards/{}/std", f.name), std);
         }
-        let lengths: Vec<f64> = rollout.completions.iter().map(|c| c.tokens as f64).collect();
+        let lengths: Vec<f64> = rollout
+            .completions
+            .iter()
+            .map(|c| c.tokens as f64)
+            .collect();
         report_metric("completion_length", mean_std(&lengths).0);
         report_metric("clip_ratio", clipped_share);
         if let Some(kl) = kl_mean {
@@ -215,7 +223,12 @@ impl MethodPlugin for Grpo {
 
 impl Grpo {
     /// Averages the token terms as `loss_type` says (see the crate docs).
-    fn aggregate(&self, per_token: &Tensor, mask: &Tensor, rows: usize) -> Result<Tensor, TensorError> {
+    fn aggregate(
+        &self,
+        per_token: &Tensor,
+        mask: &Tensor,
+        rows: usize,
+    ) -> Result<Tensor, TensorError> {
         let masked = per_token.mul(mask)?;
         match self.loss_type {
             LossType::Grpo => {
@@ -225,9 +238,9 @@ impl Grpo {
             }
             // TRL's dapo normalises by the active tokens of the whole global
             // batch; with one process that is this batch, as bnpo.
-            LossType::Bnpo | LossType::Dapo => {
-                masked.sum_all()?.div(&mask.sum_all()?.clamp(1.0, f64::MAX)?)
-            }
+            LossType::Bnpo | LossType::Dapo => masked
+                .sum_all()?
+                .div(&mask.sum_all()?.clamp(1.0, f64::MAX)?),
             LossType::DrGrpo => masked
                 .sum_all()?
                 .scale(1.0 / (rows as f64 * self.sampling.max_new_tokens as f64)),

@@ -100,7 +100,11 @@ fn last_number(text: &str) -> Option<String> {
             continue;
         }
         // A percent sign right after the number belongs to it.
-        let end = if chars.get(i + 1) == Some(&'%') { i + 2 } else { i + 1 };
+        let end = if chars.get(i + 1) == Some(&'%') {
+            i + 2
+        } else {
+            i + 1
+        };
         let mut start = i;
         while start > 0 {
             let c = chars[start - 1];

@@ -36,7 +36,13 @@ impl RewardPlugin for Format {
             .map_err(|e| PluginError::field("pattern", format!("not a valid regex: {e}")))?;
         Ok(inputs
             .iter()
-            .map(|i| if regex.is_match(&i.completion) { 1.0 } else { 0.0 })
+            .map(|i| {
+                if regex.is_match(&i.completion) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
             .collect())
     }
 }
