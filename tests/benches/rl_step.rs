@@ -9,10 +9,11 @@
 //! vocabulary), LoRA r=16, batch 4. The step time is the wall time between
 //! consecutive step events read from the process as they arrive, the mean
 //! over the steps after the first. Per step:
-//! - `sft`: 4 chat samples (prompt + a 40-word answer);
+//! - `sft`: 4 chat samples (prompt + a 40-word answer), 4 rows;
 //! - `dpo`/`simpo`: 4 pairs, chosen = that answer, rejected = another of
-//!   the same length (8 rows: twice SFT's tokens);
-//! - `grpo`: 2 prompts × 4 completions of `RL_BENCH_COMPLETION` (default 48)
+//!   the same length: 8 rows, twice SFT's tokens (DPO adds a forward pass
+//!   of the reference, the base with adapters off);
+//! - `grpo`: 8 rows, 2 prompts × 4 completions of `RL_BENCH_COMPLETION` (default 48)
 //!   new tokens, sampled at temperature 1 and scored by the bundled
 //!   `length` reward; the host reports the time spent generating
 //!   (`time/generation_s`) and in the reward plugin (`time/rewards_s`).
@@ -39,8 +40,6 @@ fn env_or(name: &str, default: usize) -> usize {
 struct Measured {
     name: &'static str,
     step_s: f64,
-    /// Trained (answer) tokens per step.
-    tokens: f64,
     generation_s: Option<f64>,
     rewards_s: Option<f64>,
 }
@@ -87,16 +86,9 @@ fn run(tuner: &Path, home: &Path, name: &'static str, config: Value) -> Measured
             .collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     };
-    let completion = mean_metric("completion_length");
-    let tokens = match completion {
-        // GRPO trains the completion tokens of its 8 rows.
-        Some(len) => 8.0 * len,
-        None => 0.0,
-    };
     Measured {
         name,
         step_s: gaps.iter().sum::<f64>() / gaps.len() as f64,
-        tokens,
         generation_s: mean_metric("time/generation_s"),
         rewards_s: mean_metric("time/rewards_s"),
     }
@@ -184,7 +176,7 @@ fn main() {
         }
         v
     };
-    let mut results = vec![
+    let results = [
         run(&tuner, home, "sft (lora)", base("lora", &chat, 4, "sft")),
         run(
             &tuner,
@@ -215,34 +207,24 @@ fn main() {
             ),
         ),
     ];
-    // SFT and DPO train the 40-word answers (about 41 tokens each with the
-    // end of turn): 4 rows for SFT, 8 for a batch of 4 pairs.
-    let answer_tokens = 41.0;
-    results[0].tokens = 4.0 * answer_tokens;
-    results[1].tokens = 8.0 * answer_tokens;
-    results[2].tokens = 8.0 * answer_tokens;
-
     println!(
         "\nstep time, CPU, random Qwen3 hidden {hidden}, 4 layers, vocab 151669, LoRA r=16, {steps} steps\n"
     );
     println!(
-        "{:<22} {:>9} {:>14} {:>10} {:>14} {:>12} {:>10}",
-        "method", "step s", "trained tok", "step/sft", "s/tok vs sft", "generate %", "reward %"
+        "{:<22} {:>9} {:>10} {:>12} {:>10}",
+        "method", "step s", "step/sft", "generate %", "reward %"
     );
-    let sft = (results[0].step_s, results[0].tokens);
+    let sft = results[0].step_s;
     for r in &results {
-        let per_token = (r.step_s / r.tokens.max(1.0)) / (sft.0 / sft.1);
         let share = |v: Option<f64>| {
             v.map(|s| format!("{:.0}", 100.0 * s / r.step_s))
                 .unwrap_or_else(|| "-".into())
         };
         println!(
-            "{:<22} {:>9.3} {:>14.0} {:>10.2} {:>14.2} {:>12} {:>10}",
+            "{:<22} {:>9.3} {:>10.2} {:>12} {:>10}",
             r.name,
             r.step_s,
-            r.tokens,
-            r.step_s / sft.0,
-            per_token,
+            r.step_s / sft,
             share(r.generation_s),
             share(r.rewards_s)
         );

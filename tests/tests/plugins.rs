@@ -190,8 +190,19 @@ fn the_registry_hands_out_a_handle_of_the_plugins_own_kind_only() {
                 .map(|p| p.name().to_string())
                 .collect()
         ),
-        "lora,qlora,sft"
+        "dpo,grpo,lora,qlora,sft"
     );
+    assert_eq!(
+        kinds(
+            host.rewards()
+                .iter()
+                .map(|p| p.name().to_string())
+                .collect()
+        ),
+        "accuracy,format,length"
+    );
+    assert!(host.reward("sft").is_none());
+    assert!(host.method("accuracy").is_none());
 }
 
 #[test]
