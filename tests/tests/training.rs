@@ -286,7 +286,10 @@ fn bad_configs_and_a_broken_method_plugin_fail_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("\"load_in_4bit\" is a setting of method \"lora\", \"qlora\", not of training_method \"sft\""),
+        err.contains(
+            "\"load_in_4bit\" is a setting of method \"dpo\", \"grpo\", \"lora\", \"qlora\", \
+             not of training_method \"sft\""
+        ),
         "{err}"
     );
     let config = s.config("rank-zero", "lora", serde_json::json!({}));
