@@ -419,9 +419,9 @@ fn a_component_for_another_world_is_rejected() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "not a tuner plugin: it exports none of tuner:plugin/format-plugin, source-plugin or \
-         method-plugin (it exports greet); build it with tuner-sdk for one of the worlds \
-         `format`, `source` or `method`"
+        "not a tuner plugin: it exports none of tuner:plugin/format-plugin, source-plugin, \
+         method-plugin or reward-plugin (it exports greet); build it with tuner-sdk for one of \
+         the worlds `format`, `source`, `method` or `reward`"
     );
 }
 
