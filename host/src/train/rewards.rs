@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
 
 use crate::plugins::imports::model::{MethodBatch, RewardScores};
@@ -97,17 +97,9 @@ impl RewardSet {
         Ok(Self { functions })
     }
 
-    /// Whether the job has any reward function.
-    pub fn is_empty(&self) -> bool {
-        self.functions.is_empty()
-    }
-
-    /// Scores the rows of a rollout batch with every reward function.
+    /// Scores the rows of a rollout batch with every reward function (the
+    /// trainer builds a set only for a job with `reward_funcs`).
     pub fn score(&self, rollout: &MethodBatch) -> Result<Vec<RewardScores>> {
-        ensure!(
-            !self.functions.is_empty(),
-            "this job has no reward functions: set reward_funcs in the training config"
-        );
         let inputs = reward_inputs(rollout)?;
         self.functions
             .iter()

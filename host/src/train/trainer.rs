@@ -34,8 +34,8 @@ use crate::model::lora::{self, LoraSpec};
 use crate::model::qwen3::{self, Qwen3};
 use crate::plugins::MethodSession;
 use crate::plugins::imports::model::{
-    Distribution, GeneratedRollout, MethodBatch, MethodLoss, Plan, PolicyBackend, Quantization,
-    RewardScores, Sampling, Trainable,
+    Distribution, GeneratedRollout, MethodBatch, MethodLoss, NO_REWARD_FUNCTIONS, Plan,
+    PolicyBackend, Quantization, RewardScores, Sampling, Trainable,
 };
 use crate::sample::{Message, Sample};
 use crate::text::ModelFiles;
@@ -160,9 +160,7 @@ impl PolicyBackend for ModelPolicy {
                 StepTiming::add(&self.timing.rewards_nanos, started);
                 scores
             }
-            None => {
-                bail!("this job has no reward functions: set reward_funcs in the training config")
-            }
+            None => bail!(NO_REWARD_FUNCTIONS),
         }
     }
 }

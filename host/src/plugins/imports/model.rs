@@ -286,7 +286,7 @@ pub trait PolicyBackend: Send + Sync {
     /// Scores the completions of a rollout batch with the job's reward
     /// functions. The error names the reward plugin that failed.
     fn score(&self, _rollout: &MethodBatch) -> anyhow::Result<Vec<RewardScores>> {
-        anyhow::bail!("this job has no reward functions: set reward_funcs in the training config")
+        anyhow::bail!(NO_REWARD_FUNCTIONS)
     }
 }
 
@@ -302,6 +302,10 @@ pub struct GeneratedCompletion {
     /// Ended at an end-of-turn token rather than the length limit.
     pub finished: bool,
 }
+
+/// Why `policy.score` fails for a job without reward functions.
+pub const NO_REWARD_FUNCTIONS: &str =
+    "this job has no reward functions: set reward_funcs in the training config";
 
 /// What a rollout batch's rows hold besides tokens: the completion of each
 /// row (in row order) and the generation's token limit.
