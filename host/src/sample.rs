@@ -66,6 +66,15 @@ pub enum Sample {
         /// The dispreferred continuation.
         rejected: Vec<Message>,
     },
+    /// One answer labelled desirable or undesirable (KTO).
+    Unpaired {
+        /// The conversation up to the answer.
+        prompt: Vec<Message>,
+        /// The judged continuation.
+        completion: Vec<Message>,
+        /// True for a desirable answer.
+        label: bool,
+    },
     /// A prompt without an answer to imitate (GRPO and other online methods).
     Prompt {
         /// The conversation the model continues.
@@ -81,7 +90,7 @@ pub enum Sample {
     },
 }
 
-/// The four sample kinds.
+/// The five sample kinds.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
 )]
@@ -95,13 +104,16 @@ pub enum SampleKind {
     Preference,
     /// [`Sample::Prompt`].
     Prompt,
+    /// [`Sample::Unpaired`].
+    Unpaired,
 }
 
 impl SampleKind {
     /// Every kind, in the order counts are shown.
-    pub const ALL: [SampleKind; 4] = [
+    pub const ALL: [SampleKind; 5] = [
         SampleKind::Chat,
         SampleKind::Preference,
+        SampleKind::Unpaired,
         SampleKind::Prompt,
         SampleKind::Text,
     ];
@@ -113,6 +125,7 @@ impl SampleKind {
             SampleKind::Chat => "chat",
             SampleKind::Preference => "preference",
             SampleKind::Prompt => "prompt",
+            SampleKind::Unpaired => "unpaired",
         }
     }
 }
@@ -124,18 +137,20 @@ impl std::fmt::Display for SampleKind {
 }
 
 impl Sample {
-    /// Which of the four shapes this is.
+    /// Which of the five shapes this is.
     pub fn kind(&self) -> SampleKind {
         match self {
             Sample::Text { .. } => SampleKind::Text,
             Sample::Chat { .. } => SampleKind::Chat,
             Sample::Preference { .. } => SampleKind::Preference,
             Sample::Prompt { .. } => SampleKind::Prompt,
+            Sample::Unpaired { .. } => SampleKind::Unpaired,
         }
     }
 
     /// Every message of the sample, in order (prompt, chosen, rejected for a
-    /// preference pair). Empty for text.
+    /// preference pair; prompt, completion for an unpaired answer). Empty
+    /// for text.
     pub fn messages(&self) -> impl Iterator<Item = &Message> {
         let parts: [&[Message]; 3] = match self {
             Sample::Text { .. } => [&[], &[], &[]],
@@ -146,6 +161,9 @@ impl Sample {
                 rejected,
             } => [prompt, chosen, rejected],
             Sample::Prompt { prompt, .. } => [prompt, &[], &[]],
+            Sample::Unpaired {
+                prompt, completion, ..
+            } => [prompt, completion, &[]],
         };
         parts.into_iter().flatten()
     }
@@ -166,7 +184,9 @@ impl Sample {
 
     /// The sample as one OpenAI-messages record (`tuner data convert`).
     /// Preference pairs become `{prompt, chosen, rejected}` (TRL's
-    /// conversational shape); prompts `{messages, answer}`; text `{text}`.
+    /// conversational shape); unpaired answers `{prompt, completion, label}`
+    /// (TRL's unpaired preference shape); prompts `{messages, answer}`; text
+    /// `{text}`.
     pub fn to_openai(&self) -> serde_json::Value {
         use serde_json::json;
         let msgs = |turns: &[Message]| -> Vec<serde_json::Value> {
@@ -191,6 +211,15 @@ impl Sample {
                 "prompt": msgs(prompt),
                 "chosen": msgs(chosen),
                 "rejected": msgs(rejected),
+            }),
+            Sample::Unpaired {
+                prompt,
+                completion,
+                label,
+            } => json!({
+                "prompt": msgs(prompt),
+                "completion": msgs(completion),
+                "label": label,
             }),
             Sample::Prompt { prompt, answer } => {
                 let mut v = json!({"messages": msgs(prompt)});

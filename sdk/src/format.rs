@@ -20,7 +20,7 @@ pub use crate::__bindings::format::exports::tuner::plugin::format_plugin::{
 };
 pub use crate::{
     ChatSample, Lines, Message, PluginError, PluginInfo, PluginKind, PreferenceSample,
-    PromptSample, Sample, Setting, SettingValue, Settings,
+    PromptSample, Sample, Setting, SettingValue, Settings, UnpairedSample,
 };
 
 use crate::__bindings::format::exports::tuner::plugin::format_plugin as wit;

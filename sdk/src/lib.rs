@@ -164,6 +164,20 @@ pub use __bindings::format::tuner::plugin::types::Message;
 /// ```
 pub use __bindings::format::tuner::plugin::types::PreferenceSample;
 
+/// One answer labelled desirable (`label: true`) or undesirable, judged on
+/// its own (KTO).
+///
+/// ```
+/// use tuner_sdk::{Message, UnpairedSample};
+/// let judged = UnpairedSample {
+///     prompt: vec![Message::new("user", "Capital of France?")],
+///     completion: vec![Message::new("assistant", "Lyon.")],
+///     label: false,
+/// };
+/// assert!(!judged.label);
+/// ```
+pub use __bindings::format::tuner::plugin::types::UnpairedSample;
+
 /// A prompt without an answer to imitate (online methods).
 ///
 /// ```

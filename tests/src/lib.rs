@@ -2,11 +2,13 @@
 //! `build.rs`, throwaway homes, the one in-process API server every suite
 //! starts ([`TestHome::server`]), the one way suites run the `tuner` binary
 //! ([`TunerCommand`], [`ServeProcess`]), a tiny local HTTP server that
-//! counts what it is asked for, and the hub emulator.
+//! counts what it is asked for, the hub emulator, and the training suites'
+//! tiny model and `tuner train --json` runs ([`training`]).
 
 pub mod hub_emulator;
 mod process;
 mod server;
+pub mod training;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

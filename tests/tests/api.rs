@@ -26,6 +26,7 @@ async fn lists_and_shows_plugins() {
             "huggingface",
             "json",
             "jsonl",
+            "kto",
             "length",
             "lora",
             "mirror",

@@ -30,6 +30,7 @@ fn bundled_plugins_of_every_kind_load() {
             ("huggingface".into(), Kind::Source, Origin::Bundled),
             ("json".into(), Kind::Format, Origin::Bundled),
             ("jsonl".into(), Kind::Format, Origin::Bundled),
+            ("kto".into(), Kind::Method, Origin::Bundled),
             ("length".into(), Kind::Reward, Origin::Bundled),
             ("lora".into(), Kind::Method, Origin::Bundled),
             ("mirror".into(), Kind::Source, Origin::Bundled),
@@ -190,7 +191,7 @@ fn the_registry_hands_out_a_handle_of_the_plugins_own_kind_only() {
                 .map(|p| p.name().to_string())
                 .collect()
         ),
-        "dpo,grpo,lora,qlora,sft"
+        "dpo,grpo,kto,lora,qlora,sft"
     );
     assert_eq!(
         kinds(

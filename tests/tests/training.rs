@@ -287,8 +287,8 @@ fn bad_configs_and_a_broken_method_plugin_fail_clearly() {
     assert!(!out.status.success());
     assert!(
         err.contains(
-            "\"load_in_4bit\" is a setting of method \"dpo\", \"grpo\", \"lora\", \"qlora\", \
-             not of training_method \"sft\""
+            "\"load_in_4bit\" is a setting of method \"dpo\", \"grpo\", \"kto\", \"lora\", \
+             \"qlora\", not of training_method \"sft\""
         ),
         "{err}"
     );

@@ -110,7 +110,7 @@ pub struct LoadArgs {
     #[arg(long)]
     pub format: Option<String>,
     /// Record layout instead of detecting it (alpaca, sharegpt, openai,
-    /// preference, prompt, prompt-completion, text).
+    /// preference, unpaired, prompt, prompt-completion, text).
     #[arg(long)]
     pub layout: Option<String>,
     /// Column mapping LAYOUT_FIELD=FILE_FIELD, e.g. `output=response`. Repeatable.
@@ -383,6 +383,15 @@ fn print_sample(s: &Sample) {
             turns("", prompt);
             turns("chosen ", chosen);
             turns("rejected ", rejected);
+        }
+        Sample::Unpaired {
+            prompt,
+            completion,
+            label,
+        } => {
+            turns("", prompt);
+            let label = if *label { "desirable " } else { "undesirable " };
+            turns(label, completion);
         }
         Sample::Prompt { prompt, answer } => {
             turns("", prompt);

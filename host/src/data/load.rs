@@ -88,7 +88,7 @@ pub struct LoadReport {
     pub encoding: TextEncoding,
     /// Samples accepted.
     pub samples: u64,
-    /// Samples by kind (`chat`, `preference`, `prompt`, `text`).
+    /// Samples by kind (`chat`, `preference`, `unpaired`, `prompt`, `text`).
     pub kinds: BTreeMap<String, u64>,
     /// Samples by recognised layout (`alpaca`, `sharegpt`, ...).
     pub layouts: BTreeMap<String, u64>,

@@ -47,6 +47,9 @@ impl Measure for Chars {
                 let (_, r) = split(chosen);
                 (p, r)
             }
+            Sample::Unpaired {
+                prompt, completion, ..
+            } => (split(prompt).0, split(completion).1),
             Sample::Prompt { prompt, answer } => {
                 (split(prompt).0, answer.as_deref().map(count).unwrap_or(0))
             }

@@ -68,6 +68,8 @@ pub fn render_preview(
     let main_label = match sample {
         Sample::Chat { .. } => "conversation",
         Sample::Preference { .. } => "chosen",
+        Sample::Unpaired { label: true, .. } => "desirable",
+        Sample::Unpaired { label: false, .. } => "undesirable",
         Sample::Prompt { .. } => "prompt",
         Sample::Text { .. } => "text",
     };

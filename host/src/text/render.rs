@@ -14,7 +14,8 @@ use crate::sample::{Message, Sample};
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct RenderedSample {
     /// The sequence trained on: the conversation (chat), prompt + chosen
-    /// answer (preference), the prompt with the generation header (prompt:
+    /// answer (preference), prompt + the judged answer (unpaired), the
+    /// prompt with the generation header (prompt:
     /// nothing trained), or the text followed by `eos_token` (text).
     pub main: RenderedConversation,
     /// Prompt + rejected answer, for a preference pair.
@@ -24,8 +25,9 @@ pub struct RenderedSample {
 
 /// Renders a sample; see [`RenderedSample`] for what each kind becomes.
 ///
-/// Preference pairs never train their prompt, even when it holds assistant
-/// turns: only the chosen (and rejected) continuation counts. Text samples get
+/// Preference pairs and unpaired answers never train their prompt, even when
+/// it holds assistant turns: only the chosen (and rejected) or judged
+/// continuation counts. Text samples get
 /// `eos_token` appended so documents end, as LLaMA-Factory does for
 /// pre-training.
 pub fn render_sample(
@@ -50,6 +52,15 @@ pub fn render_sample(
             Ok(RenderedSample {
                 main: pair(chosen)?,
                 rejected: Some(pair(rejected)?),
+            })
+        }
+        Sample::Unpaired {
+            prompt, completion, ..
+        } => {
+            let messages: Vec<Message> = prompt.iter().chain(completion).cloned().collect();
+            Ok(RenderedSample {
+                main: template.render_trained(&messages, None, options, prompt.len())?,
+                rejected: None,
             })
         }
         Sample::Prompt { prompt, .. } => {

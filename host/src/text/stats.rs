@@ -162,7 +162,7 @@ pub struct TokenStats {
     pub over_max_seq_len: usize,
     /// Messages per role (`system`, `user`, `assistant`, `tool`, …).
     pub roles: BTreeMap<String, usize>,
-    /// Samples per kind (`chat`, `preference`, `prompt`, `text`).
+    /// Samples per kind (`chat`, `preference`, `unpaired`, `prompt`, `text`).
     pub kinds: BTreeMap<SampleKind, usize>,
 }
 

@@ -24,6 +24,13 @@
 //! - Padding (right side, `pad_id`) has segment 0, position 0, mask 0.
 //! - A preference batch of `p` pairs has rows `chosen[0..p]` then
 //!   `rejected[0..p]`.
+//! - An unpaired batch of `n` samples (KTO) has rows `sample[0..n]` then
+//!   `kl[0..n]`: `kl[i]` is sample `i`'s prompt followed by the answer of
+//!   its *KL partner*, the next kept unpaired sample in data order (the
+//!   last one's partner is the first). KTO estimates the KL divergence to
+//!   the reference from these mismatched pairs (Ethayarajh et al. 2024,
+//!   §4). Partners are fixed per dataset, as LLaMA-Factory's and TRL's KL
+//!   datasets are, so a row's content never depends on the shuffle.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,9 +55,13 @@ pub struct TrainBatch {
     pub loss_mask: Tensor,
     /// The kind every sample of the batch has.
     pub kind: SampleKind,
-    /// Preference pairs (rows `0..pairs` chosen, `pairs..2·pairs` rejected);
-    /// 0 for other kinds.
+    /// Preference pairs (rows `0..pairs` chosen, `pairs..2·pairs` rejected),
+    /// or unpaired samples (rows `0..pairs` the samples, `pairs..2·pairs`
+    /// their KL rows); 0 for other kinds.
     pub pairs: usize,
+    /// Unpaired batches: per sample, true when its answer is desirable;
+    /// empty for other kinds.
+    pub labels: Vec<bool>,
     /// Non-padding tokens in the batch.
     pub tokens: usize,
     /// Per row, the reference answer of a prompt sample (`None` otherwise,
@@ -72,6 +83,8 @@ pub struct BatchSample {
     pub answer: Option<String>,
     /// A prompt sample's conversation, which reward functions read.
     pub prompt: Option<Arc<Vec<Message>>>,
+    /// An unpaired sample's label (true: desirable).
+    pub label: Option<bool>,
 }
 
 /// How batches are formed.
@@ -129,9 +142,20 @@ pub struct BatchStats {
 struct Prepared {
     main: TokenizedSequence,
     rejected: Option<TokenizedSequence>,
+    /// An unpaired sample's KL row: its prompt, its partner's answer.
+    kl: Option<TokenizedSequence>,
     kind: SampleKind,
     answer: Option<String>,
     prompt: Option<Arc<Vec<Message>>>,
+    label: Option<bool>,
+}
+
+impl Prepared {
+    /// The row that goes with `main` in the second half of a batch: the
+    /// rejected answer of a pair, or the KL row of an unpaired sample.
+    fn second_row(&self) -> Option<&TokenizedSequence> {
+        self.rejected.as_ref().or(self.kl.as_ref())
+    }
 }
 
 /// What one batch row (or, for a pair, two rows) is made of.
@@ -220,7 +244,7 @@ impl Batcher {
                 SampleKind::Preference => {
                     trained(&main) > 0 && rejected.as_ref().is_some_and(|r| trained(r) > 0)
                 }
-                SampleKind::Text | SampleKind::Chat => trained(&main) > 0,
+                SampleKind::Text | SampleKind::Chat | SampleKind::Unpaired => trained(&main) > 0,
             };
             if !keep {
                 stats.dropped_empty += 1;
@@ -235,11 +259,14 @@ impl Batcher {
             prepared.push(Some(Prepared {
                 main,
                 rejected,
+                kl: None,
                 kind: sample.kind,
                 answer: sample.answer,
                 prompt: sample.prompt,
+                label: sample.label,
             }));
         }
+        stats.tokens += attach_kl_rows(&mut prepared, config.max_seq_len);
         let units = make_units(&prepared, &config);
         stats.rows = units.len();
         let mut batcher = Batcher {
@@ -376,11 +403,13 @@ impl Batcher {
             answers.push(answer(unit));
             prompts.push(prompt(unit));
         }
-        let pairs = if kind == SampleKind::Preference {
+        let pairs = if matches!(kind, SampleKind::Preference | SampleKind::Unpaired) {
             for &u in units {
                 let unit = &self.units[u];
-                let rejected = sample(unit.members[0]).rejected.as_ref();
-                rows.push(vec![rejected.expect("pairs have a rejected side")]);
+                let second = sample(unit.members[0]).second_row();
+                rows.push(vec![
+                    second.expect("pairs and unpaired samples have a second row"),
+                ]);
                 answers.push(answer(unit));
                 prompts.push(prompt(unit));
             }
@@ -388,9 +417,21 @@ impl Batcher {
         } else {
             0
         };
+        let labels = if kind == SampleKind::Unpaired {
+            units
+                .iter()
+                .map(|&u| {
+                    let member = self.units[u].members[0];
+                    sample(member).label.expect("unpaired samples have a label")
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut batch = rows_to_batch(&rows, self.config.pad_id, device)?;
         batch.kind = kind;
         batch.pairs = pairs;
+        batch.labels = labels;
         batch.answers = answers;
         batch.prompts = prompts;
         Ok(batch)
@@ -457,10 +498,58 @@ fn rows_to_batch(
         loss_mask: Tensor::from_vec(mask, (b, s - 1), device)?,
         kind: SampleKind::Chat,
         pairs: 0,
+        labels: Vec::new(),
         tokens,
         answers: vec![None; b],
         prompts: vec![None; b],
     })
+}
+
+/// Gives every kept unpaired sample its KL row (see the module docs): its
+/// own prompt, then the answer of the next kept unpaired sample in data
+/// order, cut to `max_len` tokens. Returns the tokens added.
+fn attach_kl_rows(samples: &mut [Option<Prepared>], max_len: usize) -> usize {
+    let unpaired: Vec<usize> = (0..samples.len())
+        .filter(|&i| {
+            samples[i]
+                .as_ref()
+                .is_some_and(|s| s.kind == SampleKind::Unpaired)
+        })
+        .collect();
+    let mut added = 0;
+    for (k, &i) in unpaired.iter().enumerate() {
+        let partner = unpaired[(k + 1) % unpaired.len()];
+        let other = samples[partner].as_ref().expect("kept").main.clone();
+        let own = samples[i].as_mut().expect("kept");
+        let row = mismatched(&own.main, &other, max_len);
+        added += row.len();
+        own.kl = Some(row);
+    }
+    added
+}
+
+/// `own`'s prompt followed by `other`'s answer. A sequence's prompt is
+/// everything before its first trained token (the template's untrained
+/// assistant header included), its answer the rest, weights and all.
+fn mismatched(
+    own: &TokenizedSequence,
+    other: &TokenizedSequence,
+    max_len: usize,
+) -> TokenizedSequence {
+    let answer_start = |seq: &TokenizedSequence| {
+        seq.weights
+            .iter()
+            .position(|w| *w > 0.0)
+            .unwrap_or(seq.len())
+    };
+    let (prompt_end, answer_from) = (answer_start(own), answer_start(other));
+    let mut ids = own.ids[..prompt_end].to_vec();
+    let mut weights = vec![0.0; prompt_end];
+    ids.extend_from_slice(&other.ids[answer_from..]);
+    weights.extend_from_slice(&other.weights[answer_from..]);
+    ids.truncate(max_len);
+    weights.truncate(max_len);
+    TokenizedSequence { ids, weights }
 }
 
 /// The units of the kept samples: one per sample, except that with packing
@@ -476,7 +565,7 @@ fn make_units(samples: &[Option<Prepared>], config: &BatchConfig) -> Vec<Unit> {
         let len = sample
             .main
             .len()
-            .max(sample.rejected.as_ref().map_or(0, |r| r.len()));
+            .max(sample.second_row().map_or(0, |r| r.len()));
         let packs = config.packing && matches!(sample.kind, SampleKind::Text | SampleKind::Chat);
         if packs {
             packable.push((i, len, sample.kind));
@@ -588,6 +677,7 @@ mod tests {
             kind: SampleKind::Chat,
             answer: None,
             prompt: None,
+            label: None,
         }
     }
 
@@ -692,6 +782,7 @@ mod tests {
             kind: SampleKind::Chat,
             answer: None,
             prompt: None,
+            label: None,
         };
         let batch = Batcher::new(vec![sample], config(1, 64))
             .unwrap()
@@ -866,6 +957,7 @@ mod tests {
                 kind: SampleKind::Preference,
                 answer: None,
                 prompt: None,
+                label: None,
             }
         };
         let samples = vec![
@@ -886,6 +978,57 @@ mod tests {
         }
     }
 
+    #[test]
+    fn unpaired_batches_put_the_samples_then_their_mismatched_kl_rows() {
+        let judged = |q: &str, answer: &str, label: bool| {
+            let sample = Sample::Unpaired {
+                prompt: vec![Message::new("user", q)],
+                completion: vec![Message::new("assistant", answer)],
+                label,
+            };
+            BatchSample {
+                tokens: qwen3()
+                    .tokenize(&sample, &RenderOptions::default())
+                    .unwrap(),
+                kind: SampleKind::Unpaired,
+                answer: None,
+                prompt: None,
+                label: Some(label),
+            }
+        };
+        let samples = vec![
+            judged("Capital of France?", "Paris.", true),
+            judged("2+2?", "Five.", false),
+            judged("Colour of the sky?", "Blue.", true),
+        ];
+        let mut batcher = Batcher::new(samples, config(3, 64)).unwrap();
+        let batch = batcher.next_batch(&Device::Cpu).unwrap();
+        assert_eq!(batch.kind, SampleKind::Unpaired);
+        assert_eq!(batch.pairs, 3);
+        assert_eq!(batch.input.ids.dims2().unwrap().0, 6);
+        let order: Vec<usize> = batcher.epoch_plan(0)[0].iter().map(|m| m[0]).collect();
+        let answers = ["Paris.", "Five.", "Blue."];
+        let questions = ["Capital of France?", "2+2?", "Colour of the sky?"];
+        let texts = trained_text(&batch);
+        let ids = u32s(&batch.input.ids);
+        for (row, &i) in order.iter().enumerate() {
+            assert_eq!(batch.labels[row], i != 1, "row {row} is sample {i}");
+            assert!(texts[row].contains(answers[i]), "{:?}", texts[row]);
+            // The KL row: this sample's prompt, the next sample's answer
+            // (in data order, the last one wrapping to the first).
+            let kl_row = row + 3;
+            let partner = (i + 1) % 3;
+            assert!(
+                texts[kl_row].contains(answers[partner]),
+                "{:?}",
+                texts[kl_row]
+            );
+            let whole = qwen3().tokenizer.decode(&ids[kl_row]).unwrap();
+            assert!(whole.contains(questions[i]), "{whole:?}");
+            assert!(!whole.contains(answers[i]), "{whole:?}");
+        }
+    }
+
     /// Synthetic sequences (ids below the tiny model's vocab of 128).
     fn seq(ids: &[u32], weights: &[f32]) -> BatchSample {
         BatchSample {
@@ -899,6 +1042,7 @@ mod tests {
             kind: SampleKind::Chat,
             answer: None,
             prompt: None,
+            label: None,
         }
     }
 
@@ -972,6 +1116,7 @@ mod tests {
             kind: SampleKind::Prompt,
             answer: Some("42".into()),
             prompt: None,
+            label: None,
         };
         let mut batcher = Batcher::new(vec![prompt, chat("Hi", "Hello.")], config(2, 64)).unwrap();
         assert_eq!(batcher.stats().kept, 2);
@@ -1000,6 +1145,7 @@ mod tests {
             kind: SampleKind::Prompt,
             answer: None,
             prompt: None,
+            label: None,
         };
         let mut batcher = Batcher::new(vec![prompt], config(1, 16)).unwrap();
         assert_eq!(batcher.stats().truncated_samples, 1);

@@ -186,6 +186,7 @@ fn method_loss(
 ) -> Result<(MethodLoss, f64)> {
     let mut mb = MethodBatch::packed(batch.kind, batch.input.clone(), batch.loss_mask.clone())?;
     mb.pairs = batch.pairs;
+    mb.labels = batch.labels.clone();
     mb.answers = batch.answers.clone();
     mb.prompts = batch.prompts.clone();
     let out = session
@@ -291,6 +292,10 @@ fn prepare_samples(
             Sample::Prompt { answer, prompt } => (answer.clone(), Some(Arc::new(prompt.clone()))),
             _ => (None, None),
         };
+        let label = match &sample {
+            Sample::Unpaired { label, .. } => Some(*label),
+            _ => None,
+        };
         let tokens = files
             .tokenize(&sample, render)
             .with_context(|| format!("rendering sample {} with the chat template", i + 1))?;
@@ -299,6 +304,7 @@ fn prepare_samples(
             kind,
             answer,
             prompt,
+            label,
         });
     }
     if !refused.is_empty() {

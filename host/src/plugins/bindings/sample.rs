@@ -41,6 +41,11 @@ impl From<wit::Sample> for Sample {
                 prompt: messages(p.prompt),
                 answer: p.answer,
             },
+            wit::Sample::Unpaired(u) => Sample::Unpaired {
+                prompt: messages(u.prompt),
+                completion: messages(u.completion),
+                label: u.label,
+            },
         }
     }
 }

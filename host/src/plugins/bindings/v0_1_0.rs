@@ -344,7 +344,23 @@ cases!(cur::tensors::TensorError => old::tensors::TensorError {
     Limit(x),
     Device(x),
 });
-cases!(cur::model::BatchKind => old::model::BatchKind { Chat, Preference, Prompt, Text });
+// 0.1.0 has no `unpaired` kind. The host never hands such a batch to a
+// 0.1.0 plugin (a batch's kind is always one the plan accepts, and a 0.1.0
+// plan cannot name `unpaired`), so that case is unreachable; it answers
+// `preference`, the kind with the same two-rows-per-sample layout, rather
+// than trapping inside a host call.
+impl Convert<old::model::BatchKind> for cur::model::BatchKind {
+    fn convert(self) -> old::model::BatchKind {
+        use cur::model::BatchKind as Cur;
+        use old::model::BatchKind as Old;
+        match self {
+            Cur::Chat => Old::Chat,
+            Cur::Preference | Cur::Unpaired => Old::Preference,
+            Cur::Prompt => Old::Prompt,
+            Cur::Text => Old::Text,
+        }
+    }
+}
 record!(old::model::Sampling => cur::model::Sampling {
     max_new_tokens,
     temperature,

@@ -74,8 +74,11 @@ pub struct MethodBatch {
     pub ids: Tensor,
     /// `[rows, seq - 1]`, f32: weight of predicting token `t + 1` at `t`.
     pub loss_mask: Tensor,
-    /// Preference batches: the number of chosen/rejected pairs.
+    /// Preference batches: the number of chosen/rejected pairs; unpaired
+    /// batches: the number of samples (each has a mismatched KL row).
     pub pairs: usize,
+    /// Unpaired batches: per sample, true when its answer is desirable.
+    pub labels: Vec<bool>,
     /// Prompt batches: each row's reference answer.
     pub answers: Vec<Option<String>>,
     /// Prompt batches and rollouts: each row's prompt conversation (what
@@ -108,6 +111,7 @@ impl MethodBatch {
             ids,
             loss_mask,
             pairs: 0,
+            labels: Vec::new(),
             answers: Vec::new(),
             prompts: Vec::new(),
             rollout: None,
@@ -135,11 +139,41 @@ impl MethodBatch {
             ids: input.ids,
             loss_mask,
             pairs: 0,
+            labels: Vec::new(),
             answers: Vec::new(),
             prompts: Vec::new(),
             rollout: None,
             positions: input.positions.to_dtype(DType::U32)?,
             segments: input.segments.to_dtype(DType::U32)?,
+        })
+    }
+
+    /// Rows `start .. start + len` as a batch of their own: same kind and
+    /// sequence length, `pairs` 0 and no labels (a slice no longer holds
+    /// both halves of a pair), answers and prompts sliced, not a rollout.
+    pub fn narrow_rows(&self, start: usize, len: usize) -> anyhow::Result<Self> {
+        let rows = self.rows();
+        anyhow::ensure!(
+            len > 0 && start.checked_add(len).is_some_and(|end| end <= rows),
+            "rows {start}..{} are not within a batch of {rows} rows",
+            start.saturating_add(len)
+        );
+        fn slice<T: Clone>(v: &[T], start: usize, len: usize) -> Vec<T> {
+            v.get(start..start + len)
+                .map(<[T]>::to_vec)
+                .unwrap_or_default()
+        }
+        Ok(Self {
+            kind: self.kind,
+            ids: self.ids.narrow(0, start, len)?,
+            loss_mask: self.loss_mask.narrow(0, start, len)?,
+            pairs: 0,
+            labels: Vec::new(),
+            answers: slice(&self.answers, start, len),
+            prompts: slice(&self.prompts, start, len),
+            rollout: None,
+            positions: self.positions.narrow(0, start, len)?,
+            segments: self.segments.narrow(0, start, len)?,
         })
     }
 
@@ -391,6 +425,7 @@ impl model::HostBatch for PluginState {
             SampleKind::Preference => BatchKind::Preference,
             SampleKind::Prompt => BatchKind::Prompt,
             SampleKind::Text => BatchKind::Text,
+            SampleKind::Unpaired => BatchKind::Unpaired,
         })
     }
 
@@ -418,6 +453,25 @@ impl model::HostBatch for PluginState {
 
     fn answers(&mut self, handle: Resource<BatchHandle>) -> wasmtime::Result<Vec<Option<String>>> {
         Ok(self.batch(&handle)?.answers.clone())
+    }
+
+    fn labels(&mut self, handle: Resource<BatchHandle>) -> wasmtime::Result<Vec<bool>> {
+        Ok(self.batch(&handle)?.labels.clone())
+    }
+
+    fn narrow_rows(
+        &mut self,
+        handle: Resource<BatchHandle>,
+        start: u32,
+        len: u32,
+    ) -> wasmtime::Result<Result<Resource<BatchHandle>, TensorError>> {
+        let batch = self.batch(&handle)?;
+        match batch.narrow_rows(start as usize, len as usize) {
+            Ok(rows) => Ok(Ok(self.table.push(BatchHandle::new(Arc::new(rows)))?)),
+            Err(e) => Ok(Err(TensorError::Invalid(format!(
+                "batch.narrow-rows: {e:#}"
+            )))),
+        }
     }
 
     fn drop(&mut self, handle: Resource<BatchHandle>) -> wasmtime::Result<()> {
@@ -716,6 +770,7 @@ impl Plan {
                 BatchKind::Preference => SampleKind::Preference,
                 BatchKind::Prompt => SampleKind::Prompt,
                 BatchKind::Text => SampleKind::Text,
+                BatchKind::Unpaired => SampleKind::Unpaired,
             })
             .collect();
         Ok(Plan {

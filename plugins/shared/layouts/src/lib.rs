@@ -2,8 +2,8 @@
 //!
 //! A file format (JSON Lines, JSON, CSV) yields records as JSON objects; this
 //! crate decides which layout a record is in (Alpaca, ShareGPT, OpenAI
-//! messages, preference pairs, prompts, raw text) and turns it into one of
-//! the four normalised [`Sample`] kinds. Errors name the field in the file's
+//! messages, preference pairs, labelled answers, prompts, raw text) and turns it into one of
+//! the five normalised [`Sample`] kinds. Errors name the field in the file's
 //! own spelling (`conversations[2].from`) so a user can find it.
 //!
 //! It also holds the helpers every format needs: the shared
@@ -25,7 +25,7 @@ pub use lines::{BoundedLines, LineEvent};
 pub use normalise::{FieldError, Layout, Normaliser};
 pub use settings::{DEFAULT_MAX_RECORD_BYTES, max_record_bytes, with_shared_settings};
 pub use size_class::SizeClassAlloc;
-pub use tuner_sdk::{ChatSample, Message, PreferenceSample, PromptSample, Sample};
+pub use tuner_sdk::{ChatSample, Message, PreferenceSample, PromptSample, Sample, UnpairedSample};
 
 /// The JSON type name used in messages (`expected string, found number`).
 pub fn type_name(value: &serde_json::Value) -> &'static str {

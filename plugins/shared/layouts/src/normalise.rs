@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
-use tuner_sdk::{ChatSample, Message, PreferenceSample, PromptSample, Sample};
+use tuner_sdk::{ChatSample, Message, PreferenceSample, PromptSample, Sample, UnpairedSample};
 
 use crate::type_name;
 
@@ -23,6 +23,11 @@ pub enum Layout {
     OpenAi,
     /// `chosen` / `rejected` with a prompt.
     Preference,
+    /// One answer with a boolean `label` (KTO): TRL's `prompt` /
+    /// `completion` / `label`, or a conversation (`messages`,
+    /// `conversations`, Alpaca) whose last assistant turn is the judged
+    /// answer, as LLaMA-Factory's `kto_tag` datasets are.
+    Unpaired,
     /// A prompt (`prompt`, `messages`, `question`, `problem`, `instruction`)
     /// with an optional reference `answer` / `solution`.
     Prompt,
@@ -34,11 +39,12 @@ pub enum Layout {
 
 impl Layout {
     /// Every layout, in the order documented.
-    pub const ALL: [Layout; 7] = [
+    pub const ALL: [Layout; 8] = [
         Layout::Alpaca,
         Layout::ShareGpt,
         Layout::OpenAi,
         Layout::Preference,
+        Layout::Unpaired,
         Layout::Prompt,
         Layout::PromptCompletion,
         Layout::Text,
@@ -51,6 +57,7 @@ impl Layout {
             Layout::ShareGpt => "sharegpt",
             Layout::OpenAi => "openai",
             Layout::Preference => "preference",
+            Layout::Unpaired => "unpaired",
             Layout::Prompt => "prompt",
             Layout::PromptCompletion => "prompt-completion",
             Layout::Text => "text",
@@ -64,6 +71,7 @@ impl Layout {
             "sharegpt" => Layout::ShareGpt,
             "openai" | "messages" => Layout::OpenAi,
             "preference" | "dpo" | "pairwise" | "ranking" => Layout::Preference,
+            "unpaired" | "kto" | "feedback" => Layout::Unpaired,
             "prompt" | "prompt-only" | "grpo" => Layout::Prompt,
             "prompt-completion" | "completion" => Layout::PromptCompletion,
             "text" | "raw" => Layout::Text,
@@ -125,6 +133,7 @@ const COLUMN_KEYS: &[&str] = &[
     "answer",
     "solution",
     "text",
+    "label",
 ];
 const TAG_KEYS: &[(&str, &str)] = &[
     ("role_tag", "from"),
@@ -175,10 +184,16 @@ impl Normaliser {
         let mut tags: BTreeMap<&'static str, String> =
             TAG_KEYS.iter().map(|(k, v)| (*k, v.to_string())).collect();
         for (key, value) in columns {
-            if let Some((tag, _)) = TAG_KEYS.iter().find(|(t, _)| t == key) {
+            // LLaMA-Factory's dataset_info.json calls the label column `kto_tag`.
+            let key = if key == "kto_tag" {
+                "label"
+            } else {
+                key.as_str()
+            };
+            if let Some((tag, _)) = TAG_KEYS.iter().find(|(t, _)| *t == key) {
                 tags.insert(tag, value.clone());
-            } else if COLUMN_KEYS.contains(&key.as_str()) {
-                mapped.insert(key.clone(), value.clone());
+            } else if COLUMN_KEYS.contains(&key) {
+                mapped.insert(key.to_string(), value.clone());
             } else {
                 let tag_names: Vec<_> = TAG_KEYS.iter().map(|(t, _)| *t).collect();
                 return Err(FieldError::new(
@@ -224,6 +239,7 @@ impl Normaliser {
             Layout::ShareGpt => r.sharegpt()?,
             Layout::OpenAi => r.openai()?,
             Layout::Preference => r.preference()?,
+            Layout::Unpaired => r.unpaired()?,
             Layout::Prompt => r.prompt()?,
             Layout::PromptCompletion => r.prompt_completion()?,
             Layout::Text => Sample::Text(r.required_str("text")?),
@@ -303,6 +319,9 @@ impl<'a> Record<'a> {
                 ));
             }
             (false, false) => {}
+        }
+        if self.label_if_boolean().is_some() {
+            return Ok(Layout::Unpaired);
         }
         if self.has("conversations") {
             return Ok(Layout::ShareGpt);
@@ -550,6 +569,77 @@ impl<'a> Record<'a> {
             prompt,
             chosen,
             rejected,
+        }))
+    }
+
+    /// The `label` field when it reads as a boolean: `true`/`false`, or
+    /// the words `true`/`false` in any case (CSV cells are text). `None`
+    /// when absent or anything else, so a classification column such as
+    /// `"label": 3` is not taken for a KTO label.
+    fn label_if_boolean(&self) -> Option<bool> {
+        match self.get("label")?.1 {
+            Value::Bool(b) => Some(*b),
+            Value::String(s) if s.trim().eq_ignore_ascii_case("true") => Some(true),
+            Value::String(s) if s.trim().eq_ignore_ascii_case("false") => Some(false),
+            _ => None,
+        }
+    }
+
+    /// An unpaired answer: TRL's `prompt` + `completion`, or a whole
+    /// conversation whose last turn (an assistant turn) is the completion.
+    fn unpaired(&self) -> Result<Sample, FieldError> {
+        let label = match self.get("label") {
+            None => return Err(self.missing("label")),
+            Some((name, value)) => self.label_if_boolean().ok_or_else(|| {
+                FieldError::expected(name, "boolean (true: desirable, false: undesirable)", value)
+            })?,
+        };
+        let (prompt, completion) = if self.has("completion") {
+            let prompt = self.any_prompt()?.ok_or_else(|| self.missing("prompt"))?;
+            (prompt, self.answer_turns("completion")?)
+        } else {
+            let (field, conversation) = if self.has("conversations") {
+                (self.n.col("conversations"), self.sharegpt()?)
+            } else if self.has("messages") {
+                (self.n.col("messages"), self.openai()?)
+            } else if self.has("instruction") {
+                (self.n.col("output"), self.alpaca()?)
+            } else {
+                return Err(FieldError::new(
+                    self.n.col("completion"),
+                    "missing: a labelled (KTO) record needs `prompt` + `completion`, \
+                     `messages`, `conversations` or `instruction`/`output`",
+                ));
+            };
+            let Sample::Chat(ChatSample {
+                mut messages,
+                tools,
+            }) = conversation
+            else {
+                unreachable!("sharegpt, openai and alpaca records are chats")
+            };
+            if tools.is_some() {
+                return Err(FieldError::new(
+                    self.n.col("tools"),
+                    "tools are not supported on labelled (KTO) records yet",
+                ));
+            }
+            if messages.last().is_none_or(|m| m.role != "assistant") {
+                return Err(FieldError::new(
+                    field,
+                    "the last turn must be the assistant's answer the label judges",
+                ));
+            }
+            let completion = messages.split_off(messages.len() - 1);
+            (messages, completion)
+        };
+        if prompt.is_empty() {
+            return Err(FieldError::new(self.n.col("prompt"), "empty prompt"));
+        }
+        Ok(Sample::Unpaired(UnpairedSample {
+            prompt,
+            completion,
+            label,
         }))
     }
 
@@ -1079,6 +1169,73 @@ mod tests {
             err(json!({"prompt": "q", "chosen": "a"})).0,
             Some("rejected".into())
         );
+    }
+
+    #[test]
+    fn labelled_records_are_unpaired_samples_in_llama_factory_and_trl_shapes() {
+        // LLaMA-Factory's kto_en_demo: messages + label.
+        let (s, l) = auto(json!({"messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "bad answer"}
+        ], "label": false}))
+        .unwrap();
+        assert_eq!(l, Layout::Unpaired);
+        let Sample::Unpaired(u) = s else { panic!() };
+        assert_eq!(
+            (u.prompt.len(), u.completion[0].content.as_str(), u.label),
+            (1, "bad answer", false)
+        );
+        // TRL's unpaired preference: prompt / completion / label.
+        let (s, _) = auto(json!({"prompt": "q", "completion": "good", "label": true})).unwrap();
+        let Sample::Unpaired(u) = s else { panic!() };
+        assert_eq!(
+            (
+                u.prompt[0].role.as_str(),
+                u.completion[0].role.as_str(),
+                u.label
+            ),
+            ("user", "assistant", true)
+        );
+        // ShareGPT and Alpaca with a label; a CSV cell's "TRUE".
+        let (s, _) = auto(json!({"conversations": [
+            {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}
+        ], "label": "TRUE"}))
+        .unwrap();
+        assert!(matches!(
+            s,
+            Sample::Unpaired(UnpairedSample { label: true, .. })
+        ));
+        let (s, _) = auto(json!({"instruction": "q", "output": "a", "label": false})).unwrap();
+        assert!(matches!(
+            s,
+            Sample::Unpaired(UnpairedSample { label: false, .. })
+        ));
+        // LLaMA-Factory's column name `kto_tag` maps the label.
+        let n = Normaliser::new(None, &[("kto_tag".into(), "tag".into())]).unwrap();
+        let (s, _) = n
+            .normalise(&json!({"prompt": "q", "completion": "a", "tag": true}))
+            .unwrap();
+        assert!(matches!(s, Sample::Unpaired(_)));
+    }
+
+    #[test]
+    fn labels_that_are_not_booleans_are_not_kto_and_bad_ones_are_named() {
+        // A classification label is not a KTO label: the record stays text.
+        let (_, l) = auto(json!({"text": "t", "label": 3})).unwrap();
+        assert_eq!(l, Layout::Text);
+        let n = Normaliser::new(Some("kto"), &[]).unwrap();
+        let e = n
+            .normalise(&json!({"prompt": "q", "completion": "a", "label": 1}))
+            .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("label"));
+        assert!(e.message.contains("expected boolean"), "{}", e.message);
+        let (field, message) = err(json!({"messages": [
+            {"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}
+        ], "label": true}));
+        assert_eq!(field.as_deref(), Some("messages"));
+        assert!(message.contains("last turn"), "{message}");
+        let (field, _) = err(json!({"text": "t", "label": true}));
+        assert_eq!(field.as_deref(), Some("completion"));
     }
 
     #[test]
