@@ -66,10 +66,16 @@ fn prompts(home: &Path) -> PathBuf {
 
 fn config(home: &Path, name: &str, body: &str) -> PathBuf {
     let path = home.join(format!("{name}.toml"));
+    // No checkpoints unless the body asks for them.
+    let save = if body.contains("save_steps") {
+        ""
+    } else {
+        "save_steps = 0\n"
+    };
     let text = format!(
         "model_name = {model:?}\ntraining_method = \"grpo\"\ndataset = {data:?}\n\
          per_device_train_batch_size = 2\ngradient_accumulation_steps = 1\nlogging_steps = 1\n\
-         save_steps = 0\ndevice = \"cpu\"\noutput_dir = {out:?}\n{body}",
+         {save}device = \"cpu\"\noutput_dir = {out:?}\n{body}",
         model = home.join("model").display().to_string(),
         data = home.join("prompts.jsonl").display().to_string(),
         out = home.join(format!("out-{name}")).display().to_string(),
@@ -160,6 +166,56 @@ fn grpo_with_a_reward_plugin_from_the_template_raises_the_reward() {
         last >= 0.95 && last > first + 0.05,
         "the mean reward went from {first:.3} (steps 1-3) to {last:.3} (steps 14-16)"
     );
+}
+
+/// A GRPO run resumed from a checkpoint samples the same completions as
+/// the run that was never stopped: rollouts are seeded by the position in
+/// the run, not by how many generations this process has made, so the
+/// resumed steps' rewards, completion lengths and losses are the same.
+#[test]
+fn a_resumed_grpo_run_samples_what_the_uninterrupted_run_sampled() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    tiny_model(home);
+    prompts(home);
+    // A reward some random completions earn and others do not (a capital
+    // letter among them), so the rewards and the loss depend on what was
+    // sampled. The reward table must end the file.
+    let body = |extra: &str| {
+        format!(
+            "num_generations = 4\nmax_completion_length = 6\nmax_steps = 4\n\
+             learning_rate = 1e-2\ntemperature = 1.0\n{extra}reward_funcs = [\"format\"]\n\
+             [reward_settings.format]\npattern = \"(?s).*[A-Z].*\"\n"
+        )
+    };
+    let whole = config(
+        home,
+        "whole",
+        &body("save_steps = 2\nsave_total_limit = 0\n"),
+    );
+    let whole = steps(&ok(TunerCommand::new(home)
+        .args(["train", whole.to_str().unwrap(), "--json"])
+        .output()));
+    assert_eq!(whole.len(), 4);
+    let checkpoint = home.join("out-whole/checkpoint-2");
+    assert!(checkpoint.is_dir());
+    let resumed = config(home, "resumed", &body(""));
+    let resumed = steps(&ok(TunerCommand::new(home)
+        .args(["train", resumed.to_str().unwrap(), "--json", "--resume"])
+        .arg(&checkpoint)
+        .output()));
+    assert_eq!(resumed.len(), 2, "{resumed:?}");
+    let rewards: Vec<f64> = whole.iter().map(|s| metric(s, "reward")).collect();
+    assert!(
+        rewards.iter().any(|r| *r > 0.0 && *r < 1.0),
+        "the rewards should vary with the samples: {rewards:?}"
+    );
+    for (a, b) in whole[2..].iter().zip(&resumed) {
+        for name in ["reward", "reward_std", "completion_length"] {
+            assert_eq!(metric(a, name), metric(b, name), "{name}: {a} vs {b}");
+        }
+        assert_eq!(a["loss"], b["loss"], "{a} vs {b}");
+    }
 }
 
 /// Three bundled rewards with weights, the KL term (beta > 0 keeps the base

@@ -39,7 +39,13 @@ fn mix(mut z: u64) -> u64 {
 /// A generator for one purpose derived from a seed and a stream number
 /// (epoch, layer, ...), independent of every other stream.
 pub fn stream_rng(seed: u64, stream: u64) -> StdRng {
-    StdRng::seed_from_u64(mix(mix(seed) ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+    StdRng::seed_from_u64(stream_seed(seed, stream))
+}
+
+/// The seed of stream `stream` of `seed`: a mix of both, so nearby seeds
+/// and streams give unrelated values.
+pub fn stream_seed(seed: u64, stream: u64) -> u64 {
+    mix(mix(seed) ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
 impl TrainRng {

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, Result, ensure};
 use candle_core::{DType, Tensor};
 
+use super::rng::stream_seed;
 use crate::infer::{AttachedAdapters, Decoder, FinishReason, GenerationRequest, SamplingParams};
 use crate::model::qwen3::{ModelInput, Qwen3};
 use crate::plugins::imports::model::{
@@ -22,9 +23,11 @@ pub struct PolicyGeneration {
     pub tokenizer: Tokenizer,
     /// Tokens that end a completion (the model's end-of-turn tokens).
     pub end_tokens: Vec<u32>,
-    /// The run's seed; call `k` samples with seed `seed + k * 1_000_003`, so
-    /// a run's rollouts are reproducible.
+    /// The run's seed; see [`PolicyGeneration::set_position`].
     pub seed: u64,
+    /// Where in the run the coming `generate` calls are.
+    position: AtomicU64,
+    /// `generate` calls since the position was set.
     calls: AtomicU64,
 }
 
@@ -37,8 +40,20 @@ impl PolicyGeneration {
             tokenizer,
             end_tokens,
             seed,
+            position: AtomicU64::new(0),
             calls: AtomicU64::new(0),
         }
+    }
+
+    /// Seeds the coming `generate` calls from a position in the run (the
+    /// trainer passes the micro-batch index, `step · accumulation + micro`):
+    /// call `c` after `set_position(p)` samples from a seed that is a
+    /// function of the run's seed, `p` and `c` only. A resumed run sets the
+    /// same positions, so it samples the same completions as a run that was
+    /// never interrupted.
+    pub fn set_position(&self, position: u64) {
+        self.position.store(position, Ordering::Relaxed);
+        self.calls.store(0, Ordering::Relaxed);
     }
 
     /// Samples `sampling.samples_per_prompt` completions per prompt row of
@@ -58,12 +73,14 @@ impl PolicyGeneration {
         let prompts = prompt_rows(batch)?;
         let k = sampling.samples_per_prompt as usize;
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
+        let position = self.position.load(Ordering::Relaxed);
+        let seed = stream_seed(stream_seed(self.seed, position), call);
         let params = SamplingParams {
             max_new_tokens: sampling.max_new_tokens.max(1) as usize,
             temperature: sampling.temperature,
             top_p: sampling.top_p,
             top_k: sampling.top_k as usize,
-            seed: Some(self.seed.wrapping_add(call.wrapping_mul(1_000_003))),
+            seed: Some(seed),
             ..SamplingParams::default()
         };
         params

@@ -200,6 +200,10 @@ fn method_loss(
     Ok((out, value))
 }
 
+/// Where the rollout positions of evaluation batches start
+/// ([`PolicyGeneration::set_position`]); training uses those below.
+const EVAL_POSITIONS: u64 = 1 << 62;
+
 /// Everything a job needs, loaded.
 struct Run {
     /// Tokenizer and end tokens for `policy.generate`.
@@ -610,10 +614,10 @@ impl Run {
             for micro in 0..accum {
                 // A fresh dropout mask per micro-batch, a function of the
                 // position in the run only, so a resumed run draws the same.
-                crate::model::lora::set_dropout_step(
-                    self.model.linears(),
-                    step * accum as u64 + micro as u64,
-                );
+                let position = step * accum as u64 + micro as u64;
+                crate::model::lora::set_dropout_step(self.model.linears(), position);
+                // Rollouts, like dropout, are a function of the position.
+                self.generation.set_position(position);
                 let batch = self.batcher.next_batch(&self.device)?;
                 window_tokens += batch.tokens;
                 let (out, value) = method_loss(&mut self.session, &policy, &batch, step)?;
@@ -712,7 +716,11 @@ impl Run {
         validation.seek(Default::default())?;
         let batches = validation.batches_per_epoch();
         let mut total = 0.0;
-        for _ in 0..batches {
+        for i in 0..batches {
+            // Evaluation rollouts get positions of their own, apart from
+            // the training micro-batches'.
+            let position = EVAL_POSITIONS + self.state.step * batches as u64 + i as u64;
+            self.generation.set_position(position);
             let batch = validation.next_batch(&self.device)?;
             total += method_loss(&mut self.session, policy, &batch, self.state.step)?.1;
         }
