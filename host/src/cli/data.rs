@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::app::{App, StatsRequest};
 use crate::data::load::{LoadOptions, LoadReport};
+use crate::data::registry::REGISTRY_FILE;
 use crate::data::spec;
 use crate::data::stats::DataStats;
 use crate::sample::Sample;
@@ -43,7 +44,8 @@ pub enum DataCommand {
     },
     /// Counts and lengths of a file or stored dataset.
     Stats {
-        /// File, stored dataset name, or spec (`NAME#N`).
+        /// File, stored dataset name, LLaMA-Factory registry entry
+        /// (`DIR:NAME`), hub dataset (`org/name`), or any of them with `#N`.
         dataset: String,
         /// Model folder or cached model id with tokenizer.json and
         /// tokenizer_config.json (chat template): adds token lengths of the
@@ -88,6 +90,14 @@ pub enum DataCommand {
     },
     /// List stored datasets.
     List(JsonOnly),
+    /// List the datasets of a LLaMA-Factory data folder (its
+    /// `dataset_info.json`); use one as `DIR:NAME` wherever a dataset goes.
+    ListRegistry {
+        /// The folder holding dataset_info.json.
+        dir: PathBuf,
+        #[command(flatten)]
+        json: JsonOnly,
+    },
     /// Remove a stored dataset.
     Rm {
         name: String,
@@ -304,6 +314,40 @@ pub fn run(app: App, cmd: DataCommand) -> Result<ExitCode> {
                         d.name, d.samples, d.layout, d.format, d.created
                     );
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DataCommand::ListRegistry { dir, json } => {
+            let entries = app.data()?.registry(&dir)?;
+            if json.json {
+                let view: Vec<serde_json::Value> = entries
+                    .iter()
+                    .map(|(name, entry)| match entry {
+                        Ok(e) => serde_json::to_value(e).unwrap_or_default(),
+                        Err(e) => serde_json::json!({"name": name, "error": format!("{e:#}")}),
+                    })
+                    .collect();
+                print_json(&view)?;
+            } else if entries.is_empty() {
+                println!("{} lists no datasets", dir.join(REGISTRY_FILE).display());
+            } else {
+                println!("{:<28} {:<10} {:<11} SOURCE", "NAME", "FORMAT", "LAYOUT");
+                for (name, entry) in &entries {
+                    match entry {
+                        Ok(e) => println!(
+                            "{:<28} {:<10} {:<11} {}",
+                            name,
+                            e.formatting,
+                            e.layout,
+                            e.source_text()
+                        ),
+                        Err(e) => println!("{name:<28} error: {e:#}"),
+                    }
+                }
+                println!(
+                    "\nuse one as `{}:NAME` in `tuner data`, a training config or the API",
+                    dir.display()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

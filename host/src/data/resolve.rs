@@ -2,8 +2,10 @@
 //! `AI-ModelScope/alpaca-gpt4-data-zh#1000`) to samples.
 //!
 //! Shared by `tuner data`, training jobs and the API, so a dataset spec means
-//! the same thing everywhere: an existing file wins, then a stored dataset of
-//! that name, then a hub dataset (`org/name`) fetched once into the cache.
+//! the same thing everywhere: an existing file wins, then an entry of a
+//! LLaMA-Factory registry (`DIR:NAME`, where `DIR/dataset_info.json`
+//! exists), then a stored dataset of that name, then a hub dataset
+//! (`org/name`) fetched once into the cache.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 
 use super::load::{self, LoadOptions};
+use super::registry::{self, EntrySource, RegistryEntry, RegistrySpec};
 use super::spec::{self, Spec};
 use super::store::{Datasets, StoreError};
 use crate::hub::Hub;
@@ -53,13 +56,13 @@ impl DataResolver {
             text.parse()?
         };
         let path = Path::new(&spec.source);
+        let mut count = spec.count;
         let all = if path.exists() {
-            let mut all = Vec::new();
-            load::load(&self.host, path, &spec.source, options, |s| {
-                all.push(s);
-                Ok(())
-            })?;
-            all
+            self.load_files(&[path.to_path_buf()], options)?
+        } else if let Some(entry) = RegistrySpec::parse(&spec.source) {
+            let (samples, num_samples) = self.load_registry_entry(&entry, options)?;
+            count = count.or(num_samples);
+            samples
         } else {
             match self.datasets().samples(&spec.source, None) {
                 Ok(all) => all,
@@ -68,15 +71,83 @@ impl DataResolver {
                 {
                     self.load_hub_dataset(&spec.source, options)?
                 }
-                Err(StoreError::NotFound(_) | StoreError::InvalidName(_)) => bail!(
-                    "`{}` is neither a file, a stored dataset (see `tuner data list`) nor a hub \
-                     dataset (`org/name`)",
-                    spec.source
-                ),
+                Err(StoreError::NotFound(_) | StoreError::InvalidName(_)) => {
+                    if let Some((dir, _)) = spec.source.rsplit_once(':')
+                        && Path::new(dir).is_dir()
+                    {
+                        bail!(
+                            "`{}`: {dir} has no {} (a LLaMA-Factory registry spec is DIR:NAME)",
+                            spec.source,
+                            registry::REGISTRY_FILE
+                        );
+                    }
+                    bail!(
+                        "`{}` is neither a file, a LLaMA-Factory registry entry (`DIR:NAME`), a \
+                         stored dataset (see `tuner data list`) nor a hub dataset (`org/name`)",
+                        spec.source
+                    )
+                }
                 Err(e) => return Err(e.into()),
             }
         };
-        Ok(spec::take(&all, spec.count, seed))
+        Ok(spec::take(&all, count, seed))
+    }
+
+    /// ModelScope is the first source tried (so a registry entry's
+    /// `ms_hub_url` is preferred over its `hf_hub_url`).
+    fn modelscope_first(&self) -> bool {
+        self.hub
+            .source_order()
+            .first()
+            .is_some_and(|s| s == "modelscope")
+    }
+
+    /// The entries of the LLaMA-Factory registry in `dir`, each read and
+    /// checked on its own.
+    pub fn registry(&self, dir: &Path) -> Result<Vec<(String, Result<RegistryEntry>)>> {
+        registry::list(dir, self.modelscope_first())
+    }
+
+    /// The samples of every file, in order, each labelled with its path.
+    fn load_files(&self, files: &[PathBuf], options: &LoadOptions) -> Result<Vec<Sample>> {
+        let mut all = Vec::new();
+        for file in files {
+            let label = file.display().to_string();
+            load::load(&self.host, file, &label, options, |s| {
+                all.push(s);
+                Ok(())
+            })?;
+        }
+        Ok(all)
+    }
+
+    /// A LLaMA-Factory registry entry's samples (its file, every data file
+    /// of its folder, or its hub dataset), read with the entry's layout and
+    /// columns; and its `num_samples`.
+    fn load_registry_entry(
+        &self,
+        spec: &RegistrySpec,
+        options: &LoadOptions,
+    ) -> Result<(Vec<Sample>, Option<usize>)> {
+        let entry = registry::entry(&spec.dir, &spec.name, self.modelscope_first())?;
+        let options = entry.load_options(options);
+        let samples = match &entry.source {
+            EntrySource::File { path } if path.is_dir() => {
+                let files = data_files(path)?;
+                if files.is_empty() {
+                    bail!(
+                        "{}:{}: {} holds no data file tuner reads (.jsonl, .json, .csv, .tsv, .txt)",
+                        spec.dir.display(),
+                        spec.name,
+                        path.display()
+                    );
+                }
+                self.load_files(&files, &options)?
+            }
+            EntrySource::File { path } => self.load_files(std::slice::from_ref(path), &options)?,
+            EntrySource::Hub { repo, .. } => self.load_hub_dataset(repo, &options)?,
+        };
+        Ok((samples, entry.num_samples))
     }
 
     /// Several specs mixed into one set (each sampled with its own seed).
@@ -116,15 +187,7 @@ impl DataResolver {
                 report.path.display()
             );
         }
-        let mut all = Vec::new();
-        for file in &files {
-            let label = file.display().to_string();
-            load::load(&self.host, file, &label, options, |s| {
-                all.push(s);
-                Ok(())
-            })?;
-        }
-        Ok(all)
+        self.load_files(&files, options)
     }
 }
 

@@ -120,6 +120,11 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// The sources tried in order (`sources.order` in the settings).
+    pub fn source_order(&self) -> &[String] {
+        &self.config.source_order
+    }
+
     pub fn new(host: Arc<PluginHost>, store: Option<Arc<Store>>, config: HubConfig) -> Self {
         Self {
             host,

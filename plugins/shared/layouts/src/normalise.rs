@@ -276,10 +276,19 @@ impl<'a> Record<'a> {
     /// The value of a layout field (`null` counts as absent) and its name in the file.
     fn get(&self, key: &'a str) -> Option<(&'a str, &'a Value)> {
         let name = self.n.col(key);
-        self.map
-            .get(name)
-            .filter(|v| !v.is_null())
-            .map(|v| (name, v))
+        let found = self.map.get_key_value(name).or_else(|| {
+            // LLaMA-Factory v1 preference samples name the two sides
+            // `chosen_messages` and `rejected_messages`.
+            let v1 = match key {
+                "chosen" if name == key => "chosen_messages",
+                "rejected" if name == key => "rejected_messages",
+                _ => return None,
+            };
+            self.map.get_key_value(v1)
+        });
+        found
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.as_str(), v))
     }
 
     fn has(&self, key: &'a str) -> bool {
@@ -737,7 +746,7 @@ impl Normaliser {
                 )
             })?;
             let content = if from == self.tags["function_tag"] {
-                tool_call_text(&value)
+                sharegpt_tool_calls(&value)
             } else {
                 value
             };
@@ -822,10 +831,13 @@ fn openai_turns(name: &str, list: &Value) -> Result<Vec<Message>, FieldError> {
                 ));
             }
         };
-        let mut content = match obj.get("content") {
-            Some(Value::String(s)) => s.clone(),
-            None | Some(Value::Null) => String::new(),
-            Some(Value::Array(parts)) => content_parts(&format!("{field}.content"), parts)?,
+        let mut parts = match obj.get("content") {
+            Some(Value::String(s)) => Parts {
+                text: s.clone(),
+                ..Parts::default()
+            },
+            None | Some(Value::Null) => Parts::default(),
+            Some(Value::Array(list)) => content_parts(&format!("{field}.content"), list)?,
             Some(other) => {
                 return Err(FieldError::expected(
                     format!("{field}.content"),
@@ -834,6 +846,31 @@ fn openai_turns(name: &str, list: &Value) -> Result<Vec<Message>, FieldError> {
                 ));
             }
         };
+        // DeepSeek-R1-style exports keep the thinking beside the answer.
+        match obj.get("reasoning_content") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(r)) => parts.reasoning.get_or_insert_default().push_str(r),
+            Some(other) => {
+                return Err(FieldError::expected(
+                    format!("{field}.reasoning_content"),
+                    "string",
+                    other,
+                ));
+            }
+        }
+        if parts.reasoning.is_some() && role != "assistant" {
+            return Err(FieldError::new(
+                format!("{field}.content"),
+                format!("reasoning belongs to assistant turns, not to a `{role}` turn"),
+            ));
+        }
+        let mut content = with_reasoning(parts.text, parts.reasoning.as_deref());
+        for call in parts.calls {
+            if !content.is_empty() {
+                content.push('\n');
+            }
+            content.push_str(&call);
+        }
         if let Some(calls) = obj.get("tool_calls").filter(|v| !v.is_null()) {
             let calls_field = format!("{field}.tool_calls");
             let calls = calls
@@ -850,18 +887,14 @@ fn openai_turns(name: &str, list: &Value) -> Result<Vec<Message>, FieldError> {
                             "expected string",
                         )
                     })?;
-                let arguments = match function.get("arguments") {
-                    Some(Value::String(s)) => {
-                        serde_json::from_str(s).unwrap_or(Value::String(s.clone()))
-                    }
-                    Some(v) => v.clone(),
-                    None => Value::Object(Map::new()),
-                };
-                let call = serde_json::json!({"name": fname, "arguments": arguments});
+                let arguments = function
+                    .get("arguments")
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Map::new()));
                 if !content.is_empty() {
                     content.push('\n');
                 }
-                content.push_str(&tool_call_text(&call.to_string()));
+                content.push_str(&qwen_tool_call(fname, &arguments));
             }
         }
         if obj.get("content").is_none_or(Value::is_null) && content.is_empty() {
@@ -877,38 +910,31 @@ fn openai_turns(name: &str, list: &Value) -> Result<Vec<Message>, FieldError> {
     Ok(turns)
 }
 
-/// Joins the text parts of an OpenAI content list; other part types
-/// (images, audio) are refused rather than dropped.
-fn content_parts(field: &str, parts: &[Value]) -> Result<String, FieldError> {
-    let mut text = String::new();
-    for (i, part) in parts.iter().enumerate() {
-        match part {
-            Value::String(s) => text.push_str(s),
-            Value::Object(p) => {
-                let kind = p.get("type").and_then(Value::as_str).unwrap_or("text");
-                if kind != "text" {
-                    return Err(FieldError::new(
-                        format!("{field}[{i}].type"),
-                        format!("unsupported content part `{kind}`: only text parts are supported"),
-                    ));
-                }
-                match p.get("text") {
-                    Some(Value::String(s)) => text.push_str(s),
-                    Some(other) => {
-                        return Err(FieldError::expected(
-                            format!("{field}[{i}].text"),
-                            "string",
-                            other,
-                        ));
-                    }
-                    None => {
-                        return Err(FieldError::new(
-                            format!("{field}[{i}].text"),
-                            "missing required field",
-                        ));
-                    }
-                }
+/// What a message's content list holds.
+#[derive(Debug, Default)]
+struct Parts {
+    /// The text parts, joined.
+    text: String,
+    /// The reasoning parts (LLaMA-Factory v1 `reasoning`), joined; `None`
+    /// when there were none.
+    reasoning: Option<String>,
+    /// Tool calls (LLaMA-Factory v1 `tool_call` parts), as Qwen3 writes them.
+    calls: Vec<String>,
+}
+
+/// Reads a content list: OpenAI's text parts (`{"type": "text", "text":
+/// ...}`) and LLaMA-Factory v1's parts (`{"type": "text" | "reasoning" |
+/// "tool_call", "value": ...}`). Other part types (images, audio) are
+/// refused rather than dropped.
+fn content_parts(field: &str, list: &[Value]) -> Result<Parts, FieldError> {
+    let mut parts = Parts::default();
+    for (i, part) in list.iter().enumerate() {
+        let obj = match part {
+            Value::String(s) => {
+                parts.text.push_str(s);
+                continue;
             }
+            Value::Object(obj) => obj,
             other => {
                 return Err(FieldError::expected(
                     format!("{field}[{i}]"),
@@ -916,9 +942,119 @@ fn content_parts(field: &str, parts: &[Value]) -> Result<String, FieldError> {
                     other,
                 ));
             }
+        };
+        let kind = match obj.get("type") {
+            None | Some(Value::Null) => "text",
+            Some(Value::String(kind)) => kind.as_str(),
+            Some(other) => {
+                return Err(FieldError::expected(
+                    format!("{field}[{i}].type"),
+                    "string",
+                    other,
+                ));
+            }
+        };
+        if !matches!(kind, "text" | "reasoning" | "thinking" | "tool_call") {
+            return Err(FieldError::new(
+                format!("{field}[{i}].type"),
+                format!(
+                    "unsupported content part `{kind}`: text, reasoning and tool_call parts are \
+                     supported"
+                ),
+            ));
+        }
+        // OpenAI names the payload `text`, LLaMA-Factory v1 `value`.
+        let (key, value) = match (obj.get("text"), obj.get("value")) {
+            (Some(v), _) if kind == "text" => ("text", v),
+            (_, Some(v)) => ("value", v),
+            (Some(v), None) => ("text", v),
+            (None, None) => {
+                let key = if kind == "text" { "text" } else { "value" };
+                return Err(FieldError::new(
+                    format!("{field}[{i}].{key}"),
+                    "missing required field",
+                ));
+            }
+        };
+        let at = format!("{field}[{i}].{key}");
+        match (kind, value) {
+            ("text", Value::String(s)) => parts.text.push_str(s),
+            ("reasoning" | "thinking", Value::String(s)) => {
+                parts.reasoning.get_or_insert_default().push_str(s)
+            }
+            ("tool_call", call) => parts.calls.push(v1_tool_call(&at, call)?),
+            (_, other) => return Err(FieldError::expected(at, "string", other)),
         }
     }
-    Ok(text)
+    Ok(parts)
+}
+
+/// A LLaMA-Factory v1 `tool_call` part: `{"name", "arguments"}` as JSON
+/// text (or as an object).
+fn v1_tool_call(field: &str, value: &Value) -> Result<String, FieldError> {
+    let parsed;
+    let call = match value {
+        Value::String(s) => {
+            parsed = serde_json::from_str::<Value>(s)
+                .map_err(|e| FieldError::new(field, format!("expected a JSON tool call: {e}")))?;
+            &parsed
+        }
+        other => other,
+    };
+    let name = call
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| FieldError::new(field, "expected a tool call with a string `name`"))?;
+    let arguments = call
+        .get("arguments")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    Ok(qwen_tool_call(name, &arguments))
+}
+
+/// An assistant text with its reasoning in front, as Qwen3's chat template
+/// writes a turn with `reasoning_content` (and as it reads one back: the
+/// template splits content at `</think>`).
+fn with_reasoning(text: String, reasoning: Option<&str>) -> String {
+    match reasoning {
+        None => text,
+        Some(r) => format!(
+            "<think>\n{}\n</think>\n\n{}",
+            r.trim_matches('\n'),
+            text.trim_start_matches('\n')
+        ),
+    }
+}
+
+/// A tool call exactly as Qwen3's chat template renders one from OpenAI
+/// `tool_calls`: `{"name": "NAME", "arguments": ARGS}` where ARGS is a
+/// string argument as written, or anything else through the template's
+/// `tojson` (Python's `json.dumps`: `", "` and `": "` separators, keys in
+/// the record's order, non-ASCII kept).
+fn qwen_tool_call(name: &str, arguments: &Value) -> String {
+    let arguments = match arguments {
+        Value::String(s) => s.clone(),
+        other => python_json(other),
+    };
+    format!("<tool_call>\n{{\"name\": \"{name}\", \"arguments\": {arguments}}}\n</tool_call>")
+}
+
+/// `json.dumps(value, ensure_ascii=False)`.
+fn python_json(value: &Value) -> String {
+    match value {
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(python_json).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::Object(map) => {
+            let items: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", Value::String(k.clone()), python_json(v)))
+                .collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        scalar => scalar.to_string(),
+    }
 }
 
 /// An optional per-turn `weight` (0 or 1 in axolotl / LLaMA-Factory exports).
@@ -935,9 +1071,27 @@ fn loss_weight(field: &str, obj: &Map<String, Value>) -> Result<Option<f32>, Fie
     }
 }
 
-/// A tool call as Qwen3's chat template writes it.
-fn tool_call_text(call_json: &str) -> String {
-    format!("<tool_call>\n{}\n</tool_call>", call_json.trim())
+/// A ShareGPT `function_call` turn's value (one call, or a list of them,
+/// as JSON text) as Qwen3 writes tool calls, as LLaMA-Factory's Qwen
+/// formatter renders it; text that is not such JSON is wrapped as written.
+fn sharegpt_tool_calls(value: &str) -> String {
+    let call_of = |v: &Value| -> Option<String> {
+        let name = v.get("name")?.as_str()?;
+        let arguments = v
+            .get("arguments")
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Map::new()));
+        Some(qwen_tool_call(name, &arguments))
+    };
+    let calls = match serde_json::from_str::<Value>(value) {
+        Ok(Value::Array(list)) => list.iter().map(call_of).collect::<Option<Vec<_>>>(),
+        Ok(one) => call_of(&one).map(|c| vec![c]),
+        Err(_) => None,
+    };
+    match calls {
+        Some(calls) if !calls.is_empty() => calls.join("\n"),
+        _ => format!("<tool_call>\n{}\n</tool_call>", value.trim()),
+    }
 }
 
 fn to_array_json(value: Value) -> String {
@@ -1084,6 +1238,88 @@ mod tests {
         assert_eq!(c.messages[1].role, "assistant");
     }
 
+    /// LLaMA-Factory v1 records: content parts with `value`, reasoning and
+    /// tool-call parts, per-message `loss_weight`; rendered as Qwen3's
+    /// template writes them (LLaMA-Factory's v1 Qwen3 renderer agrees).
+    #[test]
+    fn llama_factory_v1_parts_reasoning_tool_calls_and_loss_weights() {
+        let (s, layout) = auto(json!({"messages": [
+            {"role": "system", "content": [{"type": "text", "value": "Be brief."}], "loss_weight": 0.0},
+            {"role": "user", "content": [{"type": "text", "value": "Weather in 北京?"}], "loss_weight": 0.0},
+            {"role": "assistant", "content": [
+                {"type": "reasoning", "value": "\nNeed the tool.\n"},
+                {"type": "text", "value": "Checking."},
+                {"type": "tool_call", "value": "{\"name\": \"weather\", \"arguments\": {\"city\": \"北京\", \"days\": 2}}"}
+            ], "loss_weight": 1.0},
+            {"role": "tool", "content": [{"type": "text", "value": "晴"}]},
+            {"role": "assistant", "content": [{"type": "text", "value": "Sunny."}], "loss_weight": 0.5}
+        ]}))
+        .unwrap();
+        assert_eq!(layout, Layout::OpenAi);
+        let Sample::Chat(c) = s else { panic!() };
+        let m = &c.messages;
+        assert_eq!(
+            (m[1].content.as_str(), m[1].loss_weight),
+            ("Weather in 北京?", Some(0.0))
+        );
+        assert_eq!(
+            m[2].content,
+            "<think>\nNeed the tool.\n</think>\n\nChecking.\n<tool_call>\n\
+             {\"name\": \"weather\", \"arguments\": {\"city\": \"北京\", \"days\": 2}}\n</tool_call>"
+        );
+        assert_eq!((m[3].role.as_str(), m[3].content.as_str()), ("tool", "晴"));
+        assert_eq!(m[4].loss_weight, Some(0.5));
+        // `reasoning_content` beside the answer (DeepSeek-R1 exports).
+        let (messages, _, _) = chat(json!({"messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "a", "reasoning_content": "think"}
+        ]}));
+        assert_eq!(messages[1].1, "<think>\nthink\n</think>\n\na");
+        // Errors name the part.
+        let (field, message) = err(json!({"messages": [
+            {"role": "user", "content": [{"type": "reasoning", "value": "x"}]},
+            {"role": "assistant", "content": "a"}
+        ]}));
+        assert_eq!(field.as_deref(), Some("messages[0].content"));
+        assert!(message.contains("assistant turns"), "{message}");
+        let (field, message) = err(json!({"messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": [{"type": "tool_call", "value": "not json"}]}
+        ]}));
+        assert_eq!(field.as_deref(), Some("messages[1].content[0].value"));
+        assert!(message.contains("JSON tool call"), "{message}");
+        let (field, _) = err(json!({"messages": [
+            {"role": "user", "content": [{"type": "image_url", "value": "x.png"}]},
+            {"role": "assistant", "content": "a"}
+        ]}));
+        assert_eq!(field.as_deref(), Some("messages[0].content[0].type"));
+    }
+
+    #[test]
+    fn llama_factory_v1_preference_samples() {
+        let turn = |role: &str, text: &str| json!({"role": role, "content": [{"type": "text", "value": text}]});
+        let (s, layout) = auto(json!({
+            "chosen_messages": [turn("user", "2+2?"), turn("assistant", "4")],
+            "rejected_messages": [turn("user", "2+2?"), turn("assistant", "5")],
+            "extra_info": "{}"
+        }))
+        .unwrap();
+        assert_eq!(layout, Layout::Preference);
+        let Sample::Preference(p) = s else { panic!() };
+        assert_eq!(
+            (
+                p.prompt[0].content.as_str(),
+                p.chosen[0].content.as_str(),
+                p.rejected[0].content.as_str()
+            ),
+            ("2+2?", "4", "5")
+        );
+        let (field, _) = err(json!({
+            "chosen_messages": [turn("user", "q"), turn("assistant", "a")]
+        }));
+        assert_eq!(field.as_deref(), Some("rejected"));
+    }
+
     #[test]
     fn openai_content_parts_and_tool_calls() {
         let (messages, _, layout) = chat(json!({"messages": [
@@ -1096,9 +1332,11 @@ mod tests {
         ]}));
         assert_eq!(layout, Layout::OpenAi);
         assert_eq!(messages[0], ("user".into(), "ab".into()));
+        // As Qwen3's chat template renders `tool_calls`: string arguments
+        // as written.
         assert_eq!(
             messages[1].1,
-            "<tool_call>\n{\"arguments\":{\"x\":1},\"name\":\"f\"}\n</tool_call>"
+            "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>"
         );
         let (field, message) = err(json!({"messages": [
             {"role": "user", "content": [{"type": "image_url", "image_url": {}}]},
