@@ -1,7 +1,10 @@
 //! Step time of the preference and RL methods against SFT, on the CPU: DPO
 //! (reference = the base with adapters off, one more forward pass) and its
 //! reference-free SimPO variant, and GRPO with its generation share, all
-//! relative to a LoRA SFT step over the same answers.
+//! relative to a LoRA SFT step over the same answers; and DPO with
+//! `precompute_ref_log_probs` (the reference's log-probs computed once before
+//! the first step), with LoRA and with full fine-tuning (where it also spares
+//! the frozen copy of the model: see the peak memory column).
 //!
 //! Each configuration runs `tuner train --json` (release build) in its own
 //! process on one random Qwen3 (`tuner init-model`, hidden
@@ -16,7 +19,12 @@
 //! - `grpo`: 8 rows, 2 prompts × 4 completions of `RL_BENCH_COMPLETION` (default 48)
 //!   new tokens, sampled at temperature 1 and scored by the bundled
 //!   `length` reward; the host reports the time spent generating
-//!   (`time/generation_s`) and in the reward plugin (`time/rewards_s`).
+//!   (`time/generation_s`) and in the reward plugin (`time/rewards_s`);
+//! - `precomputed ref`: DPO whose steps read the reference log-probs from
+//!   the precompute pass (its time, once for the 64 pairs, is read from the
+//!   job's log line and shown apart).
+//!
+//! Peak memory is the process's peak RSS, the largest a step event reports.
 //!
 //! `cargo bench -p tuner-tests --bench rl_step` prints a table and ratios.
 //! Compare ratios from one run; these machines are shared and noisy.
@@ -42,6 +50,17 @@ struct Measured {
     step_s: f64,
     generation_s: Option<f64>,
     rewards_s: Option<f64>,
+    /// Peak RSS, the largest a step event reports.
+    peak_mib: Option<f64>,
+    /// The precompute pass of `precompute_ref_log_probs`, from its log line.
+    precompute_s: Option<f64>,
+}
+
+/// The seconds of a "precomputed reference log-probs for N rows in S s" line.
+fn precompute_seconds(message: &str) -> Option<f64> {
+    let rest = message.strip_prefix("precomputed reference log-probs for ")?;
+    let (_, after) = rest.split_once(" rows in ")?;
+    after.split_once(" s")?.0.parse().ok()
 }
 
 /// Runs `tuner train CONFIG --json` and times its step events as they arrive.
@@ -58,13 +77,17 @@ fn run(tuner: &Path, home: &Path, name: &'static str, config: Value) -> Measured
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let mut stamps = Vec::new();
     let mut steps = Vec::new();
+    let mut precompute_s = None;
     for line in stdout.lines() {
         let line = line.unwrap();
-        if let Ok(event) = serde_json::from_str::<Value>(&line)
-            && event["event"] == "step"
-        {
+        let Ok(event) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if event["event"] == "step" {
             stamps.push(Instant::now());
             steps.push(event);
+        } else if event["event"] == "log" {
+            precompute_s = precompute_s.or(event["message"].as_str().and_then(precompute_seconds));
         }
     }
     let out = child.wait_with_output().unwrap();
@@ -91,6 +114,12 @@ fn run(tuner: &Path, home: &Path, name: &'static str, config: Value) -> Measured
         step_s: gaps.iter().sum::<f64>() / gaps.len() as f64,
         generation_s: mean_metric("time/generation_s"),
         rewards_s: mean_metric("time/rewards_s"),
+        peak_mib: steps
+            .iter()
+            .filter_map(|s| s["memory_bytes"].as_f64())
+            .reduce(f64::max)
+            .map(|b| b / (1 << 20) as f64),
+        precompute_s,
     }
 }
 
@@ -190,6 +219,34 @@ fn main() {
         run(
             &tuner,
             home,
+            "dpo (lora, precomputed ref)",
+            with(
+                base("dpo", &pairs, 4, "dpo-pre"),
+                json!({"loss_type": "sigmoid", "precompute_ref_log_probs": true}),
+            ),
+        ),
+        run(
+            &tuner,
+            home,
+            "dpo sigmoid (full)",
+            with(
+                base("dpo", &pairs, 4, "dpo-full"),
+                json!({"loss_type": "sigmoid", "finetuning_type": "full"}),
+            ),
+        ),
+        run(
+            &tuner,
+            home,
+            "dpo (full, precomputed ref)",
+            with(
+                base("dpo", &pairs, 4, "dpo-full-pre"),
+                json!({"loss_type": "sigmoid", "finetuning_type": "full",
+                       "precompute_ref_log_probs": true}),
+            ),
+        ),
+        run(
+            &tuner,
+            home,
             "simpo, no reference",
             with(
                 base("dpo", &pairs, 4, "simpo"),
@@ -211,8 +268,8 @@ fn main() {
         "\nstep time, CPU, random Qwen3 hidden {hidden}, 4 layers, vocab 151669, LoRA r=16, {steps} steps\n"
     );
     println!(
-        "{:<22} {:>9} {:>10} {:>12} {:>10}",
-        "method", "step s", "step/sft", "generate %", "reward %"
+        "{:<28} {:>9} {:>10} {:>12} {:>10} {:>10} {:>13}",
+        "method", "step s", "step/sft", "generate %", "reward %", "peak MiB", "precompute s"
     );
     let sft = results[0].step_s;
     for r in &results {
@@ -220,13 +277,25 @@ fn main() {
             v.map(|s| format!("{:.0}", 100.0 * s / r.step_s))
                 .unwrap_or_else(|| "-".into())
         };
+        let or_dash = |v: Option<f64>, digits: usize| {
+            v.map(|v| format!("{v:.digits$}"))
+                .unwrap_or_else(|| "-".into())
+        };
         println!(
-            "{:<22} {:>9.3} {:>10.2} {:>12} {:>10}",
+            "{:<28} {:>9.3} {:>10.2} {:>12} {:>10} {:>10} {:>13}",
             r.name,
             r.step_s,
             r.step_s / sft,
             share(r.generation_s),
-            share(r.rewards_s)
+            share(r.rewards_s),
+            or_dash(r.peak_mib, 0),
+            or_dash(r.precompute_s, 1)
         );
     }
+    let step_of = |name: &str| results.iter().find(|r| r.name == name).unwrap().step_s;
+    println!(
+        "\nDPO step with precomputed reference / without: LoRA {:.2}, full {:.2}",
+        step_of("dpo (lora, precomputed ref)") / step_of("dpo sigmoid (lora)"),
+        step_of("dpo (full, precomputed ref)") / step_of("dpo sigmoid (full)")
+    );
 }

@@ -15,9 +15,7 @@ use tuner::plugins::imports::model::{MethodBatch, PolicyBackend, Trainable};
 use tuner::plugins::settings;
 use tuner::plugins::{MethodSession, PluginHost};
 use tuner::sample::SampleKind;
-use tuner_tests::training::{
-    offline_tuner, step_events, step_metric, succeeded, tiny_model, train_json,
-};
+use tuner_tests::training::{offline_tuner, step_metric, succeeded, tiny_model, train_json};
 use tuner_tests::{TestHome, repo_root, test_limits};
 
 // ------------------------------------------------------------- sessions
@@ -318,9 +316,9 @@ fn labelled_records_are_their_own_kind_in_the_data_commands() {
 }
 
 /// Trains `kto` on the eight labelled answers of
-/// `tests/fixtures/preference/kto.jsonl` (all in one batch); returns each
-/// step's event. `extra` overrides config keys.
-fn train_kto(name: &str, extra: Value) -> Vec<Value> {
+/// `tests/fixtures/preference/kto.jsonl` (all in one batch); returns every
+/// JSON event the run printed. `extra` overrides config keys.
+fn run_kto(name: &str, extra: Value) -> Vec<Value> {
     let home = tempfile::tempdir().unwrap();
     let model = tiny_model(home.path(), false);
     let mut config = json!({
@@ -341,7 +339,19 @@ fn train_kto(name: &str, extra: Value) -> Vec<Value> {
     for (k, v) in extra.as_object().unwrap() {
         config[k] = v.clone();
     }
-    step_events(&succeeded(train_json(home.path(), name, &config)))
+    let out = succeeded(train_json(home.path(), name, &config));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect()
+}
+
+/// The step events of [`run_kto`].
+fn train_kto(name: &str, extra: Value) -> Vec<Value> {
+    run_kto(name, extra)
+        .into_iter()
+        .filter(|e| e["event"] == "step")
+        .collect()
 }
 
 /// Desirable answers gain likelihood against the reference and undesirable
@@ -401,6 +411,46 @@ fn kto_with_full_fine_tuning_learns_the_labels_against_a_frozen_copy() {
         }),
     );
     assert_learns_the_labels("full", &steps);
+}
+
+/// The KL rows are fixed per dataset, so a precomputed reference answers
+/// for them too: the same losses and metrics as running the reference at
+/// every step.
+#[test]
+fn a_precomputed_reference_gives_the_same_steps() {
+    let extra = |precompute: bool| {
+        json!({
+            "max_steps": 3,
+            "learning_rate": 1e-2,
+            "lora_dropout": 0.0,
+            "precompute_ref_log_probs": precompute,
+        })
+    };
+    let live = train_kto("kto-live", extra(false));
+    let events = run_kto("kto-cached", extra(true));
+    // Every sample row and every KL row was precomputed.
+    let logged = events
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .find(|m| m.starts_with("precomputed reference log-probs"))
+        .expect("the precompute pass ran");
+    assert!(logged.contains("for 16 rows"), "{logged}");
+    let cached: Vec<Value> = events
+        .into_iter()
+        .filter(|e| e["event"] == "step")
+        .collect();
+    assert_eq!(live.len(), cached.len());
+    for (a, b) in live.iter().zip(&cached) {
+        for name in ["rewards/margins", "kl"] {
+            let (x, y) = (step_metric(a, name), step_metric(b, name));
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                "{name}: {x} vs {y}"
+            );
+        }
+        let (x, y) = (a["loss"].as_f64().unwrap(), b["loss"].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "loss: {x} vs {y}");
+    }
 }
 
 /// SFT does not silently train on labelled answers (half of which are

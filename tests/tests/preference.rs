@@ -3,8 +3,10 @@
 //! loss and metrics on fixed log-probs against TRL's formulas
 //! (`tests/fixtures/preference/losses.json`, written by `make_losses.py`
 //! there) and against an independent f64 reference written here, the
-//! gradient against finite differences of that reference, and `tuner train`
-//! on preference pairs with LoRA and with full fine-tuning.
+//! gradient against finite differences of that reference, `tuner train`
+//! on preference pairs with LoRA and with full fine-tuning, and
+//! `precompute_ref_log_probs` (the same losses, no frozen copy, resume,
+//! refusal for methods without a reference).
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -467,13 +469,12 @@ fn tiny_model() -> tempfile::TempDir {
     dir
 }
 
-/// Trains `dpo` on the eight pairs of `tests/fixtures/preference/pairs.jsonl`
-/// (all in one batch, so every step's metrics cover every pair); returns
-/// each step's metrics.
-fn train_dpo(name: &str, extra: Value) -> Vec<serde_json::Map<String, Value>> {
-    let dir = tiny_model();
+/// A `dpo` job on the eight pairs of `tests/fixtures/preference/pairs.jsonl`
+/// (all in one batch, so every step's metrics cover every pair) in `home`,
+/// writing to `home/name`, with `extra` keys on top.
+fn dpo_config(home: &Path, name: &str, extra: Value) -> Value {
     let mut config = serde_json::json!({
-        "model_name": dir.path().join("model"),
+        "model_name": home.join("model"),
         "training_method": "dpo",
         "dataset": [repo().join("tests/fixtures/preference/pairs.jsonl")],
         "per_device_train_batch_size": 8,
@@ -485,24 +486,51 @@ fn train_dpo(name: &str, extra: Value) -> Vec<serde_json::Map<String, Value>> {
         "save_steps": 0,
         "device": "cpu",
         "seed": 7,
-        "output_dir": dir.path().join(name),
+        "output_dir": home.join(name),
     });
     for (k, v) in extra.as_object().unwrap() {
         config[k] = v.clone();
     }
-    let path = dir.path().join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    let out = tuner(dir.path(), &["train", path.to_str().unwrap(), "--json"]);
-    assert!(
-        out.status.success(),
-        "{name}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    config
+}
+
+/// Runs `tuner train CONFIG --json` in `home`: its exit status and the
+/// JSON events it printed, with stderr for messages.
+fn train_json(home: &Path, name: &str, config: &Value) -> (bool, Vec<Value>, String) {
+    let path = home.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).unwrap();
+    let out = tuner(home, &["train", path.to_str().unwrap(), "--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .collect();
+    let text = format!("{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), events, text)
+}
+
+/// Like [`train_json`], failing the test when the job fails; the events.
+fn train_ok(home: &Path, name: &str, config: &Value) -> Vec<Value> {
+    let (ok, events, text) = train_json(home, name, config);
+    assert!(ok, "{name}: {text}");
+    events
+}
+
+/// The step events that carry DPO's metrics (not the `eval_loss` ones).
+fn dpo_steps(events: &[Value]) -> Vec<&Value> {
+    events
+        .iter()
         .filter(|e| e["event"] == "step" && e["metrics"]["rewards/accuracies"].is_number())
+        .collect()
+}
+
+/// Trains `dpo` (see [`dpo_config`]) on a fresh tiny model; returns each
+/// step's metrics.
+fn train_dpo(name: &str, extra: Value) -> Vec<serde_json::Map<String, Value>> {
+    let dir = tiny_model();
+    let config = dpo_config(dir.path(), name, extra);
+    dpo_steps(&train_ok(dir.path(), name, &config))
+        .into_iter()
         .map(|e| e["metrics"].as_object().unwrap().clone())
         .collect()
 }
@@ -573,4 +601,156 @@ fn dpo_with_full_fine_tuning_learns_the_preferences_against_a_frozen_copy() {
     let first = steps[0]["rewards/margins"].as_f64().unwrap();
     assert!(first.abs() < 1e-4, "{:?}", steps[0]);
     assert_learns_the_preferences("full", &steps);
+}
+
+// ------------------------------------------- precompute_ref_log_probs
+
+/// Each step's loss.
+fn step_losses(events: &[Value]) -> Vec<f64> {
+    dpo_steps(events)
+        .iter()
+        .map(|e| e["loss"].as_f64().unwrap())
+        .collect()
+}
+
+/// Each step's loss, and the `eval_loss` of the held-out pairs at the end.
+fn losses(events: &[Value]) -> (Vec<f64>, f64) {
+    let steps = step_losses(events);
+    let eval = events
+        .iter()
+        .rev()
+        .find_map(|e| e["metrics"]["eval_loss"].as_f64())
+        .expect("an eval_loss");
+    (steps, eval)
+}
+
+fn assert_close(name: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{name}: {got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g - w).abs() <= 1e-5 * w.abs().max(1e-3),
+            "{name}: losses {got:?}, expected {want:?}"
+        );
+    }
+}
+
+/// The log line of the precompute pass.
+fn precompute_line(events: &[Value]) -> Option<String> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "log")
+        .filter_map(|e| e["message"].as_str())
+        .find(|m| m.starts_with("precomputed reference log-probs"))
+        .map(str::to_string)
+}
+
+/// The same DPO job with and without `precompute_ref_log_probs`: the same
+/// losses step by step, and the same `eval_loss` (the held-out pairs are
+/// precomputed too). Returns the precompute pass's log line and the events
+/// of the job with it.
+fn same_losses_with_precomputed_reference(name: &str, extra: Value) -> (String, Vec<Value>) {
+    let dir = tiny_model();
+    let mut extra = extra;
+    extra["max_steps"] = 4.into();
+    extra["val_size"] = 0.25.into();
+    let plain = dpo_config(dir.path(), &format!("{name}-plain"), extra.clone());
+    let events = train_ok(dir.path(), &format!("{name}-plain"), &plain);
+    assert!(precompute_line(&events).is_none());
+    let (want, want_eval) = losses(&events);
+
+    extra["precompute_ref_log_probs"] = true.into();
+    let pre = dpo_config(dir.path(), &format!("{name}-pre"), extra);
+    let events = train_ok(dir.path(), &format!("{name}-pre"), &pre);
+    let (got, got_eval) = losses(&events);
+    assert_eq!(want.len(), 4, "{name}: {want:?}");
+    assert_close(name, &got, &want);
+    assert_close(&format!("{name} eval_loss"), &[got_eval], &[want_eval]);
+    let line = precompute_line(&events).expect("the precompute pass logs a line");
+    // 6 training pairs and 2 held-out ones, two rows each.
+    assert!(line.contains("for 16 rows"), "{line}");
+    (line, events)
+}
+
+#[test]
+fn precomputed_reference_log_probs_give_the_same_dpo_losses_with_lora() {
+    let (line, _) = same_losses_with_precomputed_reference(
+        "lora",
+        serde_json::json!({"learning_rate": 1e-2, "lora_rank": 16}),
+    );
+    assert!(line.contains("no reference forward pass"), "{line}");
+    assert!(!line.contains("frozen reference copy"), "{line}");
+}
+
+#[test]
+fn precomputed_reference_log_probs_give_the_same_dpo_losses_with_full_fine_tuning_and_no_copy() {
+    let (line, events) = same_losses_with_precomputed_reference(
+        "full",
+        serde_json::json!({"learning_rate": 1e-3, "finetuning_type": "full"}),
+    );
+    assert!(
+        line.contains("no frozen reference copy of the model is loaded"),
+        "{line}"
+    );
+    let logs: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        !logs
+            .iter()
+            .any(|m| m.contains("loading a frozen reference copy")),
+        "{logs:?}"
+    );
+}
+
+/// Resuming full fine-tuning recomputes the reference log-probs from the
+/// base as loaded, not from the checkpoint's trained weights: the resumed
+/// steps repeat the uninterrupted run's losses.
+#[test]
+fn a_resumed_full_fine_tuning_job_precomputes_the_reference_from_the_base() {
+    let dir = tiny_model();
+    let extra = serde_json::json!({
+        "learning_rate": 1e-3,
+        "finetuning_type": "full",
+        "precompute_ref_log_probs": true,
+        "max_steps": 4,
+        "save_steps": 2,
+    });
+    let whole = dpo_config(dir.path(), "whole", extra.clone());
+    let want = step_losses(&train_ok(dir.path(), "whole", &whole));
+    let mut resumed = dpo_config(dir.path(), "resumed", extra);
+    resumed["resume_from_checkpoint"] = dir
+        .path()
+        .join("whole/checkpoint-2")
+        .to_str()
+        .unwrap()
+        .into();
+    let events = train_ok(dir.path(), "resumed", &resumed);
+    assert!(precompute_line(&events).is_some());
+    assert_eq!(want.len(), 4, "{want:?}");
+    assert_close("resumed", &step_losses(&events), &want[2..]);
+}
+
+#[test]
+fn precompute_ref_log_probs_is_refused_for_methods_without_a_reference() {
+    let dir = tiny_model();
+    for (name, extra) in [
+        (
+            "simpo",
+            serde_json::json!({"loss_type": "simpo", "precompute_ref_log_probs": true}),
+        ),
+        (
+            "sft",
+            serde_json::json!({"training_method": "sft", "precompute_ref_log_probs": true}),
+        ),
+    ] {
+        let config = dpo_config(dir.path(), name, extra);
+        let (ok, _, text) = train_json(dir.path(), name, &config);
+        assert!(!ok, "{name} was accepted: {text}");
+        assert!(
+            text.contains("precompute_ref_log_probs is set")
+                && text.contains("uses no reference model"),
+            "{name}: {text}"
+        );
+    }
 }

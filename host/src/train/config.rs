@@ -133,6 +133,14 @@ pub struct TrainConfig {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub reward_settings: Map<String, Value>,
+    /// Compute the frozen reference's log-probs of every training and
+    /// validation row once, before the first step, so that steps never run
+    /// the reference (TRL's `DPOConfig.precompute_ref_log_probs`). For
+    /// methods that compare with a reference on fixed data (`dpo` with
+    /// `sigmoid`, `ipo`, `hinge`); refused for those without a reference
+    /// and for those that generate.
+    #[serde(default)]
+    pub precompute_ref_log_probs: bool,
     /// The method plugin's settings, checked against its schema, defaults
     /// filled in (e.g. `lora_rank = 8`).
     #[serde(flatten, default)]
@@ -327,6 +335,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("reward_funcs", Kind::Other),
     ("reward_weights", Kind::Other),
     ("reward_settings", Kind::Other),
+    ("precompute_ref_log_probs", Kind::Bool),
 ];
 
 /// Names other tools use, mapped to ours: suggestions spelling alone would miss.
@@ -1179,6 +1188,21 @@ mod tests {
                 "unknown key \"zzzzzzzzzz\" (see docs/training.md for the host's keys and \
                  `tuner plugins info lora` for the method's)"
             ]
+        );
+    }
+
+    #[test]
+    fn precompute_ref_log_probs_is_a_host_bool_off_by_default() {
+        let base = serde_json::json!({"model_name": "m", "dataset": "d"});
+        assert!(!from_json(base.clone()).unwrap().precompute_ref_log_probs);
+        let mut on = base.clone();
+        on["precompute_ref_log_probs"] = "true".into(); // as YAML or --set may give it
+        assert!(from_json(on).unwrap().precompute_ref_log_probs);
+        let mut near = base;
+        near["precompute_ref_logprobs"] = true.into();
+        assert_eq!(
+            from_json(near).unwrap_err().problems,
+            ["unknown key \"precompute_ref_logprobs\"; did you mean \"precompute_ref_log_probs\"?"]
         );
     }
 

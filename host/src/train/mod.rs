@@ -11,6 +11,7 @@ pub mod config;
 pub mod jobs;
 pub mod optim;
 pub mod peft;
+pub mod reference;
 pub mod rewards;
 pub mod rng;
 pub mod rollout;

@@ -25,13 +25,14 @@ use super::checkpoint::{self, TrainerState};
 use super::config::{DeviceChoice, DtypeChoice, LrScheduler, TrainConfig};
 use super::jobs::{JobContext, JobOutcome, TrainEvent, Trainer};
 use super::optim::{AdamW, AdamWConfig, GradAccumulator, clip_grad_norm};
+use super::reference::ReferenceLogProbs;
 use super::rewards::RewardSet;
 use super::rollout::PolicyGeneration;
 use super::schedule::{self, Schedule};
 use crate::data::LoadOptions as DataLoadOptions;
 use crate::model::linear::Mode;
 use crate::model::lora::{self, LoraSpec};
-use crate::model::qwen3::{self, Qwen3};
+use crate::model::qwen3::{self, ModelInput, Qwen3};
 use crate::plugins::MethodSession;
 use crate::plugins::imports::model::{
     Distribution, GeneratedRollout, MethodBatch, MethodLoss, NO_REWARD_FUNCTIONS, Plan,
@@ -68,8 +69,12 @@ struct ModelPolicy {
     /// The frozen reference for `use_adapters = false` when every weight
     /// trains (a plan with `needs_reference` and `trains = full`): a second,
     /// frozen copy of the base as loaded. `None` when the base with adapters
-    /// off is the reference (LoRA), or the method needs none.
+    /// off is the reference (LoRA), or the method needs none, or the
+    /// reference log-probs were precomputed under full fine-tuning.
     reference: Option<Arc<Qwen3>>,
+    /// The reference log-probs of the data, computed before training
+    /// (`precompute_ref_log_probs`).
+    precomputed: Option<Arc<Precomputed>>,
     /// Tokenizer and end tokens for `policy.generate` (None in tests that
     /// only score).
     generation: Option<Arc<PolicyGeneration>>,
@@ -113,17 +118,44 @@ impl StepTiming {
     }
 }
 
+/// How the reference runs: no dropout, adapters off (the base, under LoRA).
+const REFERENCE_MODE: Mode = Mode {
+    training: false,
+    adapters: false,
+};
+
+/// The reference's `[rows, seq - 1]` token log-probs of `input`, without
+/// gradients: what `token_logprobs(batch, false)` answers, and what the
+/// precompute pass stores.
+fn reference_token_logprobs(reference: &Qwen3, input: &ModelInput) -> Result<Tensor> {
+    Ok(reference.token_logprobs(input, REFERENCE_MODE)?.detach())
+}
+
 impl PolicyBackend for ModelPolicy {
     fn token_logprobs(&self, batch: &MethodBatch, use_adapters: bool) -> Result<Tensor> {
         let input = batch.model_input()?;
-        let mode = Mode {
-            training: use_adapters,
-            adapters: use_adapters,
+        if use_adapters {
+            return Ok(self.model.token_logprobs(&input, Mode::TRAIN)?);
+        }
+        if let Some(precomputed) = &self.precomputed
+            && let Some(lp) = precomputed.rows.lookup(&input)?
+        {
+            return Ok(lp);
+        }
+        let Some(reference) = self.reference_model() else {
+            bail!(
+                "precompute_ref_log_probs: a row of this batch was not in the precomputed \
+                 reference log-probs (only the training and validation rows are), and under full \
+                 fine-tuning no reference model is kept to compute it"
+            );
         };
-        let lp = self.answering(use_adapters).token_logprobs(&input, mode)?;
-        Ok(if use_adapters { lp } else { lp.detach() })
+        reference_token_logprobs(reference, &input)
     }
 
+    /// Never from the precomputed reference log-probs, which hold only the
+    /// log-probs of each row's own next tokens, not whole distributions:
+    /// without adapters this runs the reference, and fails when full
+    /// fine-tuning with `precompute_ref_log_probs` kept no reference model.
     fn vocab_logprobs(&self, batch: &MethodBatch, use_adapters: bool) -> Result<Distribution> {
         let input = batch.model_input()?;
         let mode = Mode {
@@ -131,9 +163,16 @@ impl PolicyBackend for ModelPolicy {
             adapters: use_adapters,
         };
         let trained = batch.trained_positions()?;
-        let lp = self
-            .answering(use_adapters)
-            .vocab_logprobs(&input, &trained.index, mode)?;
+        let answering = match (use_adapters, self.reference_model()) {
+            (true, _) => &self.model,
+            (false, Some(reference)) => reference,
+            (false, None) => bail!(
+                "precompute_ref_log_probs: the reference's whole distributions \
+                 (vocab-logprobs without adapters) are not precomputed, and under full \
+                 fine-tuning no reference model is kept to compute them"
+            ),
+        };
+        let lp = answering.vocab_logprobs(&input, &trained.index, mode)?;
         Ok(Distribution {
             logprobs: if use_adapters { lp } else { lp.detach() },
             targets: trained.targets,
@@ -166,14 +205,88 @@ impl PolicyBackend for ModelPolicy {
 }
 
 impl ModelPolicy {
-    /// The model that answers: the trained one, or the frozen reference
-    /// copy (when there is one) for `use_adapters = false`.
-    fn answering(&self, use_adapters: bool) -> &Qwen3 {
-        match (&self.reference, use_adapters) {
-            (Some(reference), false) => reference,
-            _ => &self.model,
+    /// The model that answers `use_adapters = false`: the frozen reference
+    /// copy when there is one, else the trained model with adapters off
+    /// (under LoRA the base is the reference). None under full fine-tuning
+    /// with precomputed reference log-probs: the trained weights have moved
+    /// and the copy was never kept.
+    fn reference_model(&self) -> Option<&Qwen3> {
+        match (&self.reference, &self.precomputed) {
+            (Some(reference), _) => Some(reference),
+            (None, Some(p)) if !p.model_is_reference => None,
+            (None, _) => Some(&self.model),
         }
     }
+}
+
+/// Reference log-probs computed before training (`precompute_ref_log_probs`).
+struct Precomputed {
+    rows: ReferenceLogProbs,
+    /// Whether the trained model with adapters off is still the reference,
+    /// so a row missing from `rows` can be computed (LoRA); false under full
+    /// fine-tuning, whose weights move.
+    model_is_reference: bool,
+}
+
+/// Refuses `precompute_ref_log_probs` for a method it cannot serve.
+fn check_precompute(config: &TrainConfig, plan: &Plan, plugin_name: &str) -> Result<()> {
+    if !config.precompute_ref_log_probs {
+        return Ok(());
+    }
+    // A generating method scores new completions every step: there is no
+    // fixed data whose reference log-probs could be computed in advance.
+    if plan.needs_generation {
+        bail!(
+            "precompute_ref_log_probs is set, but method `{plugin_name}` generates new completions \
+             every step, so there is nothing to compute before training; remove \
+             precompute_ref_log_probs"
+        );
+    }
+    if !plan.needs_reference {
+        bail!(
+            "precompute_ref_log_probs is set, but method `{plugin_name}` (as configured) uses no \
+             reference model, so there are no reference log-probs to precompute; remove \
+             precompute_ref_log_probs"
+        );
+    }
+    Ok(())
+}
+
+/// The precompute pass: the reference log-probs of every row of the
+/// training and validation data, from `model` as loaded. It must run before
+/// a checkpoint is restored into `model`, so that on resume too it is the
+/// reference (the base as loaded) that answers. Under full fine-tuning no
+/// frozen copy is loaded at all then: that is the memory saving.
+fn precompute_reference(
+    job: &JobContext,
+    model: &Qwen3,
+    trains: Trainable,
+    batchers: [Option<&mut Batcher>; 2],
+    device: &Device,
+) -> Result<Precomputed> {
+    let started = Instant::now();
+    let mut rows = ReferenceLogProbs::default();
+    for batcher in batchers.into_iter().flatten() {
+        rows.add_epoch(batcher, device, |input| {
+            reference_token_logprobs(model, input)
+        })?;
+    }
+    let model_is_reference = trains == Trainable::Adapters;
+    let saving = if model_is_reference {
+        "training steps run no reference forward pass"
+    } else {
+        "no frozen reference copy of the model is loaded (one model less in memory), \
+         and training steps run no reference forward pass"
+    };
+    job.log(format!(
+        "precomputed reference log-probs for {} rows in {:.1} s; {saving}",
+        rows.len(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(Precomputed {
+        rows,
+        model_is_reference,
+    })
 }
 
 /// Runs the method plugin's `loss` on `batch` (its ids, positions and
@@ -219,6 +332,8 @@ struct Run {
     model: Arc<Qwen3>,
     /// See [`ModelPolicy::reference`].
     reference: Option<Arc<Qwen3>>,
+    /// See [`ModelPolicy::precomputed`].
+    precomputed: Option<Arc<Precomputed>>,
     model_dir: PathBuf,
     lora: Option<LoraSpec>,
     batcher: Batcher,
@@ -353,6 +468,7 @@ impl Run {
             .start_method(&values, &config.to_job_json())
             .with_context(|| format!("method plugin `{plugin_name}` rejected the config"))?;
         let plan = session.plan().clone();
+        check_precompute(&config, &plan, &plugin_name)?;
         let rewards = if config.reward_funcs.is_empty() {
             None
         } else {
@@ -398,7 +514,7 @@ impl Run {
         let val_samples =
             prepare_samples(validation, &files, &render, &config, &plan, &plugin_name)?;
         let pad_id = files.tokenizer.token_id("<|endoftext|>").unwrap_or(0);
-        let batcher = Batcher::new(
+        let mut batcher = Batcher::new(
             batch_samples,
             BatchConfig {
                 batch_size: config.per_device_train_batch_size,
@@ -410,7 +526,7 @@ impl Run {
             },
         )?;
         // Validation batches: no shuffle needed, but the same shapes and truncation.
-        let validation = if val_samples.is_empty() {
+        let mut validation = if val_samples.is_empty() {
             None
         } else {
             let v = Batcher::new(
@@ -476,20 +592,30 @@ impl Run {
             None => None,
         };
         let model = Arc::new(model);
-        // Full fine-tuning moves every weight, so a reference for
-        // `use_adapters = false` must be a copy of the base as loaded. It is
-        // frozen (constants, no gradients) and costs one more model in memory.
-        let reference = if plan.needs_reference && plan.trains == Trainable::Full {
-            job.log("loading a frozen reference copy of the model");
-            let frozen = qwen3::LoadOptions {
-                train: qwen3::TrainMode::Frozen,
-                gradient_checkpointing: false,
-                ..load.clone()
-            };
-            Some(Arc::new(Qwen3::load(&model_dir, &device, &frozen)?))
+        // Before a checkpoint is restored below: `model` is still the base.
+        let precomputed = if config.precompute_ref_log_probs {
+            let batchers = [Some(&mut batcher), validation.as_mut()];
+            let p = precompute_reference(job, &model, plan.trains, batchers, &device)?;
+            Some(Arc::new(p))
         } else {
             None
         };
+        // Full fine-tuning moves every weight, so a reference for
+        // `use_adapters = false` must be a copy of the base as loaded. It is
+        // frozen (constants, no gradients) and costs one more model in memory;
+        // precomputed reference log-probs make it unnecessary.
+        let reference =
+            if plan.needs_reference && plan.trains == Trainable::Full && precomputed.is_none() {
+                job.log("loading a frozen reference copy of the model");
+                let frozen = qwen3::LoadOptions {
+                    train: qwen3::TrainMode::Frozen,
+                    gradient_checkpointing: false,
+                    ..load.clone()
+                };
+                Some(Arc::new(Qwen3::load(&model_dir, &device, &frozen)?))
+            } else {
+                None
+            };
         let vars = model.trainable_vars();
         let trainable: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
         job.log(format!("{trainable} trainable parameters"));
@@ -517,7 +643,6 @@ impl Run {
             .map(|w| w as usize)
             .unwrap_or_else(|| schedule::warmup_steps(total_steps as usize, config.warmup_ratio));
         let output_dir = job.output_dir().to_path_buf();
-        let mut batcher = batcher;
         let mut state = TrainerState {
             step: 0,
             total_steps,
@@ -567,6 +692,7 @@ impl Run {
             device,
             model,
             reference,
+            precomputed,
             model_dir,
             lora,
             batcher,
@@ -582,6 +708,7 @@ impl Run {
         let policy = Arc::new(ModelPolicy {
             model: self.model.clone(),
             reference: self.reference.clone(),
+            precomputed: self.precomputed.clone(),
             generation: Some(self.generation.clone()),
             rewards: self.rewards.clone(),
             timing: StepTiming::default(),
@@ -843,6 +970,7 @@ mod policy_tests {
             let policy = ModelPolicy {
                 model: model.clone(),
                 reference: None,
+                precomputed: None,
                 generation: None,
                 rewards: None,
                 timing: StepTiming::default(),
@@ -915,6 +1043,7 @@ mod policy_tests {
         let policy = ModelPolicy {
             model: tiny(false, 1 << 26),
             reference: None,
+            precomputed: None,
             generation: None,
             rewards: None,
             timing: StepTiming::default(),
@@ -961,6 +1090,7 @@ mod policy_tests {
         let policy: Arc<dyn PolicyBackend> = Arc::new(ModelPolicy {
             model: model.clone(),
             reference: None,
+            precomputed: None,
             generation: None,
             rewards: None,
             timing: StepTiming::default(),
@@ -1057,6 +1187,7 @@ mod policy_tests {
             .push(PolicyHandle::new(Arc::new(ModelPolicy {
                 model: model.clone(),
                 reference: None,
+                precomputed: None,
                 generation: None,
                 rewards: None,
                 timing: StepTiming::default(),
@@ -1108,6 +1239,7 @@ mod policy_tests {
             .push(PolicyHandle::new(Arc::new(ModelPolicy {
                 model: model.clone(),
                 reference: None,
+                precomputed: None,
                 generation: Some(generation),
                 rewards: None,
                 timing: StepTiming::default(),
@@ -1163,6 +1295,159 @@ mod policy_tests {
             .token_logprobs(&b.model_input().unwrap(), Mode::EVAL)
             .unwrap();
         assert_eq!(lp.dims(), [6, 8]);
+    }
+
+    /// Right-padded rows, every prediction trained (mask 1 up to each
+    /// row's end), as the batcher writes them.
+    fn padded(rows: &[&[u32]]) -> MethodBatch {
+        let seqs: Vec<crate::text::TokenizedSequence> = rows
+            .iter()
+            .map(|ids| crate::text::TokenizedSequence {
+                ids: ids.to_vec(),
+                weights: vec![1.0; ids.len()],
+            })
+            .collect();
+        let b = TrainBatch::from_rows(&seqs, 0, &Device::Cpu).unwrap();
+        MethodBatch::packed(SampleKind::Preference, b.input, b.loss_mask).unwrap()
+    }
+
+    /// The reference log-probs of `batches`' rows, as the precompute pass
+    /// stores them.
+    fn precomputed(
+        model: &Qwen3,
+        batches: &[&MethodBatch],
+        model_is_reference: bool,
+    ) -> Precomputed {
+        let mut rows = ReferenceLogProbs::default();
+        for batch in batches {
+            let input = batch.model_input().unwrap();
+            let lp = reference_token_logprobs(model, &input).unwrap();
+            rows.insert(&input, &lp).unwrap();
+        }
+        Precomputed {
+            rows,
+            model_is_reference,
+        }
+    }
+
+    fn policy_with(model: &Arc<Qwen3>, precomputed: Precomputed) -> ModelPolicy {
+        ModelPolicy {
+            model: model.clone(),
+            reference: None,
+            precomputed: Some(Arc::new(precomputed)),
+            generation: None,
+            rewards: None,
+            timing: StepTiming::default(),
+        }
+    }
+
+    #[test]
+    fn precomputed_reference_log_probs_answer_as_the_reference_computes_them() {
+        use crate::model::qwen3::ops::testing::max_abs_diff;
+        let model = tiny(true, 2 * 128);
+        let stored = padded(&[&[1, 5, 9, 3, 7, 8, 2], &[2, 4, 6], &[1, 5, 9, 3, 7]]);
+        // Full fine-tuning: only the stored rows can be answered.
+        let policy = policy_with(&model, precomputed(&model, &[&stored], false));
+        // Two of the rows in another batch: swapped, padded to another length.
+        let again = padded(&[&[2, 4, 6], &[1, 5, 9, 3, 7]]);
+        let got = policy.token_logprobs(&again, false).unwrap();
+        assert!(!got.track_op());
+        assert_eq!(got.dims(), [2, 4]);
+        let want = model
+            .token_logprobs(&again.model_input().unwrap(), REFERENCE_MODE)
+            .unwrap();
+        let mask = &again.loss_mask;
+        let diff = max_abs_diff(&(&got * mask).unwrap(), &(&want * mask).unwrap());
+        assert!(diff < 1e-5, "cached and computed differ by {diff}");
+        // Zeros past each row's end, where the mask is 0 too.
+        let rows: Vec<Vec<f32>> = got.to_vec2().unwrap();
+        assert_eq!(rows[0][2..], [0.0, 0.0]);
+        assert!(rows[1].iter().all(|v| *v < 0.0), "{rows:?}");
+        // The policy with adapters is untouched by the cache.
+        let trained = policy.token_logprobs(&again, true).unwrap();
+        assert!(max_abs_diff(&(&trained * mask).unwrap(), &(&want * mask).unwrap()) < 1e-5);
+    }
+
+    #[test]
+    fn a_row_not_precomputed_is_computed_under_lora_and_refused_under_full_fine_tuning() {
+        use crate::model::qwen3::ops::testing::max_abs_diff;
+        let model = tiny(false, 1 << 26);
+        let stored = padded(&[&[1, 5, 9, 3, 7], &[2, 4, 6, 8]]);
+        let unknown = padded(&[&[1, 5, 9, 3, 7], &[3, 3, 3]]);
+        let want = model
+            .token_logprobs(&unknown.model_input().unwrap(), REFERENCE_MODE)
+            .unwrap();
+
+        // LoRA: the model with adapters off is the reference and answers.
+        let lora = policy_with(&model, precomputed(&model, &[&stored], true));
+        let got = lora.token_logprobs(&unknown, false).unwrap();
+        assert!(!got.track_op());
+        let mask = &unknown.loss_mask;
+        let diff = max_abs_diff(&(&got * mask).unwrap(), &(&want * mask).unwrap());
+        assert!(diff < 1e-6, "{diff}");
+        assert!(lora.vocab_logprobs(&unknown, false).is_ok());
+
+        // Full fine-tuning: no model is the reference any more.
+        let full = policy_with(&model, precomputed(&model, &[&stored], false));
+        assert!(full.token_logprobs(&stored, false).is_ok());
+        let e = full
+            .token_logprobs(&unknown, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("precompute_ref_log_probs") && e.contains("was not in the precomputed"),
+            "{e}"
+        );
+        // Whole distributions are never precomputed.
+        let e = full.vocab_logprobs(&stored, false).unwrap_err().to_string();
+        assert!(
+            e.contains("precompute_ref_log_probs") && e.contains("not precomputed"),
+            "{e}"
+        );
+        // With adapters, the trained model answers as ever.
+        assert!(full.token_logprobs(&unknown, true).is_ok());
+        assert!(full.vocab_logprobs(&unknown, true).is_ok());
+    }
+
+    /// A plan as a method plugin might return it.
+    fn plan(needs_reference: bool, needs_generation: bool) -> Plan {
+        Plan {
+            trains: Trainable::Full,
+            adapter: None,
+            base_quantization: Quantization::None,
+            needs_reference,
+            needs_generation,
+            accepts: vec![SampleKind::Preference],
+        }
+    }
+
+    #[test]
+    fn precompute_is_refused_for_methods_without_a_reference_or_that_generate() {
+        let catalog = crate::train::config::MethodCatalog::new().with("m", Ok(Vec::new()));
+        let config = |on: bool| {
+            TrainConfig::from_json(
+                serde_json::json!({"model_name": "x", "dataset": "d", "training_method": "m",
+                                   "precompute_ref_log_probs": on}),
+                &catalog,
+            )
+            .unwrap()
+        };
+        assert!(check_precompute(&config(true), &plan(true, false), "m").is_ok());
+        for (p, words) in [
+            (plan(false, false), "uses no reference model"),
+            (plan(true, true), "generates new completions"),
+            (plan(false, true), "generates new completions"),
+        ] {
+            let e = check_precompute(&config(true), &p, "m")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("precompute_ref_log_probs") && e.contains(words),
+                "{e}"
+            );
+            // Off, nothing is checked.
+            assert!(check_precompute(&config(false), &p, "m").is_ok());
+        }
     }
 
     /// `input`'s ids as unpacked rows.
