@@ -3,14 +3,25 @@
 //! plugin folder, scores the completions the tiny model samples; training
 //! raises the mean reward. Several bundled rewards with weights and a KL
 //! term run together; a hostile reward fails the job with its name while
-//! `tuner serve` keeps answering.
+//! `tuner serve` keeps answering. Before that, the loss and metrics of
+//! every `loss_type` on a fixed rollout against TRL's formulas
+//! (`tests/fixtures/grpo/losses.json`, written by `make_losses.py` there)
+//! and an f64 reference written here, with the gradient against finite
+//! differences.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use candle_core::{DType, Device, Tensor, Var};
 use serde_json::{Value, json};
-use tuner_tests::{ServeProcess, TunerCommand, install};
+use tuner::plugins::imports::model::{
+    GeneratedCompletion, GeneratedRollout, MethodBatch, PolicyBackend, RewardScores, Sampling,
+};
+use tuner::plugins::settings;
+use tuner::sample::SampleKind;
+use tuner_tests::{ServeProcess, TestHome, TunerCommand, install, test_limits};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -104,6 +115,271 @@ fn metric(step: &Value, name: &str) -> f64 {
         .as_f64()
         .unwrap_or_else(|| panic!("step has no metric `{name}`: {step}"))
 }
+
+// ---------------------------------------------------- loss vs formulas
+
+struct Fixture {
+    group: usize,
+    max_completion_length: usize,
+    rewards: Vec<RewardScores>,
+    tokens: Vec<u32>,
+    policy: Vec<Vec<f64>>,
+    reference: Vec<Vec<f64>>,
+    mask: Vec<Vec<f64>>,
+    cases: Vec<Value>,
+}
+
+/// The fixture, its log-probs and mask rounded to f32 as tensors hold them.
+fn fixture() -> Fixture {
+    let path = repo().join("tests/fixtures/grpo/losses.json");
+    let json: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let matrix = |key: &str| -> Vec<Vec<f64>> {
+        json[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap() as f32 as f64)
+                    .collect()
+            })
+            .collect()
+    };
+    let floats = |v: &Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    Fixture {
+        group: json["group"].as_u64().unwrap() as usize,
+        max_completion_length: json["max_completion_length"].as_u64().unwrap() as usize,
+        rewards: json["rewards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| RewardScores {
+                name: r["name"].as_str().unwrap().to_string(),
+                weight: r["weight"].as_f64().unwrap(),
+                scores: floats(&r["scores"]),
+            })
+            .collect(),
+        tokens: floats(&json["tokens"]).iter().map(|t| *t as u32).collect(),
+        policy: matrix("policy"),
+        reference: matrix("reference"),
+        mask: matrix("mask"),
+        cases: json["cases"].as_array().unwrap().clone(),
+    }
+}
+
+fn tensor(m: &[Vec<f64>]) -> Tensor {
+    let flat: Vec<f32> = m.iter().flatten().map(|&v| v as f32).collect();
+    Tensor::from_vec(flat, (m.len(), m[0].len()), &Device::Cpu).unwrap()
+}
+
+/// A policy whose "generation" is the fixture's rollout and whose reward
+/// functions give the fixture's scores; log-probs with adapters are a
+/// variable (so the gradient can be read), without them the reference.
+struct FixedRollout {
+    f: Arc<Fixture>,
+    policy: Var,
+}
+
+impl PolicyBackend for FixedRollout {
+    fn token_logprobs(&self, _batch: &MethodBatch, use_adapters: bool) -> anyhow::Result<Tensor> {
+        Ok(if use_adapters {
+            self.policy.as_tensor().clone()
+        } else {
+            tensor(&self.f.reference)
+        })
+    }
+
+    fn generate(
+        &self,
+        batch: &MethodBatch,
+        sampling: &Sampling,
+    ) -> anyhow::Result<GeneratedRollout> {
+        let k = sampling.samples_per_prompt as usize;
+        assert_eq!(k, self.f.group);
+        assert_eq!(
+            sampling.max_new_tokens as usize,
+            self.f.max_completion_length
+        );
+        let rows = batch.rows() * k;
+        assert_eq!(rows, self.f.mask.len());
+        let ids = Tensor::zeros((rows, self.f.mask[0].len() + 1), DType::U32, &Device::Cpu)?;
+        let completions = (0..rows)
+            .map(|i| GeneratedCompletion {
+                prompt_row: (i / k) as u32,
+                text: String::new(),
+                tokens: self.f.tokens[i],
+                finished: true,
+            })
+            .collect();
+        Ok(GeneratedRollout {
+            completions,
+            batch: MethodBatch::new(SampleKind::Prompt, ids, tensor(&self.f.mask))?,
+        })
+    }
+
+    fn score(&self, _rollout: &MethodBatch) -> anyhow::Result<Vec<RewardScores>> {
+        Ok(self.f.rewards.clone())
+    }
+}
+
+/// GRPO in f64 from the definitions (`old` is the policy the ratio is taken
+/// against, fixed): the loss, and the metrics that depend on the settings.
+fn reference_loss(
+    settings: &Value,
+    f: &Fixture,
+    policy: &[Vec<f64>],
+    old: &[Vec<f64>],
+) -> (f64, Option<f64>) {
+    let beta = settings["beta"].as_f64().unwrap();
+    let eps = 0.2;
+    let eps_high = settings["epsilon_high"].as_f64().unwrap_or(eps);
+    let rows = f.mask.len();
+    let rewards: Vec<f64> = (0..rows)
+        .map(|i| f.rewards.iter().map(|r| r.weight * r.scores[i]).sum())
+        .collect();
+    let mut advantages = Vec::new();
+    for group in rewards.chunks(f.group) {
+        let mean = group.iter().sum::<f64>() / group.len() as f64;
+        let var = group.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (group.len() - 1) as f64;
+        for r in group {
+            let a = r - mean;
+            advantages.push(if settings["scale_rewards"] == true {
+                a / (var.sqrt() + 1e-4)
+            } else {
+                a
+            });
+        }
+    }
+    let (mut kl_sum, mut mask_sum) = (0.0, 0.0);
+    let mut per_row = Vec::new();
+    let mut total = 0.0;
+    for i in 0..rows {
+        let mut row_sum = 0.0;
+        for t in 0..f.mask[i].len() {
+            let m = f.mask[i][t];
+            let ratio = (policy[i][t] - old[i][t]).exp();
+            let a = advantages[i];
+            let mut term = -(ratio * a).min(ratio.clamp(1.0 - eps, 1.0 + eps_high) * a);
+            let d = f.reference[i][t] - policy[i][t];
+            let kl = d.exp() - d - 1.0;
+            if beta != 0.0 {
+                term += beta * kl;
+            }
+            row_sum += term * m;
+            kl_sum += kl * m;
+            mask_sum += m;
+        }
+        total += row_sum;
+        per_row.push(row_sum / f.mask[i].iter().sum::<f64>().max(1.0));
+    }
+    let loss = match settings["loss_type"].as_str().unwrap() {
+        "grpo" => per_row.iter().sum::<f64>() / rows as f64,
+        "bnpo" | "dapo" => total / mask_sum,
+        "dr_grpo" => total / (rows * f.max_completion_length) as f64,
+        other => panic!("{other}"),
+    };
+    (loss, (beta != 0.0).then(|| kl_sum / mask_sum))
+}
+
+fn close(got: f64, want: f64, rel: f64) -> bool {
+    (got - want).abs() <= rel * want.abs().max(1.0)
+}
+
+#[test]
+fn every_loss_type_matches_trl_and_the_f64_reference_in_loss_metrics_and_gradient() {
+    let f = Arc::new(fixture());
+    let host = TestHome::new().start(test_limits());
+    let plugin = host.method("grpo").expect("grpo is bundled");
+    let schema = plugin.settings().unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for case in &f.cases {
+        let name = case["name"].as_str().unwrap();
+        let mut config = case["settings"].clone();
+        config["num_generations"] = json!(f.group);
+        config["max_completion_length"] = json!(f.max_completion_length);
+        let job = json!({"reward_funcs": ["accuracy", "format"]});
+        let given = config.as_object().cloned().unwrap();
+        let values = settings::check(&schema, &given).unwrap();
+        let mut session = plugin.start_method(&values, &job.to_string()).unwrap();
+        seen.insert(config["loss_type"].as_str().unwrap().to_string());
+
+        let policy = Var::from_tensor(&tensor(&f.policy)).unwrap();
+        let backend: Arc<dyn PolicyBackend> = Arc::new(FixedRollout {
+            f: f.clone(),
+            policy: policy.clone(),
+        });
+        let prompts = Tensor::zeros((2, 4), DType::U32, &Device::Cpu).unwrap();
+        let prompt_mask = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
+        let batch = Arc::new(MethodBatch::new(SampleKind::Prompt, prompts, prompt_mask).unwrap());
+        let out = session.loss(batch, backend, 0).unwrap();
+        let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
+
+        // TRL's numbers (numpy, f64).
+        let want = case["loss"].as_f64().unwrap();
+        assert!(close(loss, want, 1e-5), "{name}: loss {loss}, TRL {want}");
+        let got: std::collections::BTreeMap<&str, f64> =
+            out.metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let want_metrics = case["metrics"].as_object().unwrap();
+        let mut want_names: Vec<&str> = want_metrics.keys().map(String::as_str).collect();
+        want_names.sort();
+        assert_eq!(
+            got.keys().copied().collect::<Vec<_>>(),
+            want_names,
+            "{name}"
+        );
+        for (metric, want) in want_metrics {
+            let (g, w) = (got[metric.as_str()], want.as_f64().unwrap());
+            assert!(close(g, w, 1e-5), "{name}: {metric} {g}, TRL {w}");
+        }
+
+        // The independent f64 reference, and its finite differences for
+        // the gradient (the old policy held at the current one).
+        let (ref_loss, ref_kl) = reference_loss(&config, &f, &f.policy, &f.policy);
+        assert!(close(loss, ref_loss, 1e-5), "{name}: {loss} vs {ref_loss}");
+        if let Some(kl) = ref_kl {
+            assert!(
+                close(got["kl"], kl, 1e-5),
+                "{name}: kl {} vs {kl}",
+                got["kl"]
+            );
+        }
+        let grads = out.loss.backward().unwrap();
+        let grad = grads
+            .get(policy.as_tensor())
+            .expect("the loss reaches the policy")
+            .to_vec2::<f32>()
+            .unwrap();
+        let h = 1e-5;
+        for (i, row) in f.policy.iter().enumerate() {
+            for j in 0..row.len() {
+                let mut up = f.policy.clone();
+                up[i][j] += h;
+                let mut down = f.policy.clone();
+                down[i][j] -= h;
+                let numeric = (reference_loss(&config, &f, &up, &f.policy).0
+                    - reference_loss(&config, &f, &down, &f.policy).0)
+                    / (2.0 * h);
+                let g = grad[i][j] as f64;
+                assert!(
+                    (g - numeric).abs() <= 1e-4 * numeric.abs().max(1.0),
+                    "{name}: d loss / d lp[{i}][{j}] is {g}, finite differences {numeric}"
+                );
+            }
+        }
+    }
+    let all: Vec<&str> = seen.iter().map(String::as_str).collect();
+    assert_eq!(all, ["bnpo", "dapo", "dr_grpo", "grpo"]);
+}
+
+// ------------------------------------------------------------ end to end
 
 /// The promise of the reward template: from `tuner plugins new --kind
 /// reward` to a GRPO run that learns what the reward asks for (answers in
