@@ -3,9 +3,11 @@
 //! starts ([`TestHome::server`]), the one way suites run the `tuner` binary
 //! ([`TunerCommand`], [`ServeProcess`]), a tiny local HTTP server that
 //! counts what it is asked for, the hub emulator, and the training suites'
-//! tiny model and `tuner train --json` runs ([`training`]).
+//! tiny model and `tuner train --json` runs ([`training`]), and the checks
+//! of loss plugins against formula fixtures ([`loss_check`]).
 
 pub mod hub_emulator;
+pub mod loss_check;
 mod process;
 mod server;
 pub mod training;

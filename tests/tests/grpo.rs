@@ -21,6 +21,9 @@ use tuner::plugins::imports::model::{
 };
 use tuner::plugins::settings;
 use tuner::sample::SampleKind;
+use tuner_tests::loss_check::{
+    assert_gradient_matches, assert_matches_case, close, f32_matrix, read_fixture, tensor_of,
+};
 use tuner_tests::{ServeProcess, TestHome, TunerCommand, install, test_limits};
 
 fn repo() -> PathBuf {
@@ -131,22 +134,7 @@ struct Fixture {
 
 /// The fixture, its log-probs and mask rounded to f32 as tensors hold them.
 fn fixture() -> Fixture {
-    let path = repo().join("tests/fixtures/grpo/losses.json");
-    let json: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let matrix = |key: &str| -> Vec<Vec<f64>> {
-        json[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|row| {
-                row.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap() as f32 as f64)
-                    .collect()
-            })
-            .collect()
-    };
+    let json = read_fixture("tests/fixtures/grpo/losses.json");
     let floats = |v: &Value| -> Vec<f64> {
         v.as_array()
             .unwrap()
@@ -168,16 +156,11 @@ fn fixture() -> Fixture {
             })
             .collect(),
         tokens: floats(&json["tokens"]).iter().map(|t| *t as u32).collect(),
-        policy: matrix("policy"),
-        reference: matrix("reference"),
-        mask: matrix("mask"),
+        policy: f32_matrix(&json, "policy"),
+        reference: f32_matrix(&json, "reference"),
+        mask: f32_matrix(&json, "mask"),
         cases: json["cases"].as_array().unwrap().clone(),
     }
-}
-
-fn tensor(m: &[Vec<f64>]) -> Tensor {
-    let flat: Vec<f32> = m.iter().flatten().map(|&v| v as f32).collect();
-    Tensor::from_vec(flat, (m.len(), m[0].len()), &Device::Cpu).unwrap()
 }
 
 /// A policy whose "generation" is the fixture's rollout and whose reward
@@ -193,7 +176,7 @@ impl PolicyBackend for FixedRollout {
         Ok(if use_adapters {
             self.policy.as_tensor().clone()
         } else {
-            tensor(&self.f.reference)
+            tensor_of(&self.f.reference)
         })
     }
 
@@ -221,7 +204,7 @@ impl PolicyBackend for FixedRollout {
             .collect();
         Ok(GeneratedRollout {
             completions,
-            batch: MethodBatch::new(SampleKind::Prompt, ids, tensor(&self.f.mask))?,
+            batch: MethodBatch::new(SampleKind::Prompt, ids, tensor_of(&self.f.mask))?,
         })
     }
 
@@ -289,10 +272,6 @@ fn reference_loss(
     (loss, (beta != 0.0).then(|| kl_sum / mask_sum))
 }
 
-fn close(got: f64, want: f64, rel: f64) -> bool {
-    (got - want).abs() <= rel * want.abs().max(1.0)
-}
-
 #[test]
 fn every_loss_type_matches_trl_and_the_f64_reference_in_loss_metrics_and_gradient() {
     let f = Arc::new(fixture());
@@ -311,7 +290,7 @@ fn every_loss_type_matches_trl_and_the_f64_reference_in_loss_metrics_and_gradien
         let mut session = plugin.start_method(&values, &job.to_string()).unwrap();
         seen.insert(config["loss_type"].as_str().unwrap().to_string());
 
-        let policy = Var::from_tensor(&tensor(&f.policy)).unwrap();
+        let policy = Var::from_tensor(&tensor_of(&f.policy)).unwrap();
         let backend: Arc<dyn PolicyBackend> = Arc::new(FixedRollout {
             f: f.clone(),
             policy: policy.clone(),
@@ -322,23 +301,7 @@ fn every_loss_type_matches_trl_and_the_f64_reference_in_loss_metrics_and_gradien
         let out = session.loss(batch, backend, 0).unwrap();
         let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
 
-        // TRL's numbers (numpy, f64).
-        let want = case["loss"].as_f64().unwrap();
-        assert!(close(loss, want, 1e-5), "{name}: loss {loss}, TRL {want}");
-        let got: std::collections::BTreeMap<&str, f64> =
-            out.metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        let want_metrics = case["metrics"].as_object().unwrap();
-        let mut want_names: Vec<&str> = want_metrics.keys().map(String::as_str).collect();
-        want_names.sort();
-        assert_eq!(
-            got.keys().copied().collect::<Vec<_>>(),
-            want_names,
-            "{name}"
-        );
-        for (metric, want) in want_metrics {
-            let (g, w) = (got[metric.as_str()], want.as_f64().unwrap());
-            assert!(close(g, w, 1e-5), "{name}: {metric} {g}, TRL {w}");
-        }
+        let got = assert_matches_case(name, loss, &out.metrics, case);
 
         // The independent f64 reference, and its finite differences for
         // the gradient (the old policy held at the current one).
@@ -351,29 +314,15 @@ fn every_loss_type_matches_trl_and_the_f64_reference_in_loss_metrics_and_gradien
                 got["kl"]
             );
         }
-        let grads = out.loss.backward().unwrap();
-        let grad = grads
-            .get(policy.as_tensor())
-            .expect("the loss reaches the policy")
-            .to_vec2::<f32>()
-            .unwrap();
-        let h = 1e-5;
-        for (i, row) in f.policy.iter().enumerate() {
-            for j in 0..row.len() {
-                let mut up = f.policy.clone();
-                up[i][j] += h;
-                let mut down = f.policy.clone();
-                down[i][j] -= h;
-                let numeric = (reference_loss(&config, &f, &up, &f.policy).0
-                    - reference_loss(&config, &f, &down, &f.policy).0)
-                    / (2.0 * h);
-                let g = grad[i][j] as f64;
-                assert!(
-                    (g - numeric).abs() <= 1e-4 * numeric.abs().max(1.0),
-                    "{name}: d loss / d lp[{i}][{j}] is {g}, finite differences {numeric}"
-                );
-            }
-        }
+        assert_gradient_matches(
+            name,
+            &out.loss,
+            &policy,
+            &f.policy,
+            0..f.policy.len(),
+            &f.mask,
+            |p| reference_loss(&config, &f, p, &f.policy).0,
+        );
     }
     let all: Vec<&str> = seen.iter().map(String::as_str).collect();
     assert_eq!(all, ["bnpo", "dapo", "dr_grpo", "grpo"]);

@@ -15,6 +15,9 @@ use tuner::plugins::imports::model::{MethodBatch, PolicyBackend, Trainable};
 use tuner::plugins::settings;
 use tuner::plugins::{MethodSession, PluginHost};
 use tuner::sample::SampleKind;
+use tuner_tests::loss_check::{
+    assert_gradient_matches, assert_matches_case, close, f32_matrix, read_fixture, tensor_of,
+};
 use tuner_tests::training::{offline_tuner, step_metric, succeeded, tiny_model, train_json};
 use tuner_tests::{TestHome, repo_root, test_limits};
 
@@ -69,22 +72,7 @@ struct Fixture {
 
 /// The fixture, its inputs rounded to f32 as the tensors hold them.
 fn fixture() -> Fixture {
-    let path = repo_root().join("tests/fixtures/preference/kto_losses.json");
-    let json: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let matrix = |key: &str| -> Vec<Vec<f64>> {
-        json[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|row| {
-                row.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap() as f32 as f64)
-                    .collect()
-            })
-            .collect()
-    };
+    let json = read_fixture("tests/fixtures/preference/kto_losses.json");
     Fixture {
         samples: json["samples"].as_u64().unwrap() as usize,
         labels: json["labels"]
@@ -93,16 +81,11 @@ fn fixture() -> Fixture {
             .iter()
             .map(|l| l.as_bool().unwrap())
             .collect(),
-        policy: matrix("policy"),
-        reference: matrix("reference"),
-        mask: matrix("mask"),
+        policy: f32_matrix(&json, "policy"),
+        reference: f32_matrix(&json, "reference"),
+        mask: f32_matrix(&json, "mask"),
         cases: json["cases"].as_array().unwrap().clone(),
     }
-}
-
-fn tensor(m: &[Vec<f64>]) -> Tensor {
-    let flat: Vec<f32> = m.iter().flatten().map(|&v| v as f32).collect();
-    Tensor::from_vec(flat, (m.len(), m[0].len()), &Device::Cpu).unwrap()
 }
 
 /// Answers for whichever rows it is handed: every id of fixture row `r` is
@@ -132,7 +115,7 @@ fn unpaired_batch(f: &Fixture) -> Arc<MethodBatch> {
         .flat_map(|r| std::iter::repeat_n(r as u32, positions + 1))
         .collect();
     let ids = Tensor::from_vec(ids, (rows, positions + 1), &Device::Cpu).unwrap();
-    let mut batch = MethodBatch::new(SampleKind::Unpaired, ids, tensor(&f.mask)).unwrap();
+    let mut batch = MethodBatch::new(SampleKind::Unpaired, ids, tensor_of(&f.mask)).unwrap();
     batch.pairs = f.samples;
     batch.labels = f.labels.clone();
     Arc::new(batch)
@@ -195,10 +178,6 @@ fn reference(settings: &Value, f: &Fixture, policy: &[Vec<f64>]) -> (f64, Vec<(S
     (mean(&losses), metrics)
 }
 
-fn close(got: f64, want: f64, rel: f64) -> bool {
-    (got - want).abs() <= rel * want.abs().max(1.0)
-}
-
 #[test]
 fn every_loss_type_matches_trl_and_the_f64_reference_in_loss_metrics_and_gradient() {
     let f = fixture();
@@ -209,69 +188,37 @@ fn every_loss_type_matches_trl_and_the_f64_reference_in_loss_metrics_and_gradien
         let settings = &case["settings"];
         seen.insert(settings["loss_type"].as_str().unwrap().to_string());
 
-        let policy = Var::from_tensor(&tensor(&f.policy)).unwrap();
+        let policy = Var::from_tensor(&tensor_of(&f.policy)).unwrap();
         let backend: Arc<dyn PolicyBackend> = Arc::new(FakePolicy {
             policy: policy.clone(),
-            reference: tensor(&f.reference),
+            reference: tensor_of(&f.reference),
         });
         let mut session = start(&host, settings).unwrap();
         let out = session.loss(unpaired_batch(&f), backend, 0).unwrap();
         let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
 
-        // TRL's numbers (numpy, f64).
-        let want = case["loss"].as_f64().unwrap();
-        assert!(close(loss, want, 1e-5), "{name}: loss {loss}, TRL {want}");
-        let got: std::collections::BTreeMap<&str, f64> =
-            out.metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        let want_metrics = case["metrics"].as_object().unwrap();
-        let mut want_names: Vec<&str> = want_metrics.keys().map(String::as_str).collect();
-        want_names.sort();
-        assert_eq!(
-            got.keys().copied().collect::<Vec<_>>(),
-            want_names,
-            "{name}"
-        );
-        for (metric, want) in want_metrics {
-            let (g, w) = (got[metric.as_str()], want.as_f64().unwrap());
-            assert!(close(g, w, 1e-5), "{name}: {metric} {g}, TRL {w}");
-        }
+        let got = assert_matches_case(name, loss, &out.metrics, case);
 
         // The independent f64 reference.
         let (ref_loss, ref_metrics) = reference(settings, &f, &f.policy);
         assert!(close(loss, ref_loss, 1e-5), "{name}: {loss} vs {ref_loss}");
         for (metric, w) in &ref_metrics {
-            let g = got[metric.as_str()];
+            let g = got[metric];
             assert!(close(g, *w, 1e-5), "{name}: {metric} {g}, reference {w}");
         }
 
         // The gradient reaches the samples' own log-probs only: the KL
         // rows are a detached reference point, the masked positions and the
         // reference never count.
-        let grads = out.loss.backward().unwrap();
-        let grad = grads
-            .get(policy.as_tensor())
-            .expect("the loss reaches the policy")
-            .to_vec2::<f32>()
-            .unwrap();
-        let h = 1e-5;
-        for i in 0..f.samples {
-            for j in 0..f.policy[i].len() {
-                let mut up = f.policy.clone();
-                up[i][j] += h;
-                let mut down = f.policy.clone();
-                down[i][j] -= h;
-                let numeric =
-                    (reference(settings, &f, &up).0 - reference(settings, &f, &down).0) / (2.0 * h);
-                let g = grad[i][j] as f64;
-                assert!(
-                    (g - numeric).abs() <= 1e-4 * numeric.abs().max(1.0),
-                    "{name}: d loss / d lp[{i}][{j}] is {g}, finite differences {numeric}"
-                );
-                if f.mask[i][j] == 0.0 {
-                    assert_eq!(g, 0.0, "{name}: a masked position has gradient");
-                }
-            }
-        }
+        let grad = assert_gradient_matches(
+            name,
+            &out.loss,
+            &policy,
+            &f.policy,
+            0..f.samples,
+            &f.mask,
+            |p| reference(settings, &f, p).0,
+        );
         for row in &grad[f.samples..] {
             assert!(
                 row.iter().all(|g| *g == 0.0),
@@ -289,10 +236,10 @@ fn a_batch_that_is_not_labelled_answers_is_refused() {
     let host = TestHome::new().start(test_limits());
     let mut session = start(&host, &json!({})).unwrap();
     let ids = Tensor::zeros((8, 7), DType::U32, &Device::Cpu).unwrap();
-    let chat = Arc::new(MethodBatch::new(SampleKind::Chat, ids, tensor(&f.mask)).unwrap());
+    let chat = Arc::new(MethodBatch::new(SampleKind::Chat, ids, tensor_of(&f.mask)).unwrap());
     let backend: Arc<dyn PolicyBackend> = Arc::new(FakePolicy {
-        policy: Var::from_tensor(&tensor(&f.policy)).unwrap(),
-        reference: tensor(&f.reference),
+        policy: Var::from_tensor(&tensor_of(&f.policy)).unwrap(),
+        reference: tensor_of(&f.reference),
     });
     let err = session.loss(chat, backend, 0).unwrap_err().to_string();
     assert!(err.contains("labelled desirable or undesirable"), "{err}");

@@ -18,6 +18,9 @@ use tuner::plugins::imports::model::{MethodBatch, Plan, PolicyBackend, Quantizat
 use tuner::plugins::settings;
 use tuner::plugins::{MethodSession, PluginHost};
 use tuner::sample::SampleKind;
+use tuner_tests::loss_check::{
+    assert_gradient_matches, assert_matches_case, close, f32_matrix, read_fixture, tensor_of,
+};
 use tuner_tests::{TestHome, TunerCommand, test_limits};
 
 fn repo() -> PathBuf {
@@ -158,34 +161,14 @@ struct Fixture {
 
 /// The fixture, its inputs rounded to f32 as the tensors hold them.
 fn fixture() -> Fixture {
-    let path = repo().join("tests/fixtures/preference/losses.json");
-    let json: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-    let matrix = |key: &str| -> Vec<Vec<f64>> {
-        json[key]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|row| {
-                row.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_f64().unwrap() as f32 as f64)
-                    .collect()
-            })
-            .collect()
-    };
+    let json = read_fixture("tests/fixtures/preference/losses.json");
     Fixture {
         pairs: json["pairs"].as_u64().unwrap() as usize,
-        policy: matrix("policy"),
-        reference: matrix("reference"),
-        mask: matrix("mask"),
+        policy: f32_matrix(&json, "policy"),
+        reference: f32_matrix(&json, "reference"),
+        mask: f32_matrix(&json, "mask"),
         cases: json["cases"].as_array().unwrap().clone(),
     }
-}
-
-fn tensor(m: &[Vec<f64>]) -> Tensor {
-    let flat: Vec<f32> = m.iter().flatten().map(|&v| v as f32).collect();
-    Tensor::from_vec(flat, (m.len(), m[0].len()), &Device::Cpu).unwrap()
 }
 
 /// With adapters: the trained policy (a variable, so the gradient can be
@@ -209,7 +192,7 @@ fn preference_batch(f: &Fixture) -> Arc<MethodBatch> {
     let (rows, positions) = (f.mask.len(), f.mask[0].len());
     let ids: Vec<u32> = (0..rows * (positions + 1)).map(|i| i as u32 + 1).collect();
     let ids = Tensor::from_vec(ids, (rows, positions + 1), &Device::Cpu).unwrap();
-    let mut batch = MethodBatch::new(SampleKind::Preference, ids, tensor(&f.mask)).unwrap();
+    let mut batch = MethodBatch::new(SampleKind::Preference, ids, tensor_of(&f.mask)).unwrap();
     batch.pairs = f.pairs;
     Arc::new(batch)
 }
@@ -338,10 +321,6 @@ fn reference(c: &Case, f: &Fixture, policy: &[Vec<f64>]) -> (f64, Vec<(String, f
     (loss, metrics)
 }
 
-fn close(got: f64, want: f64, rel: f64) -> bool {
-    (got - want).abs() <= rel * want.abs().max(1.0)
-}
-
 #[test]
 fn every_loss_type_matches_trl_and_the_f64_reference_in_loss_metrics_and_gradient() {
     let f = fixture();
@@ -354,29 +333,16 @@ fn every_loss_type_matches_trl_and_the_f64_reference_in_loss_metrics_and_gradien
         let c = Case::of(settings);
         seen.insert(c.loss_type.clone());
 
-        let policy = Var::from_tensor(&tensor(&f.policy)).unwrap();
+        let policy = Var::from_tensor(&tensor_of(&f.policy)).unwrap();
         let backend: Arc<dyn PolicyBackend> = Arc::new(FakePolicy {
             policy: policy.clone(),
-            reference: tensor(&f.reference),
+            reference: tensor_of(&f.reference),
         });
         let mut session = start(&host, settings).unwrap();
         let out = session.loss(preference_batch(&f), backend, 0).unwrap();
         let loss = out.loss.to_scalar::<f32>().unwrap() as f64;
 
-        // TRL's numbers (numpy, f64).
-        let want = case["loss"].as_f64().unwrap();
-        assert!(close(loss, want, 1e-5), "{name}: loss {loss}, TRL {want}");
-        let want_metrics = case["metrics"].as_object().unwrap();
-        let got: std::collections::BTreeMap<&str, f64> =
-            out.metrics.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        let names: Vec<&str> = got.keys().copied().collect();
-        let mut want_names: Vec<&str> = want_metrics.keys().map(String::as_str).collect();
-        want_names.sort();
-        assert_eq!(names, want_names, "{name}: metric names");
-        for (metric, want) in want_metrics {
-            let (g, w) = (got[metric.as_str()], want.as_f64().unwrap());
-            assert!(close(g, w, 1e-5), "{name}: {metric} {g}, TRL {w}");
-        }
+        let got = assert_matches_case(name, loss, &out.metrics, case);
 
         // The independent f64 reference.
         let (ref_loss, ref_metrics) = reference(&c, &f, &f.policy);
@@ -391,30 +357,15 @@ fn every_loss_type_matches_trl_and_the_f64_reference_in_loss_metrics_and_gradien
 
         // The gradient reaches the policy's log-probs (never the reference)
         // and agrees with central differences of the reference loss.
-        let grads = out.loss.backward().unwrap();
-        let grad = grads
-            .get(policy.as_tensor())
-            .expect("the loss reaches the policy")
-            .to_vec2::<f32>()
-            .unwrap();
-        let h = 1e-5;
-        for (i, row) in f.policy.iter().enumerate() {
-            for j in 0..row.len() {
-                let mut up = f.policy.clone();
-                up[i][j] += h;
-                let mut down = f.policy.clone();
-                down[i][j] -= h;
-                let numeric = (reference(&c, &f, &up).0 - reference(&c, &f, &down).0) / (2.0 * h);
-                let g = grad[i][j] as f64;
-                assert!(
-                    (g - numeric).abs() <= 1e-4 * numeric.abs().max(1.0),
-                    "{name}: d loss / d lp[{i}][{j}] is {g}, finite differences {numeric}"
-                );
-                if f.mask[i][j] == 0.0 {
-                    assert_eq!(g, 0.0, "{name}: a masked position has gradient");
-                }
-            }
-        }
+        assert_gradient_matches(
+            name,
+            &out.loss,
+            &policy,
+            &f.policy,
+            0..f.policy.len(),
+            &f.mask,
+            |p| reference(&c, &f, p).0,
+        );
     }
     let all: Vec<&str> = seen.iter().map(String::as_str).collect();
     assert_eq!(all, ["hinge", "ipo", "orpo", "sigmoid", "simpo"]);
@@ -426,10 +377,10 @@ fn a_batch_that_is_not_preference_pairs_is_refused() {
     let host = TestHome::new().start(test_limits());
     let mut session = start(&host, &serde_json::json!({})).unwrap();
     let ids = Tensor::zeros((6, 7), candle_core::DType::U32, &Device::Cpu).unwrap();
-    let chat = Arc::new(MethodBatch::new(SampleKind::Chat, ids, tensor(&f.mask)).unwrap());
+    let chat = Arc::new(MethodBatch::new(SampleKind::Chat, ids, tensor_of(&f.mask)).unwrap());
     let backend: Arc<dyn PolicyBackend> = Arc::new(FakePolicy {
-        policy: Var::from_tensor(&tensor(&f.policy)).unwrap(),
-        reference: tensor(&f.reference),
+        policy: Var::from_tensor(&tensor_of(&f.policy)).unwrap(),
+        reference: tensor_of(&f.reference),
     });
     let err = session.loss(chat, backend, 0).unwrap_err().to_string();
     assert!(err.contains("preference pairs"), "{err}");
