@@ -37,6 +37,7 @@ fn data_commands_keep_their_json_contract_and_exit_statuses() {
     );
     assert_eq!(v["errors"][0]["line"], 2);
     assert_eq!(v["first_samples"][0]["kind"], "chat");
+    assert_eq!(v["encoding"], "utf-8");
 
     let out = tuner(dir, &["data", "validate", "train.jsonl", "--json"]);
     assert_eq!(
@@ -44,7 +45,10 @@ fn data_commands_keep_their_json_contract_and_exit_statuses() {
         Some(1),
         "a rejected record fails validate"
     );
-    assert_eq!(json(&out)["rejected"], 1);
+    let validated = json(&out);
+    assert_eq!(validated["rejected"], 1);
+    // One spelling of the encoding: validate, inspect, the stored record.
+    assert_eq!(validated["encoding"], "utf-8", "{validated}");
 
     let out = tuner(
         dir,
@@ -64,6 +68,8 @@ fn data_commands_keep_their_json_contract_and_exit_statuses() {
     );
     assert!(out.status.success());
     assert_eq!(json(&out)["dataset"]["samples"], 1);
+    let out = tuner(dir, &["data", "list", "--json"]);
+    assert_eq!(json(&out)[0]["encoding"], validated["encoding"]);
     let out = tuner(
         dir,
         &["data", "convert", "t#3", "-o", "out.jsonl", "--json"],
