@@ -232,3 +232,25 @@ impl Sample {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// transformers hands tool schemas to the template in the dataset's key
+    /// order; a stored sample read back must not sort them.
+    #[test]
+    fn tools_keep_their_key_order_through_a_stored_sample() {
+        let tools = r#"[{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object", "properties": {"b": {"type": "string"}, "a": {"type": "integer"}}}}}]"#;
+        let line = format!(
+            r#"{{"kind": "chat", "messages": [{{"role": "user", "content": "q"}}], "tools": {tools}}}"#
+        );
+        let sample: Sample = serde_json::from_str(&line).unwrap();
+        let compact: serde_json::Value = serde_json::from_str(tools).unwrap();
+        let expected = r#"[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"object","properties":{"b":{"type":"string"},"a":{"type":"integer"}}}}}]"#;
+        assert_eq!(compact.to_string(), expected);
+        assert_eq!(sample.tools_text().as_deref(), Some(expected));
+        let again: Sample = serde_json::from_str(&serde_json::to_string(&sample).unwrap()).unwrap();
+        assert_eq!(again.tools_text().as_deref(), Some(expected));
+    }
+}

@@ -710,6 +710,67 @@ fn url_encode(value: &str) -> String {
         .collect()
 }
 
+/// Tool schemas reach the chat template in the file's key order, as
+/// transformers passes them: the reference render (Jinja2, as
+/// `apply_chat_template` sets it up) of a tool whose keys are not in
+/// alphabetical order (`type` before `function`, `name`/`description`/
+/// `parameters`) is reproduced byte for byte from a JSON Lines file (tools as
+/// an array and as a string) and a CSV file. The file text is written from
+/// the fixture's own JSON text, never re-serialised here.
+#[test]
+fn tool_schemas_reach_the_template_in_the_files_key_order() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/qwen3");
+    let cases: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("expected_renders.json")).unwrap(),
+    )
+    .unwrap();
+    let case = cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "tools")
+        .unwrap();
+    let tools = case["tools_json"].as_str().unwrap();
+    let expected = case["rendered"].as_str().unwrap();
+    assert!(
+        tools.find("\"type\"").unwrap() < tools.find("\"function\"").unwrap()
+            && tools.find("\"name\"").unwrap() < tools.find("\"description\"").unwrap(),
+        "the fixture's keys must be out of alphabetical order: {tools}"
+    );
+    let messages = serde_json::to_string(&case["messages"]).unwrap();
+    let as_string = serde_json::to_string(tools).unwrap();
+    let jsonl = format!(
+        "{{\"messages\": {messages}, \"tools\": {tools}}}\n{{\"messages\": {messages}, \"tools\": {as_string}}}\n"
+    );
+    let cell = |text: &str| format!("\"{}\"", text.replace('"', "\"\""));
+    let csv = format!("messages,tools\n{},{}\n", cell(&messages), cell(tools));
+    let dir = tempfile::tempdir().unwrap();
+    let files = tuner::text::ModelFiles::from_dir(&fixtures).unwrap();
+    for (name, text) in [("tools.jsonl", jsonl), ("tools.csv", csv)] {
+        let (report, samples) = load_file(dir.path(), name, text.as_bytes());
+        assert_eq!(report.rejected, 0, "{name}: {:?}", report.errors);
+        assert!(!samples.is_empty(), "{name}");
+        for (i, sample) in samples.iter().enumerate() {
+            let rendered = files
+                .preview(sample, &tuner::text::RenderOptions::default())
+                .unwrap();
+            assert_eq!(
+                rendered.sequences[0].text,
+                expected,
+                "{name} sample {}",
+                i + 1
+            );
+            // The stored dataset (JSON Lines of samples) keeps the order too.
+            let stored: Sample =
+                serde_json::from_str(&serde_json::to_string(sample).unwrap()).unwrap();
+            let rendered = files
+                .preview(&stored, &tuner::text::RenderOptions::default())
+                .unwrap();
+            assert_eq!(rendered.sequences[0].text, expected, "{name}, stored");
+        }
+    }
+}
+
 #[test]
 fn loaded_samples_get_token_statistics_from_the_qwen3_tokenizer() {
     let dir = tempfile::tempdir().unwrap();
