@@ -168,6 +168,24 @@ impl Sample {
         parts.into_iter().flatten()
     }
 
+    /// The sample with `system` as its system prompt when it is a chat
+    /// without one (the training config's `system`); anything else unchanged.
+    pub fn with_default_system(self, system: Option<&str>) -> Sample {
+        let Some(system) = system else { return self };
+        match self {
+            Sample::Chat {
+                mut messages,
+                tools,
+            } => {
+                if messages.first().is_none_or(|m| m.role != "system") {
+                    messages.insert(0, Message::new("system", system));
+                }
+                Sample::Chat { messages, tools }
+            }
+            other => other,
+        }
+    }
+
     /// The tool definitions as the text the chat template parses: a string
     /// is taken as written, any other JSON value as its serialisation.
     pub fn tools_text(&self) -> Option<String> {

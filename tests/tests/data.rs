@@ -605,6 +605,31 @@ async fn api_stats_and_preview_take_a_model_for_tokens_and_the_rendered_template
     );
     assert!(!trained.contains("<|im_start|>user"), "{trained}");
     assert_eq!(preview["samples"].as_array().unwrap().len(), 1);
+    // Without `enable_thinking` the preview and the statistics render as
+    // training does by default (thinking off: the empty think block is
+    // prompt); `enable_thinking=true` trains it, as training with it does.
+    let (_, default_preview) = s.get_json(&q("preview", &folder, "&n=1")).await;
+    assert_eq!(default_preview["rendered"], preview["rendered"]);
+    let sum = |stats: &Value| stats["tokens"]["response_tokens"]["sum"].as_u64().unwrap();
+    let (_, default_stats) = s.get_json(&q("stats", &folder, "")).await;
+    let (_, off) = s
+        .get_json(&q("stats", &folder, "&enable_thinking=false"))
+        .await;
+    let (_, on) = s
+        .get_json(&q("stats", &folder, "&enable_thinking=true"))
+        .await;
+    assert_eq!(sum(&default_stats), sum(&off));
+    assert_eq!(sum(&on), sum(&off) + 2 * 4, "{on} {off}");
+    let (_, with_system) = s
+        .get_json(&q("preview", &folder, "&n=1&system=Be%20kind."))
+        .await;
+    let text = with_system["rendered"][0]["sequences"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert!(
+        text.starts_with("<|im_start|>system\nBe kind.<|im_end|>"),
+        "{text}"
+    );
 
     // A model id found in the cache (nothing downloaded).
     let snapshot = cache.join("models--Qwen--Qwen3-Fixture/snapshots/abc123");
@@ -685,11 +710,11 @@ async fn api_stats_and_preview_take_a_model_for_tokens_and_the_rendered_template
             .collect()
     };
     let stats_params = params("/api/data/{name}/stats");
-    for name in ["model", "max_seq_len", "enable_thinking"] {
+    for name in ["model", "max_seq_len", "enable_thinking", "system"] {
         assert!(stats_params.iter().any(|p| p == name), "{stats_params:?}");
     }
     let preview_params = params("/api/data/{name}/preview");
-    for name in ["n", "model", "enable_thinking"] {
+    for name in ["n", "model", "enable_thinking", "system"] {
         assert!(
             preview_params.iter().any(|p| p == name),
             "{preview_params:?}"
