@@ -168,6 +168,24 @@ impl Sample {
         parts.into_iter().flatten()
     }
 
+    /// The sample with `system` as its system prompt when it is a chat
+    /// without one (the training config's `system`); anything else unchanged.
+    pub fn with_default_system(self, system: Option<&str>) -> Sample {
+        let Some(system) = system else { return self };
+        match self {
+            Sample::Chat {
+                mut messages,
+                tools,
+            } => {
+                if messages.first().is_none_or(|m| m.role != "system") {
+                    messages.insert(0, Message::new("system", system));
+                }
+                Sample::Chat { messages, tools }
+            }
+            other => other,
+        }
+    }
+
     /// The tool definitions as the text the chat template parses: a string
     /// is taken as written, any other JSON value as its serialisation.
     pub fn tools_text(&self) -> Option<String> {
@@ -230,5 +248,27 @@ impl Sample {
             }
             Sample::Text { text } => json!({"text": text}),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// transformers hands tool schemas to the template in the dataset's key
+    /// order; a stored sample read back must not sort them.
+    #[test]
+    fn tools_keep_their_key_order_through_a_stored_sample() {
+        let tools = r#"[{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object", "properties": {"b": {"type": "string"}, "a": {"type": "integer"}}}}}]"#;
+        let line = format!(
+            r#"{{"kind": "chat", "messages": [{{"role": "user", "content": "q"}}], "tools": {tools}}}"#
+        );
+        let sample: Sample = serde_json::from_str(&line).unwrap();
+        let compact: serde_json::Value = serde_json::from_str(tools).unwrap();
+        let expected = r#"[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"object","properties":{"b":{"type":"string"},"a":{"type":"integer"}}}}}]"#;
+        assert_eq!(compact.to_string(), expected);
+        assert_eq!(sample.tools_text().as_deref(), Some(expected));
+        let again: Sample = serde_json::from_str(&serde_json::to_string(&sample).unwrap()).unwrap();
+        assert_eq!(again.tools_text().as_deref(), Some(expected));
     }
 }

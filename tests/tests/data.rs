@@ -605,6 +605,31 @@ async fn api_stats_and_preview_take_a_model_for_tokens_and_the_rendered_template
     );
     assert!(!trained.contains("<|im_start|>user"), "{trained}");
     assert_eq!(preview["samples"].as_array().unwrap().len(), 1);
+    // Without `enable_thinking` the preview and the statistics render as
+    // training does by default (thinking off: the empty think block is
+    // prompt); `enable_thinking=true` trains it, as training with it does.
+    let (_, default_preview) = s.get_json(&q("preview", &folder, "&n=1")).await;
+    assert_eq!(default_preview["rendered"], preview["rendered"]);
+    let sum = |stats: &Value| stats["tokens"]["response_tokens"]["sum"].as_u64().unwrap();
+    let (_, default_stats) = s.get_json(&q("stats", &folder, "")).await;
+    let (_, off) = s
+        .get_json(&q("stats", &folder, "&enable_thinking=false"))
+        .await;
+    let (_, on) = s
+        .get_json(&q("stats", &folder, "&enable_thinking=true"))
+        .await;
+    assert_eq!(sum(&default_stats), sum(&off));
+    assert_eq!(sum(&on), sum(&off) + 2 * 4, "{on} {off}");
+    let (_, with_system) = s
+        .get_json(&q("preview", &folder, "&n=1&system=Be%20kind."))
+        .await;
+    let text = with_system["rendered"][0]["sequences"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert!(
+        text.starts_with("<|im_start|>system\nBe kind.<|im_end|>"),
+        "{text}"
+    );
 
     // A model id found in the cache (nothing downloaded).
     let snapshot = cache.join("models--Qwen--Qwen3-Fixture/snapshots/abc123");
@@ -685,11 +710,11 @@ async fn api_stats_and_preview_take_a_model_for_tokens_and_the_rendered_template
             .collect()
     };
     let stats_params = params("/api/data/{name}/stats");
-    for name in ["model", "max_seq_len", "enable_thinking"] {
+    for name in ["model", "max_seq_len", "enable_thinking", "system"] {
         assert!(stats_params.iter().any(|p| p == name), "{stats_params:?}");
     }
     let preview_params = params("/api/data/{name}/preview");
-    for name in ["n", "model", "enable_thinking"] {
+    for name in ["n", "model", "enable_thinking", "system"] {
         assert!(
             preview_params.iter().any(|p| p == name),
             "{preview_params:?}"
@@ -708,6 +733,67 @@ fn url_encode(value: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Tool schemas reach the chat template in the file's key order, as
+/// transformers passes them: the reference render (Jinja2, as
+/// `apply_chat_template` sets it up) of a tool whose keys are not in
+/// alphabetical order (`type` before `function`, `name`/`description`/
+/// `parameters`) is reproduced byte for byte from a JSON Lines file (tools as
+/// an array and as a string) and a CSV file. The file text is written from
+/// the fixture's own JSON text, never re-serialised here.
+#[test]
+fn tool_schemas_reach_the_template_in_the_files_key_order() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/qwen3");
+    let cases: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("expected_renders.json")).unwrap(),
+    )
+    .unwrap();
+    let case = cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "tools")
+        .unwrap();
+    let tools = case["tools_json"].as_str().unwrap();
+    let expected = case["rendered"].as_str().unwrap();
+    assert!(
+        tools.find("\"type\"").unwrap() < tools.find("\"function\"").unwrap()
+            && tools.find("\"name\"").unwrap() < tools.find("\"description\"").unwrap(),
+        "the fixture's keys must be out of alphabetical order: {tools}"
+    );
+    let messages = serde_json::to_string(&case["messages"]).unwrap();
+    let as_string = serde_json::to_string(tools).unwrap();
+    let jsonl = format!(
+        "{{\"messages\": {messages}, \"tools\": {tools}}}\n{{\"messages\": {messages}, \"tools\": {as_string}}}\n"
+    );
+    let cell = |text: &str| format!("\"{}\"", text.replace('"', "\"\""));
+    let csv = format!("messages,tools\n{},{}\n", cell(&messages), cell(tools));
+    let dir = tempfile::tempdir().unwrap();
+    let files = tuner::text::ModelFiles::from_dir(&fixtures).unwrap();
+    for (name, text) in [("tools.jsonl", jsonl), ("tools.csv", csv)] {
+        let (report, samples) = load_file(dir.path(), name, text.as_bytes());
+        assert_eq!(report.rejected, 0, "{name}: {:?}", report.errors);
+        assert!(!samples.is_empty(), "{name}");
+        for (i, sample) in samples.iter().enumerate() {
+            let rendered = files
+                .preview(sample, &tuner::text::RenderOptions::default())
+                .unwrap();
+            assert_eq!(
+                rendered.sequences[0].text,
+                expected,
+                "{name} sample {}",
+                i + 1
+            );
+            // The stored dataset (JSON Lines of samples) keeps the order too.
+            let stored: Sample =
+                serde_json::from_str(&serde_json::to_string(sample).unwrap()).unwrap();
+            let rendered = files
+                .preview(&stored, &tuner::text::RenderOptions::default())
+                .unwrap();
+            assert_eq!(rendered.sequences[0].text, expected, "{name}, stored");
+        }
+    }
 }
 
 #[test]

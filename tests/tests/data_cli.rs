@@ -37,6 +37,7 @@ fn data_commands_keep_their_json_contract_and_exit_statuses() {
     );
     assert_eq!(v["errors"][0]["line"], 2);
     assert_eq!(v["first_samples"][0]["kind"], "chat");
+    assert_eq!(v["encoding"], "utf-8");
 
     let out = tuner(dir, &["data", "validate", "train.jsonl", "--json"]);
     assert_eq!(
@@ -44,7 +45,10 @@ fn data_commands_keep_their_json_contract_and_exit_statuses() {
         Some(1),
         "a rejected record fails validate"
     );
-    assert_eq!(json(&out)["rejected"], 1);
+    let validated = json(&out);
+    assert_eq!(validated["rejected"], 1);
+    // One spelling of the encoding: validate, inspect, the stored record.
+    assert_eq!(validated["encoding"], "utf-8", "{validated}");
 
     let out = tuner(
         dir,
@@ -64,6 +68,8 @@ fn data_commands_keep_their_json_contract_and_exit_statuses() {
     );
     assert!(out.status.success());
     assert_eq!(json(&out)["dataset"]["samples"], 1);
+    let out = tuner(dir, &["data", "list", "--json"]);
+    assert_eq!(json(&out)[0]["encoding"], validated["encoding"]);
     let out = tuner(
         dir,
         &["data", "convert", "t#3", "-o", "out.jsonl", "--json"],
@@ -137,4 +143,68 @@ fn format_settings_are_checked_before_parsing_for_bundled_and_user_plugins() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// `data stats --tokenizer` and `data inspect --tokenizer` render as
+/// training does, with its defaults (`enable_thinking = false`: the empty
+/// think block before a final answer is prompt, not trained) and with the
+/// same settings as flags (`--enable-thinking`, `--system`).
+#[test]
+fn data_commands_render_what_training_trains() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path();
+    std::fs::write(
+        dir.join("chat.jsonl"),
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"你好\"}, {\"role\": \"assistant\", \"content\": \"你好！\"}]}\n",
+    )
+    .unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/qwen3");
+    let fixture = fixture.to_str().unwrap();
+    let trained = |extra: &[&str]| -> u64 {
+        let mut args = vec![
+            "data",
+            "stats",
+            "chat.jsonl",
+            "--tokenizer",
+            fixture,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = tuner(dir, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json(&out)["tokens"]["response_tokens"]["sum"]
+            .as_u64()
+            .unwrap()
+    };
+    // `你好！<|im_end|>` trains; with thinking on the empty block
+    // (`<think>`, `\n\n`, `</think>`, `\n\n`) trains too.
+    let off = trained(&[]);
+    assert_eq!(trained(&["--enable-thinking"]), off + 4);
+
+    let shown = |extra: &[&str]| -> String {
+        let mut args = vec!["data", "inspect", "chat.jsonl", "--tokenizer", fixture];
+        args.extend_from_slice(extra);
+        let out = tuner(dir, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = shown(&[]);
+    assert!(
+        text.contains("<|im_start|>assistant\n<think>\n\n</think>\n\n[[你好！<|im_end|>]]"),
+        "{text}"
+    );
+    let text = shown(&["--enable-thinking", "--system", "Be kind."]);
+    assert!(
+        text.contains("<|im_start|>system\nBe kind.<|im_end|>")
+            && text.contains("<|im_start|>assistant\n[[<think>\n\n</think>\n\n你好！<|im_end|>]]"),
+        "{text}"
+    );
 }

@@ -40,9 +40,8 @@ fn options_of(case: &Json) -> RenderOptions {
     }
 }
 
-/// `tools` as the JSON text a sample carries (the generator writes it out:
-/// serde_json here would sort the keys, and key order shows in the render).
-/// The tools of a case as a format plugin hands them over (JSON text).
+/// The tools of a case as a format plugin hands them over (JSON text, as the
+/// generator wrote it; key order shows in the render).
 fn tools_of(case: &Json) -> Option<Json> {
     case["tools_json"]
         .as_str()

@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, AppState};
-use crate::app::{DataError, ModelLookupError, StatsRequest};
+use crate::app::{DataError, ModelLookupError, StatsRequest, TrainingRender};
 use crate::data::load::{LoadError, LoadOptions, LoadReport};
 use crate::data::stats::DataStats;
 use crate::data::store::{DatasetRecord, Datasets, StoreError};
@@ -173,9 +173,13 @@ pub struct PreviewQuery {
     /// text marked: a local model folder, or a model id in the model cache
     /// (`Qwen/Qwen3-0.6B`). Nothing is downloaded.
     model: Option<String>,
-    /// Qwen3 hybrid thinking, passed to the chat template as
-    /// `enable_thinking` (only with `model`).
+    /// Qwen3 hybrid thinking (only with `model`), as the training config's
+    /// `enable_thinking`: default `false`, as in training, so what is
+    /// rendered and counted as trained is what training trains.
     enable_thinking: Option<bool>,
+    /// System prompt for chat samples without one (only with `model`), as
+    /// the training config's `system`.
+    system: Option<String>,
 }
 
 /// The first samples of a dataset.
@@ -226,10 +230,12 @@ pub async fn preview(
         let (model_path, rendered) = match &q.model {
             None => (None, None),
             Some(model) => {
-                let (dir, rendered) =
-                    state2
-                        .app()
-                        .render_previews(&samples, model, q.enable_thinking, &cancelled)?;
+                let (dir, rendered) = state2.app().render_previews(
+                    &samples,
+                    model,
+                    &training_render(&q.enable_thinking, &q.system),
+                    &cancelled,
+                )?;
                 (Some(dir.display().to_string()), Some(rendered))
             }
         };
@@ -254,9 +260,13 @@ pub struct StatsQuery {
     /// Count samples longer than this (`over_max_seq_len`): in tokens with
     /// `model` (default 4096), in characters without (no count by default).
     max_seq_len: Option<u64>,
-    /// Qwen3 hybrid thinking, passed to the chat template as
-    /// `enable_thinking` (only with `model`).
+    /// Qwen3 hybrid thinking (only with `model`), as the training config's
+    /// `enable_thinking`: default `false`, as in training, so what is
+    /// rendered and counted as trained is what training trains.
     enable_thinking: Option<bool>,
+    /// System prompt for chat samples without one (only with `model`), as
+    /// the training config's `system`.
+    system: Option<String>,
 }
 
 /// Counts and lengths of a stored dataset: in characters, and with `model`
@@ -291,13 +301,22 @@ pub async fn stats_of(
         let request = StatsRequest {
             model: q.model,
             max_seq_len: q.max_seq_len,
-            enable_thinking: q.enable_thinking,
+            render: training_render(&q.enable_thinking, &q.system),
         };
         Ok(state2.app().dataset_stats(&samples, &request, &cancelled)?)
     })
     .await
     .map_err(ApiError::internal)??;
     Ok(Json(stats))
+}
+
+/// The training settings of a query (`enable_thinking` false by default, as
+/// in the training config).
+fn training_render(enable_thinking: &Option<bool>, system: &Option<String>) -> TrainingRender {
+    TrainingRender {
+        enable_thinking: enable_thinking.unwrap_or(false),
+        system: system.clone(),
+    }
 }
 
 /// The error of work stopped because its client went away (nobody reads it).

@@ -11,7 +11,7 @@ use crate::data::load::{self, LoadError, LoadOptions, LoadReport};
 use crate::data::stats::{self, Chars, DataStats};
 use crate::data::store::StoreError;
 use crate::sample::Sample;
-use crate::text::{RenderOptions, RenderPreview};
+use crate::text::{RenderPreview, TrainingRender};
 
 /// The sequence length token statistics check when the caller names none.
 pub const DEFAULT_MAX_SEQ_LEN: u64 = 4096;
@@ -26,8 +26,9 @@ pub struct StatsRequest {
     /// Count samples longer than this: in tokens with `model` (default
     /// [`DEFAULT_MAX_SEQ_LEN`]), in characters without (no count by default).
     pub max_seq_len: Option<u64>,
-    /// Qwen3 hybrid thinking, passed to the chat template.
-    pub enable_thinking: Option<bool>,
+    /// How samples are rendered for the token counts: as training renders
+    /// them with the same settings.
+    pub render: TrainingRender,
 }
 
 /// Why a data use case failed.
@@ -54,15 +55,6 @@ pub enum DataError {
     Other(#[from] anyhow::Error),
 }
 
-/// The render options of a data request: the template's defaults, with
-/// Qwen3 thinking as asked.
-pub fn render_options(enable_thinking: Option<bool>) -> RenderOptions {
-    RenderOptions {
-        enable_thinking,
-        ..RenderOptions::default()
-    }
-}
-
 impl App {
     /// Counts and lengths of `samples`: in characters, and with a model
     /// also in tokens (prompt/response/total, and how many samples the
@@ -81,35 +73,32 @@ impl App {
         // Lengths in characters stay; the limit applies to tokens only.
         let mut stats = stats::compute(samples, &Chars, None);
         let limit = request.max_seq_len.unwrap_or(DEFAULT_MAX_SEQ_LEN) as usize;
-        let tokens = files.stats_parallel_until(
-            samples,
-            &render_options(request.enable_thinking),
-            limit,
-            cancel,
-        );
+        let rendered = request.render.samples(samples);
+        let tokens =
+            files.stats_parallel_until(&rendered, &request.render.options(), limit, cancel);
         stats.tokens = Some(tokens.ok_or(DataError::Cancelled)?);
         Ok(stats)
     }
 
     /// `samples` rendered with the chat template of `model`, trained spans
-    /// marked: exactly the text and spans training uses. Also the folder
-    /// the template came from.
+    /// marked: exactly the text and spans training uses with the settings
+    /// `render`. Also the folder the template came from.
     pub fn render_previews(
         &self,
         samples: &[Sample],
         model: &str,
-        enable_thinking: Option<bool>,
+        render: &TrainingRender,
         cancel: &AtomicBool,
     ) -> Result<(PathBuf, Vec<RenderPreview>), DataError> {
         let (dir, files) = self.model_files(model)?;
-        let options = render_options(enable_thinking);
+        let options = render.options();
         let mut out = Vec::with_capacity(samples.len());
         for (i, sample) in samples.iter().enumerate() {
             if cancel.load(Ordering::Relaxed) {
                 return Err(DataError::Cancelled);
             }
             let preview = files
-                .preview(sample, &options)
+                .preview(&render.prepare(sample.clone()), &options)
                 .map_err(|e| DataError::Render {
                     sample: i + 1,
                     model: model.trim().to_string(),

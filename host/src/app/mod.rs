@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use anyhow::Result;
 
+pub use crate::text::TrainingRender;
 pub use datasets::{DataError, StatsRequest};
 pub use models::{ModelLookupError, ModelSpec};
 

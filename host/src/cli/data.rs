@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use crate::app::{App, StatsRequest};
+use crate::app::{App, StatsRequest, TrainingRender};
 use crate::data::load::{LoadOptions, LoadReport};
 use crate::data::registry::REGISTRY_FILE;
 use crate::data::spec;
@@ -33,6 +33,8 @@ pub enum DataCommand {
         /// sample as the model sees it, trained text in [[ ]].
         #[arg(long, value_name = "DIR|ID")]
         tokenizer: Option<String>,
+        #[command(flatten)]
+        render: RenderArgs,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -56,6 +58,8 @@ pub enum DataCommand {
         /// 4096; characters without).
         #[arg(long)]
         max_seq_len: Option<u64>,
+        #[command(flatten)]
+        render: RenderArgs,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -111,6 +115,31 @@ pub struct JsonOnly {
     /// Print JSON (stable shape, see docs/cli.md).
     #[arg(long)]
     pub json: bool,
+}
+
+/// The training settings that change how samples render (with
+/// --tokenizer): the same keys as the training config, with its defaults, so
+/// the rendered text and token counts are what training trains.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Render with Qwen3 thinking on, as training with `enable_thinking =
+    /// true` does (default off, as in training: the empty think block of
+    /// the last turn is then prompt, not trained).
+    #[arg(long)]
+    pub enable_thinking: bool,
+    /// System prompt for chat samples without one, as the training config's
+    /// `system`.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+}
+
+impl RenderArgs {
+    fn training(&self) -> TrainingRender {
+        TrainingRender {
+            enable_thinking: self.enable_thinking,
+            system: self.system.clone(),
+        }
+    }
 }
 
 /// Options shared by the commands that read files.
@@ -181,6 +210,7 @@ pub fn run(app: App, cmd: DataCommand) -> Result<ExitCode> {
             file,
             samples,
             tokenizer,
+            render,
             load,
         } => {
             let (report, first) =
@@ -188,7 +218,8 @@ pub fn run(app: App, cmd: DataCommand) -> Result<ExitCode> {
             let rendered = match &tokenizer {
                 None => None,
                 Some(dir) => {
-                    let (_, previews) = app.render_previews(&first, dir, None, &never)?;
+                    let (_, previews) =
+                        app.render_previews(&first, dir, &render.training(), &never)?;
                     Some(previews)
                 }
             };
@@ -232,13 +263,14 @@ pub fn run(app: App, cmd: DataCommand) -> Result<ExitCode> {
             dataset,
             tokenizer,
             max_seq_len,
+            render,
             load,
         } => {
             let samples = app.data()?.resolve(&dataset, &load.options()?, 42)?;
             let request = StatsRequest {
                 model: tokenizer,
                 max_seq_len,
-                enable_thinking: None,
+                render: render.training(),
             };
             let stats = app.dataset_stats(&samples, &request, &never)?;
             if load.json {

@@ -17,17 +17,43 @@ use utoipa::ToSchema;
 pub const CHUNK_BYTES: usize = 1 << 20;
 
 /// The text encoding of a file, as reported to users.
+///
+/// One spelling everywhere (`data validate`/`inspect`, the stored dataset
+/// record, the API and the docs): the WHATWG Encoding Standard's labels, as
+/// encoding_rs knows them, in lower case (`utf-8`, `utf-16le`, `utf-16be`,
+/// `gb18030`), plus `utf-8-bom` for UTF-8 that starts with a byte order mark.
+/// The serde names are the same strings as [`TextEncoding::name`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
 pub enum TextEncoding {
+    #[serde(rename = "utf-8")]
     Utf8,
+    #[serde(rename = "utf-8-bom")]
     Utf8Bom,
+    #[serde(rename = "utf-16le")]
     Utf16le,
+    #[serde(rename = "utf-16be")]
     Utf16be,
+    #[serde(rename = "gb18030")]
     Gb18030,
 }
 
+impl std::fmt::Display for TextEncoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl TextEncoding {
+    /// Every encoding tuner reads.
+    pub const ALL: [TextEncoding; 5] = [
+        TextEncoding::Utf8,
+        TextEncoding::Utf8Bom,
+        TextEncoding::Utf16le,
+        TextEncoding::Utf16be,
+        TextEncoding::Gb18030,
+    ];
+
+    /// The name users see (see the type's docs).
     pub fn name(self) -> &'static str {
         match self {
             TextEncoding::Utf8 => "utf-8",
@@ -312,6 +338,22 @@ mod tests {
             (TextEncoding::Gb18030, "指令,输出\n你好,世界\n".into())
         );
         assert_eq!(text(b"plain"), (TextEncoding::Utf8, "plain".into()));
+    }
+
+    #[test]
+    fn json_and_messages_spell_encodings_the_same_whatwg_way() {
+        for enc in TextEncoding::ALL {
+            // What `data validate --json` and the API show is what the
+            // dataset record stores (`name`), and it is the WHATWG label of
+            // the encoding decoded with, lower-cased (the BOM variant apart).
+            assert_eq!(serde_json::to_value(enc).unwrap(), enc.name(), "{enc:?}");
+            assert_eq!(enc.to_string(), enc.name());
+            let whatwg = enc.encoding().name().to_ascii_lowercase();
+            match enc {
+                TextEncoding::Utf8Bom => assert_eq!(enc.name(), "utf-8-bom"),
+                _ => assert_eq!(enc.name(), whatwg, "{enc:?}"),
+            }
+        }
     }
 
     #[test]

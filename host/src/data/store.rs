@@ -33,6 +33,8 @@ pub struct DatasetRecord {
     pub format: String,
     /// The most common record layout.
     pub layout: String,
+    /// The encoding the file was decoded from, spelled as in a load report
+    /// (`utf-8`, `utf-8-bom`, `utf-16le`, `utf-16be`, `gb18030`).
     pub encoding: String,
     pub samples: u64,
     /// Samples by kind.

@@ -49,6 +49,44 @@ pub enum ModelError {
     Tokenizer(#[from] TokenizerError),
 }
 
+/// The training settings that change what a sample renders to, and so what
+/// the data commands must render to show and count what training trains
+/// ([`crate::train::TrainConfig::training_render`]):
+/// the training config's `enable_thinking` (default `false`, as there) and
+/// `system`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrainingRender {
+    /// Qwen3 hybrid thinking (training config `enable_thinking`). With
+    /// `false` the empty `<think>\n\n</think>\n\n` block of the last turn
+    /// is prompt, not trained.
+    pub enable_thinking: bool,
+    /// The system prompt given to chat samples without one (training config
+    /// `system`).
+    pub system: Option<String>,
+}
+
+impl TrainingRender {
+    /// The template options training uses.
+    pub fn options(&self) -> RenderOptions {
+        RenderOptions::training(self.enable_thinking)
+    }
+
+    /// `sample` as training renders it (with the default system prompt).
+    pub fn prepare(&self, sample: Sample) -> Sample {
+        sample.with_default_system(self.system.as_deref())
+    }
+
+    /// `samples` as training renders them; borrowed when nothing changes.
+    pub fn samples<'a>(&self, samples: &'a [Sample]) -> std::borrow::Cow<'a, [Sample]> {
+        match self.system {
+            None => std::borrow::Cow::Borrowed(samples),
+            Some(_) => {
+                std::borrow::Cow::Owned(samples.iter().map(|s| self.prepare(s.clone())).collect())
+            }
+        }
+    }
+}
+
 /// The chat template and tokenizer of one model (a directory holding
 /// `tokenizer.json` and `tokenizer_config.json`, as downloaded from
 /// ModelScope or Hugging Face).

@@ -96,6 +96,20 @@ pub struct RenderOptions {
     pub enable_thinking: Option<bool>,
 }
 
+impl RenderOptions {
+    /// The options training renders samples with: no generation prompt,
+    /// and Qwen3 thinking passed explicitly (the training config's
+    /// `enable_thinking`, `false` by default). The data commands and routes
+    /// render with these too, so the tokens they count as trained are the
+    /// tokens training trains.
+    pub fn training(enable_thinking: bool) -> Self {
+        RenderOptions {
+            add_generation_prompt: false,
+            enable_thinking: Some(enable_thinking),
+        }
+    }
+}
+
 /// The special tokens of `tokenizer_config.json`, passed to the template as
 /// variables and used to find where a turn ends.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

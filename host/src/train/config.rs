@@ -860,6 +860,15 @@ impl TrainConfig {
         })
     }
 
+    /// How training renders this config's samples (`enable_thinking`,
+    /// `system`); the data commands render with the same settings.
+    pub fn training_render(&self) -> crate::text::TrainingRender {
+        crate::text::TrainingRender {
+            enable_thinking: self.enable_thinking,
+            system: self.system.clone(),
+        }
+    }
+
     /// The method plugin that runs this config (`full` is `sft`).
     pub fn method_plugin(&self) -> &str {
         match self.training_method.as_str() {

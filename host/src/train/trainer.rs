@@ -38,9 +38,8 @@ use crate::plugins::imports::model::{
     Distribution, GeneratedRollout, MethodBatch, MethodLoss, NO_REWARD_FUNCTIONS, Plan,
     PolicyBackend, Quantization, RewardScores, Sampling, Trainable,
 };
-use crate::sample::{Message, Sample};
-use crate::text::ModelFiles;
-use crate::text::RenderOptions;
+use crate::sample::Sample;
+use crate::text::{ModelFiles, TrainingRender};
 
 /// The real trainer: candle on the CPU (or CUDA in CUDA builds).
 pub struct Engine {
@@ -364,44 +363,20 @@ fn dtype_for(choice: DtypeChoice, device: &Device) -> DType {
     }
 }
 
-/// Gives chat samples without a system turn the configured system prompt.
-fn with_system(sample: Sample, system: &Option<String>) -> Sample {
-    let Some(system) = system else { return sample };
-    match sample {
-        Sample::Chat {
-            mut messages,
-            tools,
-        } => {
-            if messages.first().is_none_or(|m| m.role != "system") {
-                messages.insert(
-                    0,
-                    Message {
-                        role: "system".into(),
-                        content: system.clone(),
-                        loss_weight: None,
-                    },
-                );
-            }
-            Sample::Chat { messages, tools }
-        }
-        other => other,
-    }
-}
-
 /// Renders and tokenises samples for the method's plan; refuses sample kinds
 /// the method does not train on.
 fn prepare_samples(
     samples: Vec<Sample>,
     files: &ModelFiles,
-    render: &RenderOptions,
-    config: &TrainConfig,
+    render: &TrainingRender,
     plan: &Plan,
     plugin_name: &str,
 ) -> Result<Vec<BatchSample>> {
+    let options = render.options();
     let mut out = Vec::with_capacity(samples.len());
     let mut refused: std::collections::BTreeMap<&'static str, usize> = Default::default();
     for (i, sample) in samples.into_iter().enumerate() {
-        let sample = with_system(sample, &config.system);
+        let sample = render.prepare(sample);
         let kind = sample.kind();
         if !plan.accepts.contains(&kind) {
             *refused.entry(kind.as_str()).or_default() += 1;
@@ -416,7 +391,7 @@ fn prepare_samples(
             _ => None,
         };
         let tokens = files
-            .tokenize(&sample, render)
+            .tokenize(&sample, &options)
             .with_context(|| format!("rendering sample {} with the chat template", i + 1))?;
         out.push(BatchSample {
             tokens,
@@ -503,16 +478,12 @@ impl Run {
             config.seed,
         )?;
         let (train, validation) = crate::data::spec::split(samples, config.val_size, config.seed);
-        let render = RenderOptions {
-            add_generation_prompt: false,
-            enable_thinking: Some(config.enable_thinking),
-        };
-        let batch_samples = prepare_samples(train, &files, &render, &config, &plan, &plugin_name)?;
+        let render = config.training_render();
+        let batch_samples = prepare_samples(train, &files, &render, &plan, &plugin_name)?;
         if batch_samples.is_empty() {
             bail!("the dataset has no samples to train on");
         }
-        let val_samples =
-            prepare_samples(validation, &files, &render, &config, &plan, &plugin_name)?;
+        let val_samples = prepare_samples(validation, &files, &render, &plan, &plugin_name)?;
         let pad_id = files.tokenizer.token_id("<|endoftext|>").unwrap_or(0);
         let mut batcher = Batcher::new(
             batch_samples,
@@ -1483,5 +1454,137 @@ mod policy_tests {
         let mut replaced = MethodBatch::packed(SampleKind::Chat, a, mask).unwrap();
         replaced.ids = replaced.ids.narrow(1, 0, 5).unwrap();
         assert!(replaced.model_input().is_err());
+    }
+}
+
+#[cfg(test)]
+mod data_view_tests {
+    use std::path::Path;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::app::{App, StatsRequest};
+    use crate::config::{ConfigFile, Settings};
+    use crate::home::Home;
+    use crate::sample::{Message, SampleKind};
+    use crate::train::config::MethodCatalog;
+
+    fn chat(turns: &[(&str, &str)]) -> Sample {
+        Sample::Chat {
+            messages: turns.iter().map(|(r, c)| Message::new(*r, *c)).collect(),
+            tools: None,
+        }
+    }
+
+    /// The tokens training trains: the samples through `prepare_samples`
+    /// (the trainer's rendering and tokenisation for `config`) and the
+    /// batcher, which reports them.
+    fn trained_by_training(samples: &[Sample], files: &ModelFiles, config: &TrainConfig) -> u64 {
+        let plan = Plan {
+            trains: Trainable::Full,
+            adapter: None,
+            base_quantization: Quantization::None,
+            needs_reference: false,
+            needs_generation: false,
+            accepts: vec![SampleKind::Chat],
+        };
+        let prepared = prepare_samples(
+            samples.to_vec(),
+            files,
+            &config.training_render(),
+            &plan,
+            "sft",
+        )
+        .unwrap();
+        let batch = BatchConfig {
+            batch_size: 1,
+            max_seq_len: 4096,
+            packing: false,
+            group_by_length: false,
+            seed: 0,
+            pad_id: 0,
+        };
+        // The first token of a sequence is never predicted; a chat's first
+        // token (`<|im_start|>`) is never trained either, so the batcher's
+        // count and the statistics' count the same tokens.
+        Batcher::new(prepared, batch)
+            .unwrap()
+            .stats()
+            .trained_tokens as u64
+    }
+
+    /// `tuner data stats --tokenizer` (and `GET /api/data/{name}/stats?model=`)
+    /// count as trained exactly what training trains: with the defaults of
+    /// both (training `enable_thinking = false`: the empty think block of
+    /// the last turn is prompt), and with the same settings given to both.
+    #[test]
+    fn data_stats_count_as_trained_what_training_trains() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/qwen3");
+        let files = ModelFiles::from_dir(&fixture).unwrap();
+        let samples = vec![
+            chat(&[("user", "你好"), ("assistant", "你好！有什么可以帮你？")]),
+            chat(&[
+                ("system", "Be brief."),
+                ("user", "2+2?"),
+                ("assistant", "<think>\nadd\n</think>\n\n4"),
+            ]),
+            chat(&[
+                ("user", "a"),
+                ("assistant", "b"),
+                ("user", "c"),
+                ("assistant", "d"),
+            ]),
+        ];
+        let home = tempfile::tempdir().unwrap();
+        let home = Home::at(home.path());
+        let settings = Settings::resolve(&home, &ConfigFile::default()).unwrap();
+        let app = App::new(home, settings);
+        let catalog = MethodCatalog::new().with("sft", Ok(Vec::new()));
+        let config = |extra: serde_json::Value| {
+            let mut json = serde_json::json!({
+                "model_name": "m", "dataset": "d", "training_method": "sft"});
+            json.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            TrainConfig::from_json(json, &catalog).unwrap()
+        };
+        let counted = |samples: &[Sample], render: TrainingRender| -> u64 {
+            let request = StatsRequest {
+                model: Some(fixture.display().to_string()),
+                max_seq_len: None,
+                render,
+            };
+            let stats = app
+                .dataset_stats(samples, &request, &AtomicBool::new(false))
+                .unwrap();
+            let tokens = stats.tokens.unwrap();
+            assert_eq!(tokens.failed, 0, "{:?}", tokens.errors);
+            tokens.response_tokens.unwrap().sum
+        };
+
+        // The defaults: what the data commands do without flags, and what a
+        // config without `enable_thinking` trains.
+        let defaults = config(serde_json::json!({}));
+        assert_eq!(defaults.training_render(), TrainingRender::default());
+        let trained = trained_by_training(&samples, &files, &defaults);
+        assert_eq!(counted(&samples, TrainingRender::default()), trained);
+
+        // The same settings on both sides (--enable-thinking --system).
+        let thinking = config(serde_json::json!({"enable_thinking": true, "system": "Be kind."}));
+        let on = TrainingRender {
+            enable_thinking: true,
+            system: Some("Be kind.".into()),
+        };
+        let trained_thinking = trained_by_training(&samples, &files, &thinking);
+        assert_eq!(counted(&samples, on.clone()), trained_thinking);
+
+        // The difference is the empty think block of a final answer without
+        // reasoning: `<think>`, `\n\n`, `</think>`, `\n\n` train with
+        // thinking on, and are prompt with it off.
+        let first = &samples[..1];
+        assert_eq!(
+            counted(first, on),
+            counted(first, TrainingRender::default()) + 4
+        );
     }
 }
