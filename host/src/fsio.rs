@@ -67,6 +67,22 @@ fn context(e: io::Error, doing: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
 }
 
+/// Sorts the keys of every object in `value`, as Python's
+/// `json.dumps(..., sort_keys=True)` writes them (transformers'
+/// `config.json`, PEFT's `adapter_config.json`). serde_json keeps insertion
+/// order in this build (`preserve_order`, so tool schemas reach the chat
+/// template as written), so files that mirror those need this.
+pub fn sort_keys_deeply(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.sort_keys();
+            map.values_mut().for_each(sort_keys_deeply);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(sort_keys_deeply),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -340,7 +340,10 @@ fn step_summary(ev: &crate::train::TrainEvent) -> String {
     if let Some(l) = ev.loss {
         parts.push(format!("loss {l:.4}"));
     }
-    for (name, value) in &ev.metrics {
+    // By name, so the line reads the same whatever order they came in.
+    let mut metrics: Vec<_> = ev.metrics.iter().collect();
+    metrics.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, value) in metrics {
         if let Some(v) = value.as_f64() {
             parts.push(format!("{name} {}", metric_text(v)));
         }

@@ -190,12 +190,15 @@ pub fn write_random_model(
     )
     .context("writing model.safetensors")?;
 
-    let config = config_json(shape, vocab);
+    // Sorted as transformers writes them (`sort_keys=True`).
+    let mut config = config_json(shape, vocab);
+    crate::fsio::sort_keys_deeply(&mut config);
     std::fs::write(out.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
-    let generation = serde_json::json!({
+    let mut generation = serde_json::json!({
         "bos_token_id": 151643, "eos_token_id": [151645, 151643], "pad_token_id": 151643,
         "do_sample": true, "temperature": 0.6, "top_p": 0.95, "top_k": 20,
     });
+    crate::fsio::sort_keys_deeply(&mut generation);
     std::fs::write(
         out.join("generation_config.json"),
         serde_json::to_vec_pretty(&generation)?,

@@ -100,7 +100,7 @@ pub fn adapter_config_json(
         .to_string()
         .parse()
         .unwrap_or(spec.dropout as f64);
-    serde_json::json!({
+    let mut config = serde_json::json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
         "base_model_name_or_path": base_model_name_or_path,
@@ -120,7 +120,10 @@ pub fn adapter_config_json(
         "layers_pattern": null,
         "rank_pattern": {},
         "alpha_pattern": {},
-    })
+    });
+    // PEFT writes the file with `sort_keys=True`.
+    crate::fsio::sort_keys_deeply(&mut config);
+    config
 }
 
 /// Writes the PEFT adapter folder `dir` (`adapter_config.json`,
