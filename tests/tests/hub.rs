@@ -105,11 +105,18 @@ async fn pulls_from_modelscope_into_the_hf_layout() {
     // The snapshot entries are links into blobs/ named by sha256.
     let link = std::fs::read_link(snap.join("model.safetensors")).unwrap();
     assert!(link.starts_with("../../blobs"), "{link:?}");
-    let refs = home
-        .home
-        .model_cache_dir
-        .join("models--Qwen--Tiny/refs/master");
-    assert_eq!(std::fs::read_to_string(refs).unwrap(), report.commit);
+    let refs = home.home.model_cache_dir.join("models--Qwen--Tiny/refs");
+    assert_eq!(
+        std::fs::read_to_string(refs.join("master")).unwrap(),
+        report.commit
+    );
+    // ModelScope's default branch is `master`; transformers and
+    // huggingface_hub read `refs/main` when given no revision (offline they
+    // fail without it), so the pull writes that ref too.
+    assert_eq!(
+        std::fs::read_to_string(refs.join("main")).unwrap(),
+        report.commit
+    );
     // A second pull downloads nothing.
     let served = emu.bytes_served();
     let again = hub.pull(&model("Qwen/Tiny"), &silent()).await.unwrap();

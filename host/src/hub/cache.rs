@@ -23,6 +23,19 @@ use super::{HubError, RepoId, RepoKind};
 use crate::paths;
 use crate::store::Store;
 
+/// The branch Hugging Face tools (transformers, huggingface_hub, vLLM) look
+/// up in `refs/` when they are given no revision.
+pub const HF_DEFAULT_BRANCH: &str = "main";
+
+/// ModelScope's default branch.
+pub const MODELSCOPE_DEFAULT_BRANCH: &str = "master";
+
+/// Whether `revision` is a full commit id (40 hex digits) rather than a
+/// branch or tag name.
+fn is_commit_id(revision: &str) -> bool {
+    revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The cache root.
 #[derive(Debug, Clone)]
 pub struct Cache {
@@ -132,6 +145,28 @@ impl Cache {
         }
         let rel = format!("{}/refs/{revision}", repo.folder());
         paths::write_file_in(&self.root, "revision", &rel, commit.as_bytes())?;
+        Ok(())
+    }
+
+    /// Records the commit a pull (or an import) fetched: `refs/<revision>`,
+    /// and `refs/main` too when the revision is the source's default branch
+    /// under another name (ModelScope's `master`; `requested` is `None` when
+    /// the pull named no revision, so `revision` is the source's default).
+    /// transformers and huggingface_hub read `refs/main` when they are given
+    /// no revision, and without it fail offline on a cache they would
+    /// otherwise use as it is.
+    pub fn write_pulled_refs(
+        &self,
+        repo: &RepoId,
+        requested: Option<&str>,
+        revision: &str,
+        commit: &str,
+    ) -> Result<(), HubError> {
+        self.write_ref(repo, revision, commit)?;
+        let default_branch = requested.is_none() || revision == MODELSCOPE_DEFAULT_BRANCH;
+        if default_branch && revision != HF_DEFAULT_BRANCH && !is_commit_id(revision) {
+            self.write_ref(repo, HF_DEFAULT_BRANCH, commit)?;
+        }
         Ok(())
     }
 
@@ -466,4 +501,44 @@ pub fn walk_files(dir: &Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn refs_after(requested: Option<&str>, revision: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let repo = RepoId::parse(RepoKind::Model, "Qwen/Tiny").unwrap();
+        cache.prepare(&repo).unwrap();
+        cache
+            .write_pulled_refs(&repo, requested, revision, COMMIT)
+            .unwrap();
+        let mut refs: Vec<String> = std::fs::read_dir(cache.repo_dir(&repo).join("refs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        refs.sort();
+        for r in &refs {
+            assert_eq!(cache.read_ref(&repo, r).as_deref(), Some(COMMIT), "{r}");
+        }
+        refs
+    }
+
+    /// Hugging Face tools read `refs/main` when given no revision: a pull of
+    /// ModelScope's default branch (`master`) writes it beside `refs/master`;
+    /// a branch or tag the user named is recorded under its own name only.
+    #[test]
+    fn the_default_branch_is_also_recorded_as_main() {
+        assert_eq!(refs_after(None, "master"), ["main", "master"]);
+        assert_eq!(refs_after(Some("master"), "master"), ["main", "master"]);
+        assert_eq!(refs_after(None, "main"), ["main"]);
+        assert_eq!(refs_after(Some("main"), "main"), ["main"]);
+        assert_eq!(refs_after(Some("v1.0"), "v1.0"), ["v1.0"]);
+        assert!(refs_after(Some(COMMIT), COMMIT).is_empty());
+    }
 }

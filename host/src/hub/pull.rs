@@ -443,7 +443,8 @@ impl Hub {
             .clone()
             .unwrap_or_else(|| listing.revision.clone());
         if complete {
-            self.cache.write_ref(repo, &revision, &commit)?;
+            self.cache
+                .write_pulled_refs(repo, req.revision.as_deref(), &revision, &commit)?;
         }
         if let Some(store) = &self.store {
             records::record_snapshot(
@@ -565,11 +566,13 @@ impl Hub {
         let (files, rejected) = self
             .cache
             .import(repo, folder, &commit, expected.as_deref())?;
+        let requested = revision;
         let revision = revision
             .map(String::from)
             .or_else(|| listing.as_ref().map(|l| l.revision.clone()))
             .unwrap_or_else(|| "main".into());
-        self.cache.write_ref(repo, &revision, &commit)?;
+        self.cache
+            .write_pulled_refs(repo, requested, &revision, &commit)?;
         let verified = listing.is_some();
         let complete = match &expected {
             Some(list) => list
