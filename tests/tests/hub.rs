@@ -137,6 +137,23 @@ async fn pulls_from_modelscope_into_the_hf_layout() {
         std::fs::read(out.path().join("model.safetensors")).unwrap(),
         weights
     );
+    // Verified at pull time, and re-checked by size and mtime: a blob
+    // rewritten with another size is no longer verified.
+    let listed = hub.cache.list(hub.store());
+    assert!(
+        listed[0].verified && listed[0].verified_at.is_some(),
+        "{listed:?}"
+    );
+    assert_eq!(listed[0].revision.as_deref(), Some("master"));
+    let blob = std::fs::canonicalize(snap.join("model.safetensors")).unwrap();
+    std::fs::write(&blob, b"corrupted").unwrap();
+    let listed = hub.cache.list(hub.store());
+    assert!(
+        !listed[0].verified && listed[0].verified_at.is_none(),
+        "{listed:?}"
+    );
+    let v = hub.cache.verify(&repo, hub.store()).unwrap();
+    assert_eq!(v.corrupt, ["model.safetensors"]);
     hub.cache.remove(&repo, hub.store()).unwrap();
     assert!(hub.cache.list(hub.store()).is_empty());
 }
@@ -378,6 +395,7 @@ async fn import_of_a_hand_copied_folder_makes_pull_download_nothing() {
         .await
         .unwrap();
     assert!(report.verified);
+    assert!(hub.cache.list(hub.store())[0].verified);
     assert_eq!(report.imported, 3);
     assert_eq!(report.rejected.len(), 1);
     let pulled = hub.pull(&model("Qwen/Tiny"), &silent()).await.unwrap();
@@ -393,6 +411,8 @@ async fn import_of_a_hand_copied_folder_makes_pull_download_nothing() {
         .await
         .unwrap();
     assert!(!off.verified);
+    let listed = hub2.cache.list(hub2.store());
+    assert!(!listed[0].verified && listed[0].complete, "{listed:?}");
     let pulled = hub2.pull(&model("Qwen/Tiny"), &silent()).await.unwrap();
     assert_eq!(pulled.downloaded_files, 1, "only the small git file");
     assert!(emu.bytes_served() < 100);
