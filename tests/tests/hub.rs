@@ -105,11 +105,18 @@ async fn pulls_from_modelscope_into_the_hf_layout() {
     // The snapshot entries are links into blobs/ named by sha256.
     let link = std::fs::read_link(snap.join("model.safetensors")).unwrap();
     assert!(link.starts_with("../../blobs"), "{link:?}");
-    let refs = home
-        .home
-        .model_cache_dir
-        .join("models--Qwen--Tiny/refs/master");
-    assert_eq!(std::fs::read_to_string(refs).unwrap(), report.commit);
+    let refs = home.home.model_cache_dir.join("models--Qwen--Tiny/refs");
+    assert_eq!(
+        std::fs::read_to_string(refs.join("master")).unwrap(),
+        report.commit
+    );
+    // ModelScope's default branch is `master`; transformers and
+    // huggingface_hub read `refs/main` when given no revision (offline they
+    // fail without it), so the pull writes that ref too.
+    assert_eq!(
+        std::fs::read_to_string(refs.join("main")).unwrap(),
+        report.commit
+    );
     // A second pull downloads nothing.
     let served = emu.bytes_served();
     let again = hub.pull(&model("Qwen/Tiny"), &silent()).await.unwrap();
@@ -130,6 +137,23 @@ async fn pulls_from_modelscope_into_the_hf_layout() {
         std::fs::read(out.path().join("model.safetensors")).unwrap(),
         weights
     );
+    // Verified at pull time, and re-checked by size and mtime: a blob
+    // rewritten with another size is no longer verified.
+    let listed = hub.cache.list(hub.store());
+    assert!(
+        listed[0].verified && listed[0].verified_at.is_some(),
+        "{listed:?}"
+    );
+    assert_eq!(listed[0].revision.as_deref(), Some("master"));
+    let blob = std::fs::canonicalize(snap.join("model.safetensors")).unwrap();
+    std::fs::write(&blob, b"corrupted").unwrap();
+    let listed = hub.cache.list(hub.store());
+    assert!(
+        !listed[0].verified && listed[0].verified_at.is_none(),
+        "{listed:?}"
+    );
+    let v = hub.cache.verify(&repo, hub.store()).unwrap();
+    assert_eq!(v.corrupt, ["model.safetensors"]);
     hub.cache.remove(&repo, hub.store()).unwrap();
     assert!(hub.cache.list(hub.store()).is_empty());
 }
@@ -371,6 +395,7 @@ async fn import_of_a_hand_copied_folder_makes_pull_download_nothing() {
         .await
         .unwrap();
     assert!(report.verified);
+    assert!(hub.cache.list(hub.store())[0].verified);
     assert_eq!(report.imported, 3);
     assert_eq!(report.rejected.len(), 1);
     let pulled = hub.pull(&model("Qwen/Tiny"), &silent()).await.unwrap();
@@ -386,6 +411,8 @@ async fn import_of_a_hand_copied_folder_makes_pull_download_nothing() {
         .await
         .unwrap();
     assert!(!off.verified);
+    let listed = hub2.cache.list(hub2.store());
+    assert!(!listed[0].verified && listed[0].complete, "{listed:?}");
     let pulled = hub2.pull(&model("Qwen/Tiny"), &silent()).await.unwrap();
     assert_eq!(pulled.downloaded_files, 1, "only the small git file");
     assert!(emu.bytes_served() < 100);

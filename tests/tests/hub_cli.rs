@@ -173,3 +173,91 @@ async fn ten_kills_mid_chunk_refetch_little() {
         total as f64 / size as f64
     );
 }
+
+/// `tuner cache list` reads a cache made by huggingface_hub from its folder
+/// (`refs/main`, `snapshots/<commit>`, `blobs/`): complete, at revision
+/// `main`; `verified` only after `tuner cache verify`, with the time, and
+/// no longer once a blob is rewritten.
+#[test]
+fn cache_list_reads_a_huggingface_hub_cache_from_its_folder() {
+    use sha2::Digest;
+    let home = tempfile::tempdir().unwrap();
+    let cache = home.path().join("hf-hub");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = cache.join("models--Qwen--Tiny");
+    let weights = pseudo_random(10_000, 5);
+    let blob = repo
+        .join("blobs")
+        .join(hex::encode(sha2::Sha256::digest(&weights)));
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("snapshots").join(commit)).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    std::fs::write(&blob, &weights).unwrap();
+    std::os::unix::fs::symlink(
+        Path::new("../../blobs").join(blob.file_name().unwrap()),
+        repo.join("snapshots")
+            .join(commit)
+            .join("model.safetensors"),
+    )
+    .unwrap();
+
+    let tuner = |args: &[&str]| {
+        let mut all = vec!["cache"];
+        all.extend_from_slice(args);
+        all.extend(["--cache-dir", cache.to_str().unwrap(), "--json"]);
+        TunerCommand::new(home.path())
+            .args(all)
+            .stdin_null()
+            .output()
+    };
+    let listed = || -> serde_json::Value {
+        let out = tuner(&["list"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["repos"][0].clone()
+    };
+    let r = listed();
+    assert_eq!(
+        (&r["name"], &r["revision"], &r["commit"], &r["complete"]),
+        (
+            &"Qwen/Tiny".into(),
+            &"main".into(),
+            &commit.into(),
+            &true.into()
+        ),
+        "{r}"
+    );
+    assert_eq!(
+        (&r["verified"], &r["verified_at"]),
+        (&false.into(), &serde_json::Value::Null)
+    );
+
+    let out = tuner(&["verify", "Qwen/Tiny"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r = listed();
+    assert_eq!(r["verified"], true, "{r}");
+    assert!(
+        r["verified_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{r}"
+    );
+
+    // A corrupted copy: rewritten with another size.
+    std::fs::write(&blob, &weights[..5000]).unwrap();
+    let r = listed();
+    assert_eq!(
+        (&r["verified"], &r["verified_at"]),
+        (&false.into(), &serde_json::Value::Null),
+        "{r}"
+    );
+    let out = tuner(&["verify", "Qwen/Tiny"]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -12,7 +12,8 @@ use crate::hub::{RepoId, RepoKind, human_bytes};
 
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
-    /// List cached models and datasets: name, source, revision, files, size, complete.
+    /// List cached models and datasets: name, source, revision, files, size,
+    /// complete, verified (when).
     List(CacheFlags),
     /// Remove one repository (`Qwen/Qwen3-0.6B` or `Qwen_Qwen3-0.6B`).
     Rm {
@@ -118,19 +119,20 @@ pub fn run(app: App, cmd: CacheCommand) -> Result<ExitCode> {
                 println!("the cache is empty ({})", cache.root.display());
             } else {
                 println!(
-                    "{:<40} {:<8} {:<12} {:<12} {:>6} {:>11}  COMPLETE",
-                    "NAME", "KIND", "SOURCE", "REVISION", "FILES", "SIZE"
+                    "{:<40} {:<8} {:<12} {:<12} {:>6} {:>11}  {:<8}  VERIFIED",
+                    "NAME", "KIND", "SOURCE", "REVISION", "FILES", "SIZE", "COMPLETE"
                 );
                 for r in &repos {
                     println!(
-                        "{:<40} {:<8} {:<12} {:<12} {:>6} {:>11}  {}",
+                        "{:<40} {:<8} {:<12} {:<12} {:>6} {:>11}  {:<8}  {}",
                         r.name,
                         r.kind.folder_prefix().trim_end_matches('s'),
                         r.source,
                         r.revision.as_deref().unwrap_or("-"),
                         r.files,
                         human_bytes(r.size_bytes),
-                        if r.complete { "yes" } else { "no" }
+                        if r.complete { "yes" } else { "no" },
+                        r.verified_at.as_deref().unwrap_or("no"),
                     );
                 }
                 println!("\ncache: {}", cache.root.display());

@@ -442,13 +442,23 @@ impl Hub {
                 }
             }
         }
+        // Downloaded blobs were hashed on the way in: verified now, with the
+        // size and modification time they have now.
+        let fetched: Vec<&str> = records
+            .iter()
+            .filter(|r| todo.iter().any(|t| t.path == r.path))
+            .map(|r| r.sha256.as_str())
+            .collect();
+        self.cache
+            .note_verified(self.store.as_deref(), repo, fetched)?;
         let complete = first_err.is_none();
         let revision = req
             .revision
             .clone()
             .unwrap_or_else(|| listing.revision.clone());
         if complete {
-            self.cache.write_ref(repo, &revision, &commit)?;
+            self.cache
+                .write_pulled_refs(repo, req.revision.as_deref(), &revision, &commit)?;
         }
         if let Some(store) = &self.store {
             records::record_snapshot(
@@ -570,11 +580,19 @@ impl Hub {
         let (files, rejected) = self
             .cache
             .import(repo, folder, &commit, expected.as_deref())?;
+        let requested = revision;
         let revision = revision
             .map(String::from)
             .or_else(|| listing.as_ref().map(|l| l.revision.clone()))
             .unwrap_or_else(|| "main".into());
-        self.cache.write_ref(repo, &revision, &commit)?;
+        self.cache
+            .write_pulled_refs(repo, requested, &revision, &commit)?;
+        // Every imported file was hashed (and its blob checked).
+        self.cache.note_verified(
+            self.store.as_deref(),
+            repo,
+            files.iter().map(|f| f.sha256.as_str()),
+        )?;
         let verified = listing.is_some();
         let complete = match &expected {
             Some(list) => list

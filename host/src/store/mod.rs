@@ -46,6 +46,14 @@ const MIGRATIONS: &[&str] = &[
         seq INTEGER NOT NULL, step INTEGER NOT NULL, epoch REAL NOT NULL, loss REAL, lr REAL,
         grad_norm REAL, tokens_per_s REAL, memory_bytes INTEGER, metrics TEXT,
         at TEXT NOT NULL, PRIMARY KEY (job_id, seq));",
+    // 5: blobs of the model cache whose content was checked against their
+    // hash, with the size and modification time (ns since the epoch) they
+    // had then: a blob that still has both is still verified
+    // (host/src/hub/records.rs).
+    "CREATE TABLE hub_blob_checks (
+        kind TEXT NOT NULL, repo TEXT NOT NULL, blob TEXT NOT NULL,
+        size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, verified_at TEXT NOT NULL,
+        PRIMARY KEY (kind, repo, blob));",
 ];
 
 /// An open database, shareable between threads (`Arc<Store>`); access is
