@@ -52,7 +52,8 @@ fn every_registered_shape_loads_as_llama_factory_reads_it() {
         ("dpo_demo", "preference", 2),
         ("kto_demo", "unpaired", 3),
         ("v1_demo", "chat", 2),
-        ("wiki_demo", "text", 1),
+        // A .txt file: one record per line, as datasets' text loader reads it.
+        ("wiki_demo", "text", 2),
         ("folder_demo", "chat", 2),
         // num_samples = 5 from a file of 2: repeated, as LLaMA-Factory does.
         ("renamed_alpaca", "chat", 5),

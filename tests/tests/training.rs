@@ -485,3 +485,94 @@ fn qlora_peaks_below_lora_on_the_same_model() {
         lora / MIB
     );
 }
+
+/// Continued pre-training: a plain-text file's documents (here its
+/// paragraphs, by `text_split`) are joined and cut into `max_seq_length`
+/// blocks, not each truncated; `tuner data stats` reports the same blocks.
+#[test]
+fn pretraining_text_is_cut_into_blocks_and_none_of_it_is_lost() {
+    use tuner_tests::training::{offline_tuner, succeeded, tiny_model, train_json};
+    let home = tempfile::tempdir().unwrap();
+    let model = tiny_model(home.path(), false);
+    let corpus = home.path().join("corpus.txt");
+    let paragraph = |n: usize| {
+        (0..n)
+            .map(|i| format!("word{i} 语料{i}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    std::fs::write(
+        &corpus,
+        format!(
+            "{}\n\n{}\n\n{}\n",
+            paragraph(30),
+            paragraph(3),
+            paragraph(20)
+        ),
+    )
+    .unwrap();
+    let config = serde_json::json!({
+        "model_name": model,
+        "training_method": "lora",
+        "dataset": [corpus],
+        "text_split": "paragraph",
+        "max_seq_length": 16,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "max_steps": 1,
+        "save_steps": 0,
+        "device": "cpu",
+        "output_dir": home.path().join("pt"),
+    });
+    let out = succeeded(train_json(home.path(), "pt", &config));
+    let log: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect();
+    let cut = log
+        .iter()
+        .find(|m| m.contains("text samples"))
+        .unwrap_or_else(|| panic!("no text-block line in {log:?}"));
+    // "3 text samples (N tokens) cut into B blocks of max_seq_length 16 tokens"
+    let numbers: Vec<usize> = cut
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (documents, tokens, blocks) = (numbers[0], numbers[1], numbers[2]);
+    assert_eq!(documents, 3, "{cut}");
+    assert!(
+        tokens > 3 * 16,
+        "the corpus is longer than three blocks: {cut}"
+    );
+    assert_eq!(blocks, tokens.div_ceil(16), "{cut}");
+    let kept = log
+        .iter()
+        .find(|m| m.contains("batches per epoch"))
+        .expect("batch line");
+    assert!(
+        kept.starts_with(&format!("{blocks} samples (0 truncated")),
+        "{kept}"
+    );
+
+    // The data command counts the same tokens and blocks.
+    let stats = succeeded(offline_tuner(
+        home.path(),
+        &[
+            "data",
+            "stats",
+            corpus.to_str().unwrap(),
+            "--set",
+            "split=paragraph",
+            "--tokenizer",
+            model.to_str().unwrap(),
+            "--max-seq-len",
+            "16",
+            "--json",
+        ],
+    ));
+    let stats: Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["tokens"]["text_tokens"], tokens, "{stats}");
+    assert_eq!(stats["tokens"]["text_blocks"], blocks, "{stats}");
+    assert_eq!(stats["tokens"]["over_max_seq_len"], 0, "{stats}");
+}

@@ -512,6 +512,12 @@ fn print_stats(s: &DataStats) {
         row("response", &t.response_tokens);
         row("total", &t.total_tokens);
         println!("over max_seq_len {}: {}", t.max_seq_len, t.over_max_seq_len);
+        if t.text_blocks > 0 {
+            println!(
+                "text samples: {} tokens, cut into {} training blocks of {} tokens",
+                t.text_tokens, t.text_blocks, t.max_seq_len
+            );
+        }
         if t.failed > 0 {
             println!("failed to render: {}", t.failed);
             for e in &t.errors {

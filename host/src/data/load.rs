@@ -32,6 +32,11 @@ pub struct LoadOptions {
     pub columns: Vec<(String, String)>,
     /// Format-specific settings, e.g. (`delimiter`, `;`).
     pub settings: Vec<(String, String)>,
+    /// Settings applied only when the chosen format declares the key and
+    /// `settings` does not set it: a training config's `text_split` is the
+    /// `text` format's `split`, and must not trouble a JSON file of the
+    /// same job.
+    pub format_defaults: Vec<(String, String)>,
     /// Fail on the first rejected record's load instead of skipping it.
     pub strict: bool,
     /// Rejected records listed in the report.
@@ -45,6 +50,7 @@ impl Default for LoadOptions {
             layout: None,
             columns: Vec::new(),
             settings: Vec::new(),
+            format_defaults: Vec::new(),
             strict: false,
             keep_errors: DEFAULT_KEEP_ERRORS,
         }
@@ -186,11 +192,17 @@ pub fn load(
         line: None,
         message,
     };
+    let mut settings = options.settings.clone();
+    for (key, value) in &options.format_defaults {
+        if !settings.iter().any(|(k, _)| k == key) && plugin.declares_setting(key)? {
+            settings.push((key.clone(), value.clone()));
+        }
+    }
     let parse_options = HostParseOptions {
         file_name: display_name.to_string(),
         layout: options.layout.clone(),
         columns: options.columns.clone(),
-        settings: plugin.format_values(&options.settings)?.map_err(refused)?,
+        settings: plugin.format_values(&settings)?.map_err(refused)?,
     };
     if let Err(e) = plugin.check_options(&parse_options)? {
         return Err(refused(match e.field {

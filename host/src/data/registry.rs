@@ -393,6 +393,13 @@ impl RegistryEntry {
         let mut options = base.clone();
         options.layout = Some(self.layout.clone());
         options.columns = self.columns.clone();
+        // LLaMA-Factory reads a `.txt` file with `datasets`' text loader: one
+        // record per line. A job's own `text_split` still wins.
+        if !options.format_defaults.iter().any(|(k, _)| k == "split") {
+            options
+                .format_defaults
+                .push(("split".to_string(), "line".to_string()));
+        }
         options
     }
 

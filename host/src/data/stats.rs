@@ -102,7 +102,8 @@ pub struct DataStats {
     pub total_length: Option<Summary>,
     /// The limit checked, when one was given.
     pub max_seq_len: Option<u64>,
-    /// Samples longer than `max_seq_len` (would be truncated).
+    /// Samples longer than `max_seq_len` (would be truncated); text samples
+    /// are not counted, as training cuts them into blocks.
     pub over_max_seq_len: Option<u64>,
     /// Token statistics through the model's chat template and tokenizer,
     /// when a tokenizer was given (`tuner data stats --tokenizer DIR`).
@@ -119,6 +120,7 @@ pub fn compute<'a>(
     let mut roles = BTreeMap::new();
     let (mut turns, mut prompts, mut responses, mut totals) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut cut_by_max = Vec::new();
     for sample in samples {
         *kinds.entry(sample.kind().to_string()).or_insert(0u64) += 1;
         let t: Vec<_> = sample.messages().collect();
@@ -132,8 +134,12 @@ pub fn compute<'a>(
         prompts.push(p);
         responses.push(r);
         totals.push(p + r);
+        if !matches!(sample, Sample::Text { .. }) {
+            cut_by_max.push(p + r);
+        }
     }
-    let over = max_seq_len.map(|max| totals.iter().filter(|t| **t > max).count() as u64);
+    // Text samples are not truncated: training cuts them into blocks.
+    let over = max_seq_len.map(|max| cut_by_max.iter().filter(|t| **t > max).count() as u64);
     DataStats {
         samples: totals.len() as u64,
         kinds,
@@ -173,7 +179,9 @@ mod tests {
                 text: "abcdefghij".into(),
             },
         ];
-        let s = compute(&samples, &Chars, Some(8));
+        // The chat sample (7 chars) is over; the text sample (10) is not
+        // counted: training cuts text into blocks instead of truncating it.
+        let s = compute(&samples, &Chars, Some(6));
         assert_eq!(s.samples, 2);
         assert_eq!(s.roles["assistant"], 1);
         assert_eq!(s.prompt_length.as_ref().unwrap().max, 10);

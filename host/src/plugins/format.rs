@@ -172,6 +172,15 @@ impl FormatPlugin {
         self.0.wit() == WitVersion::V0_1_0
     }
 
+    /// Whether the plugin's schema has a setting named `key` (never, for an
+    /// open schema: it declares none).
+    pub fn declares_setting(&self, key: &str) -> Result<bool, CallError> {
+        if self.settings_are_open() {
+            return Ok(false);
+        }
+        Ok(self.0.settings()?.iter().any(|s| s.name == key))
+    }
+
     /// The user's text settings (`--set key=value`) checked against
     /// [`Plugin::settings`], defaults filled in. The inner error names the
     /// plugin and the first bad key, with a suggestion for a near-miss key.

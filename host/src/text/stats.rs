@@ -158,8 +158,14 @@ pub struct TokenStats {
     /// The limit `over_max_seq_len` counts against.
     pub max_seq_len: usize,
     /// Samples whose `total_tokens` exceed `max_seq_len` (they would be
-    /// truncated).
+    /// truncated). Text samples are not counted: training joins them and
+    /// cuts them into blocks instead (`text_blocks`).
     pub over_max_seq_len: usize,
+    /// Tokens of the text samples, EOS included.
+    pub text_tokens: usize,
+    /// The `max_seq_len` blocks training cuts the text samples into (the
+    /// last one may be shorter); 0 without text samples.
+    pub text_blocks: usize,
     /// Messages per role (`system`, `user`, `assistant`, `tool`, …).
     pub roles: BTreeMap<String, usize>,
     /// Samples per kind (`chat`, `preference`, `unpaired`, `prompt`, `text`).
@@ -180,6 +186,7 @@ pub struct TokenStatsBuilder {
     response: Vec<usize>,
     total: Vec<usize>,
     over: usize,
+    text_tokens: usize,
     roles: BTreeMap<String, usize>,
     kinds: BTreeMap<SampleKind, usize>,
 }
@@ -198,6 +205,7 @@ impl TokenStatsBuilder {
             response: Vec::new(),
             total: Vec::new(),
             over: 0,
+            text_tokens: 0,
             roles: BTreeMap::new(),
             kinds: BTreeMap::new(),
         }
@@ -238,7 +246,9 @@ impl TokenStatsBuilder {
         self.prompt.push(counts.prompt_tokens);
         self.response.push(counts.response_tokens);
         self.total.push(counts.total_tokens);
-        if counts.total_tokens > self.max_seq_len {
+        if counts.kind == SampleKind::Text {
+            self.text_tokens += counts.total_tokens;
+        } else if counts.total_tokens > self.max_seq_len {
             self.over += 1;
         }
         *self.kinds.entry(counts.kind).or_default() += 1;
@@ -277,6 +287,7 @@ impl TokenStatsBuilder {
         self.response.extend(other.response);
         self.total.extend(other.total);
         self.over += other.over;
+        self.text_tokens += other.text_tokens;
         for (role, n) in other.roles {
             *self.roles.entry(role).or_default() += n;
         }
@@ -298,6 +309,8 @@ impl TokenStatsBuilder {
             total_tokens: Distribution::of(&mut self.total),
             max_seq_len: self.max_seq_len,
             over_max_seq_len: self.over,
+            text_tokens: self.text_tokens,
+            text_blocks: self.text_tokens.div_ceil(self.max_seq_len.max(1)),
             roles: self.roles,
             kinds: self.kinds,
         }

@@ -78,6 +78,10 @@ pub struct TrainConfig {
     /// Pack short samples into one sequence (attention never crosses samples).
     #[serde(default)]
     pub packing: bool,
+    /// What one text sample is, for plain-text files read by this job (the
+    /// `text` format's `split` setting); `None`: the format's default (`file`).
+    #[serde(default)]
+    pub text_split: Option<TextSplit>,
     /// Batch samples of similar length together.
     #[serde(default)]
     pub group_by_length: bool,
@@ -201,6 +205,30 @@ pub enum LrScheduler {
     Constant,
 }
 
+/// How a plain-text file is split into text samples, before the samples are
+/// cut into `max_seq_length` blocks (see `train::blocks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TextSplit {
+    /// The whole file is one document.
+    File,
+    /// Blocks separated by blank lines.
+    Paragraph,
+    /// Each non-blank line.
+    Line,
+}
+
+impl TextSplit {
+    /// The value of the `text` format's `split` setting.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TextSplit::File => "file",
+            TextSplit::Paragraph => "paragraph",
+            TextSplit::Line => "line",
+        }
+    }
+}
+
 /// Parameter dtype.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -319,6 +347,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("max_seq_length", Kind::Int),
     ("max_length", Kind::Int),
     ("packing", Kind::Bool),
+    ("text_split", Kind::Other),
     ("group_by_length", Kind::Bool),
     ("gradient_checkpointing", Kind::Bool),
     ("save_steps", Kind::Int),
@@ -866,6 +895,19 @@ impl TrainConfig {
         crate::text::TrainingRender {
             enable_thinking: self.enable_thinking,
             system: self.system.clone(),
+        }
+    }
+
+    /// How this config's data files are read: `text_split` becomes the
+    /// `split` of whichever format declares one (the `text` format).
+    pub fn data_load_options(&self) -> crate::data::LoadOptions {
+        crate::data::LoadOptions {
+            format_defaults: self
+                .text_split
+                .iter()
+                .map(|split| ("split".to_string(), split.as_str().to_string()))
+                .collect(),
+            ..crate::data::LoadOptions::default()
         }
     }
 

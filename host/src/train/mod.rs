@@ -6,6 +6,7 @@
 //! one optimisation step.
 
 pub mod batch;
+pub mod blocks;
 pub mod checkpoint;
 pub mod config;
 pub mod jobs;

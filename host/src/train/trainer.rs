@@ -21,6 +21,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::TrainerServices;
 use super::batch::{BatchConfig, BatchSample, Batcher, TrainBatch};
+use super::blocks::cut_text_into_blocks;
 use super::checkpoint::{self, TrainerState};
 use super::config::{DeviceChoice, DtypeChoice, LrScheduler, TrainConfig};
 use super::jobs::{JobContext, JobOutcome, TrainEvent, Trainer};
@@ -29,7 +30,6 @@ use super::reference::ReferenceLogProbs;
 use super::rewards::RewardSet;
 use super::rollout::PolicyGeneration;
 use super::schedule::{self, Schedule};
-use crate::data::LoadOptions as DataLoadOptions;
 use crate::model::linear::Mode;
 use crate::model::lora::{self, LoraSpec};
 use crate::model::qwen3::{self, ModelInput, Qwen3};
@@ -474,16 +474,24 @@ impl Run {
         job.log("loading data");
         let samples = engine.services.resolve_data(
             &config.dataset,
-            &DataLoadOptions::default(),
+            &config.data_load_options(),
             config.seed,
         )?;
         let (train, validation) = crate::data::spec::split(samples, config.val_size, config.seed);
         let render = config.training_render();
         let batch_samples = prepare_samples(train, &files, &render, &plan, &plugin_name)?;
+        let (batch_samples, text) = cut_text_into_blocks(batch_samples, config.max_seq_length);
+        if text.documents > 0 {
+            job.log(format!(
+                "{} text samples ({} tokens) cut into {} blocks of max_seq_length {} tokens",
+                text.documents, text.tokens, text.blocks, config.max_seq_length
+            ));
+        }
         if batch_samples.is_empty() {
             bail!("the dataset has no samples to train on");
         }
         let val_samples = prepare_samples(validation, &files, &render, &plan, &plugin_name)?;
+        let (val_samples, _) = cut_text_into_blocks(val_samples, config.max_seq_length);
         let pad_id = files.tokenizer.token_id("<|endoftext|>").unwrap_or(0);
         let mut batcher = Batcher::new(
             batch_samples,
