@@ -320,7 +320,27 @@ impl RecordOutcome {
             location,
             sample,
             layout: layout.to_string(),
+            ignored_fields: Vec::new(),
         })
+    }
+
+    /// Names the record's fields that the sample was not made from (an
+    /// `id`, a column no layout reads), so the host can report them. Does
+    /// nothing to a rejected record.
+    ///
+    /// ```
+    /// use tuner_sdk::format::*;
+    /// let at = Location { line: 1, index: 0 };
+    /// let outcome = RecordOutcome::sample(at, Sample::Text("t".into()), "text")
+    ///     .ignoring(vec!["id".into()]);
+    /// let RecordOutcome::Sample(parsed) = outcome else { unreachable!() };
+    /// assert_eq!(parsed.ignored_fields, ["id"]);
+    /// ```
+    pub fn ignoring(mut self, fields: Vec<String>) -> Self {
+        if let RecordOutcome::Sample(parsed) = &mut self {
+            parsed.ignored_fields = fields;
+        }
+        self
     }
 
     /// A record rejected at `location`, naming the field at fault.

@@ -208,3 +208,53 @@ fn data_commands_render_what_training_trains() {
         "{text}"
     );
 }
+
+/// A field no layout reads is counted and reported, in every format that
+/// reads records (JSON Lines, JSON, CSV), never dropped without a word.
+#[test]
+fn fields_no_sample_comes_from_are_reported() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path();
+    // A numeric `label` is no KTO label: these are Alpaca records, and
+    // both `id` and `label` are unread.
+    let records: Vec<String> = (0..3)
+        .map(|i| {
+            format!("{{\"id\": {i}, \"instruction\": \"问{i}\", \"output\": \"答\", \"label\": 3}}")
+        })
+        .collect();
+    std::fs::write(dir.join("a.jsonl"), records.join("\n")).unwrap();
+    std::fs::write(dir.join("a.json"), format!("[{}]", records.join(","))).unwrap();
+    std::fs::write(
+        dir.join("a.csv"),
+        "id,instruction,output,source\n1,q,a,web\n2,q2,a2,\n",
+    )
+    .unwrap();
+    for (file, expected) in [
+        ("a.jsonl", serde_json::json!({"id": 3, "label": 3})),
+        ("a.json", serde_json::json!({"id": 3, "label": 3})),
+        // An empty cell holds nothing: only the filled `source` is counted.
+        ("a.csv", serde_json::json!({"id": 2, "source": 1})),
+    ] {
+        let out = tuner(dir, &["data", "validate", file, "--json"]);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(json(&out)["ignored_fields"], expected, "{file}");
+    }
+    let out = tuner(dir, &["data", "inspect", "a.jsonl"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ignored:  field `label` in 3 records"),
+        "{text}"
+    );
+    // A file whose every field is read reports nothing.
+    std::fs::write(
+        dir.join("b.jsonl"),
+        "{\"instruction\": \"q\", \"output\": \"a\"}\n",
+    )
+    .unwrap();
+    let out = tuner(dir, &["data", "validate", "b.jsonl", "--json"]);
+    assert_eq!(json(&out)["ignored_fields"], serde_json::json!({}));
+}

@@ -429,6 +429,12 @@ fn print_report(r: &LoadReport) {
     println!("encoding: {}", r.encoding.name());
     println!("layout:   {} ({})", r.main_layout(), counts(&r.layouts));
     println!("samples:  {} ({})", r.samples, counts(&r.kinds));
+    for (field, n) in &r.ignored_fields {
+        println!(
+            "ignored:  field `{field}` in {n} record{} (no part of a sample comes from it)",
+            if *n == 1 { "" } else { "s" }
+        );
+    }
     println!("rejected: {}", r.rejected);
     for e in &r.errors {
         println!("  {e}");

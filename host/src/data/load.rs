@@ -98,6 +98,10 @@ pub struct LoadReport {
     pub kinds: BTreeMap<String, u64>,
     /// Samples by recognised layout (`alpaca`, `sharegpt`, ...).
     pub layouts: BTreeMap<String, u64>,
+    /// Fields of accepted records that no part of their sample came from
+    /// (an `id`, a column no layout reads), with the number of records
+    /// that had each: reported, since they are not trained on.
+    pub ignored_fields: BTreeMap<String, u64>,
     /// Records rejected.
     pub rejected: u64,
     /// The first rejected records (up to 20 by default).
@@ -221,6 +225,7 @@ pub fn load(
         samples: 0,
         kinds: BTreeMap::new(),
         layouts: BTreeMap::new(),
+        ignored_fields: BTreeMap::new(),
         rejected: 0,
         errors: Vec::new(),
     };
@@ -229,9 +234,17 @@ pub fn load(
     let fatal = plugin.parse_stream(&parse_options, text, |records| {
         for record in records {
             match record {
-                Record::Sample { sample, layout, .. } => {
+                Record::Sample {
+                    sample,
+                    layout,
+                    ignored_fields,
+                    ..
+                } => {
                     report.samples += 1;
                     count(&mut report.layouts, &layout);
+                    for field in &ignored_fields {
+                        count(&mut report.ignored_fields, field);
+                    }
                     count(&mut report.kinds, sample.kind().as_str());
                     if sink_error.is_none()
                         && let Err(e) = sink(sample)

@@ -43,6 +43,8 @@ pub enum Record {
         location: Location,
         sample: Sample,
         layout: String,
+        /// The record's fields the sample was not made from.
+        ignored_fields: Vec<String>,
     },
     /// A record that could not become a sample; the load goes on.
     Rejected {
@@ -124,6 +126,7 @@ impl From<wit::RecordOutcome> for Record {
                 location: s.location.into(),
                 sample: s.sample.into(),
                 layout: s.layout,
+                ignored_fields: s.ignored_fields,
             },
             wit::RecordOutcome::Rejected(r) => Record::Rejected {
                 location: r.location.into(),

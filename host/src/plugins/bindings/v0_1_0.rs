@@ -281,7 +281,17 @@ record!(old::types::PreferenceSample => cur::types::PreferenceSample { prompt, c
 record!(old::types::PromptSample => cur::types::PromptSample { prompt, answer });
 cases!(old::types::Sample => cur::types::Sample { Text(x), Chat(x), Preference(x), Prompt(x) });
 record!(old::format::Location => cur::format::Location { line, index });
-record!(old::format::ParsedSample => cur::format::ParsedSample { location, sample, layout });
+// 0.1.0 plugins do not say which fields they left unread.
+impl Convert<cur::format::ParsedSample> for old::format::ParsedSample {
+    fn convert(self) -> cur::format::ParsedSample {
+        cur::format::ParsedSample {
+            location: self.location.convert(),
+            sample: self.sample.convert(),
+            layout: self.layout,
+            ignored_fields: Vec::new(),
+        }
+    }
+}
 record!(old::format::RejectedRecord => cur::format::RejectedRecord { location, field, message });
 cases!(old::format::RecordOutcome => cur::format::RecordOutcome { Sample(x), Rejected(x) });
 record!(old::format::FatalError => cur::format::FatalError { location, message });

@@ -298,8 +298,12 @@ impl CsvParser {
             object.insert(name.clone(), parsed.unwrap_or(Value::String(value)));
         }
         out.push(
-            match self.config.normaliser.normalise(&Value::Object(object)) {
-                Ok((sample, layout)) => RecordOutcome::sample(at, sample, layout.name()),
+            match self
+                .config
+                .normaliser
+                .normalise_record(&Value::Object(object))
+            {
+                Ok(normalised) => normalised.into_outcome(at),
                 Err(e) => RecordOutcome::rejected(at, e.field.as_deref(), e.message),
             },
         );

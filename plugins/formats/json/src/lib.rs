@@ -195,8 +195,8 @@ impl JsonParser {
                     ),
                 )
             }
-            Ok(value) => match self.normaliser.normalise(&value) {
-                Ok((sample, layout)) => RecordOutcome::sample(at, sample, layout.name()),
+            Ok(value) => match self.normaliser.normalise_record(&value) {
+                Ok(normalised) => normalised.into_outcome(at),
                 Err(e) => RecordOutcome::rejected(at, e.field.as_deref(), e.message),
             },
         });

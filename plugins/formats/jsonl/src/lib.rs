@@ -115,8 +115,8 @@ impl JsonlParser {
                 // The rest, and every error: the general path.
                 None => match serde_json::from_str::<Value>(text) {
                     Err(e) => RecordOutcome::rejected(at, None, format!("invalid JSON: {e}")),
-                    Ok(value) => match normaliser.normalise(&value) {
-                        Ok((sample, layout)) => RecordOutcome::sample(at, sample, layout.name()),
+                    Ok(value) => match normaliser.normalise_record(&value) {
+                        Ok(normalised) => normalised.into_outcome(at),
                         Err(e) => RecordOutcome::rejected(at, e.field.as_deref(), e.message),
                     },
                 },

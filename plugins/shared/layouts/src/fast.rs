@@ -71,6 +71,22 @@ impl Normaliser {
             return None;
         }
         let record = crate::scan::record(text)?;
+        // A field the detected layout would not read is reported by the
+        // general path (`Normalised::ignored`): leave such records to it.
+        let alpaca_fields =
+            record.instruction.is_some() || record.input.is_some() || record.output.is_some();
+        let unread = if record.conversations.is_some() {
+            record.messages.is_some() || alpaca_fields || record.text.is_some()
+        } else if record.messages.is_some() {
+            alpaca_fields || record.text.is_some()
+        } else if record.instruction.is_some() {
+            record.text.is_some()
+        } else {
+            record.system.is_some() || record.input.is_some() || record.output.is_some()
+        };
+        if unread {
+            return None;
+        }
         // Detection in the general path's order (`Record::detect`), for
         // records with none of the fields that would take another branch.
         let (layout, sample) = if let Some(turns) = record.conversations {
@@ -193,7 +209,6 @@ mod tests {
         " \t{ \"messages\" :[ {\"content\":\"q\" , \"role\":\"user\"},{ \"role\" : \"assistant\",\"content\": \"a\" } ] , \"system\" : null }\r",
         r#"{"messages": [{"role": "user", "content": "长的中文内容，没有转义。"}, {"role": "assistant", "content": "第二行\n第三行"}]}"#,
         r#"{"conversations": [{"value": "q", "from": "human"}, {"from": "gpt", "value": "a\"b"}], "system": null}"#,
-        r#"{"text": "t", "input": "ignored"}"#,
         "  {\"text\": \"t\"}  ",
     ];
 
@@ -259,9 +274,13 @@ mod tests {
     fn forced_layouts_and_column_mappings() {
         let openai = Normaliser::new(Some("openai"), &[]).unwrap();
         let text = Normaliser::new(Some("text"), &[]).unwrap();
-        let record = r#"{"text": "t", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}"#;
-        let (fast, general) = both(&openai, record);
+        let chat = r#"{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}"#;
+        let (fast, general) = both(&openai, chat);
         assert_eq!(fast.as_deref(), Some(general.as_str()));
+        // With both `text` and `messages`, one of them is unread whichever
+        // layout is forced: the general path reports it.
+        let record = r#"{"text": "t", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}"#;
+        assert_eq!(both(&openai, record).0, None);
         assert_eq!(both(&text, record).0, None);
         assert!(both(&text, record).1.contains("Text(\"t\")"));
         let mapped = Normaliser::new(None, &[("text".into(), "body".into())]).unwrap();
@@ -370,7 +389,9 @@ mod tests {
                 assert_eq!(fast, general, "{record}");
             }
         }
-        // The generator must reach the fast path often enough to mean something.
-        assert!(accepted > total / 50, "{accepted} of {total}");
+        // The generator must reach the fast path often enough to mean
+        // something (about 2% of the records: most draw two or more of the
+        // known keys, and one of them is then unread).
+        assert!(accepted > total / 100, "{accepted} of {total}");
     }
 }

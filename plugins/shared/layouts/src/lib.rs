@@ -22,7 +22,7 @@ mod settings;
 mod size_class;
 
 pub use lines::{BoundedLines, LineEvent};
-pub use normalise::{FieldError, Layout, Normaliser};
+pub use normalise::{FieldError, Layout, Normalised, Normaliser};
 pub use settings::{DEFAULT_MAX_RECORD_BYTES, max_record_bytes, with_shared_settings};
 pub use size_class::SizeClassAlloc;
 pub use tuner_sdk::{ChatSample, Message, PreferenceSample, PromptSample, Sample, UnpairedSample};

@@ -5,6 +5,7 @@
 //! the name the user wrote. `null` counts as absent: exports often write
 //! `"system": null`.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
@@ -221,30 +222,45 @@ impl Normaliser {
             .collect()
     }
 
-    /// Normalises a record, returning the sample and the layout used.
-    pub fn normalise(&self, record: &Value) -> Result<(Sample, Layout), FieldError> {
+    /// Normalises a record: the sample, the layout used, and the record's
+    /// fields the sample was not made from.
+    pub fn normalise_record(&self, record: &Value) -> Result<Normalised, FieldError> {
         let Value::Object(map) = record else {
             return Err(FieldError::record(format!(
                 "expected a JSON object, found {}",
                 type_name(record)
             )));
         };
-        let r = Record { map, n: self };
+        let r = Record {
+            map,
+            n: self,
+            used: RefCell::new(Vec::new()),
+        };
         let layout = match self.forced {
             Some(layout) => layout,
             None => r.detect()?,
         };
-        let sample = match layout {
-            Layout::Alpaca => r.alpaca()?,
-            Layout::ShareGpt => r.sharegpt()?,
-            Layout::OpenAi => r.openai()?,
-            Layout::Preference => r.preference()?,
-            Layout::Unpaired => r.unpaired()?,
-            Layout::Prompt => r.prompt()?,
-            Layout::PromptCompletion => r.prompt_completion()?,
-            Layout::Text => Sample::Text(r.required_str("text")?),
-        };
-        Ok((sample, layout))
+        // Detection looks at fields the layout may not use: only what the
+        // layout itself reads counts as used.
+        r.used.borrow_mut().clear();
+        let sample = r.sample(layout)?;
+        let used = r.used.into_inner();
+        let ignored = map
+            .iter()
+            .filter(|(k, v)| !v.is_null() && !used.contains(&k.as_str()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        Ok(Normalised {
+            sample,
+            layout,
+            ignored,
+        })
+    }
+
+    /// [`Self::normalise_record`] without the ignored fields (tests).
+    #[cfg(test)]
+    pub(crate) fn normalise(&self, record: &Value) -> Result<(Sample, Layout), FieldError> {
+        self.normalise_record(record).map(|n| (n.sample, n.layout))
     }
 
     /// No column mapping and the default ShareGPT tags.
@@ -266,13 +282,48 @@ impl Normaliser {
     }
 }
 
+/// What [`Normaliser::normalise_record`] made of a record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalised {
+    pub sample: Sample,
+    pub layout: Layout,
+    /// The record's fields (as the file names them) that no part of the
+    /// sample came from, `null`s aside, in the record's order: the host
+    /// reports them, so no field is dropped without a word.
+    pub ignored: Vec<String>,
+}
+
+impl Normalised {
+    /// The record outcome a format plugin returns for this record at `at`.
+    pub fn into_outcome(self, at: tuner_sdk::format::Location) -> tuner_sdk::format::RecordOutcome {
+        tuner_sdk::format::RecordOutcome::sample(at, self.sample, self.layout.name())
+            .ignoring(self.ignored)
+    }
+}
+
 /// One record under a normaliser's mapping.
 struct Record<'a> {
     map: &'a Map<String, Value>,
     n: &'a Normaliser,
+    /// The record's fields read so far (their names in the file).
+    used: RefCell<Vec<&'a str>>,
 }
 
 impl<'a> Record<'a> {
+    /// The sample of `layout` made from this record.
+    fn sample(&self, layout: Layout) -> Result<Sample, FieldError> {
+        Ok(match layout {
+            Layout::Alpaca => self.alpaca()?,
+            Layout::ShareGpt => self.sharegpt()?,
+            Layout::OpenAi => self.openai()?,
+            Layout::Preference => self.preference()?,
+            Layout::Unpaired => self.unpaired()?,
+            Layout::Prompt => self.prompt()?,
+            Layout::PromptCompletion => self.prompt_completion()?,
+            Layout::Text => Sample::Text(self.required_str("text")?),
+        })
+    }
+
     /// The value of a layout field (`null` counts as absent) and its name in the file.
     fn get(&self, key: &'a str) -> Option<(&'a str, &'a Value)> {
         let name = self.n.col(key);
@@ -286,9 +337,9 @@ impl<'a> Record<'a> {
             };
             self.map.get_key_value(v1)
         });
-        found
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| (k.as_str(), v))
+        let (name, value) = found.filter(|(_, v)| !v.is_null())?;
+        self.used.borrow_mut().push(name.as_str());
+        Some((name.as_str(), value))
     }
 
     fn has(&self, key: &'a str) -> bool {
@@ -1521,5 +1572,34 @@ mod tests {
             .normalise(&json!({"messages": [{"role": "user", "content": "q"}]}))
             .unwrap_err();
         assert!(e.message.contains("no assistant turn"), "{}", e.message);
+    }
+
+    #[test]
+    fn fields_no_part_of_the_sample_came_from_are_reported() {
+        let n = Normaliser::new(None, &[]).unwrap();
+        let ignored = |record: Value| n.normalise_record(&record).unwrap().ignored;
+        // A numeric label is no KTO label: the record is Alpaca, and both
+        // `id` and `label` are reported, in the record's order.
+        assert_eq!(
+            ignored(json!({"id": 7, "instruction": "q", "output": "a", "label": 3})),
+            ["id", "label"]
+        );
+        // A boolean label is read.
+        assert!(ignored(json!({"prompt": "q", "completion": "a", "label": true})).is_empty());
+        // Detection looked at `system`; the text layout does not use it.
+        assert_eq!(ignored(json!({"text": "t", "system": "s"})), ["system"]);
+        // The first prompt field found is the prompt; a second one is not.
+        assert_eq!(
+            ignored(json!({"prompt": "p", "question": "q", "chosen": "c", "rejected": "r"})),
+            ["question"]
+        );
+        // `null` holds nothing to lose.
+        assert!(ignored(json!({"text": "t", "meta": null})).is_empty());
+        // Mapped columns count under their names in the file.
+        let mapped = Normaliser::new(None, &[("output".into(), "answer_zh".into())]).unwrap();
+        let out = mapped
+            .normalise_record(&json!({"instruction": "q", "answer_zh": "a", "answer_en": "b"}))
+            .unwrap();
+        assert_eq!(out.ignored, ["answer_en"]);
     }
 }
