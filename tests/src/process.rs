@@ -38,10 +38,16 @@ pub struct TunerCommand {
 }
 
 impl TunerCommand {
-    /// `tuner` ([`tuner_bin`]) with `TUNER_HOME=home`.
+    /// `tuner` ([`tuner_bin`]) with `TUNER_HOME=home`, and the Hugging Face
+    /// and ModelScope caches pointed at folders inside `home` that do not
+    /// exist, so models the machine's user downloaded never take part in a
+    /// test (override with [`Self::env`]).
     pub fn new(home: impl AsRef<Path>) -> Self {
+        let home = home.as_ref();
         let mut cmd = Command::new(tuner_bin());
-        cmd.env("TUNER_HOME", home.as_ref());
+        cmd.env("TUNER_HOME", home)
+            .env("HF_HUB_CACHE", home.join("no-hf-hub-cache"))
+            .env("MODELSCOPE_CACHE", home.join("no-modelscope-cache"));
         Self { cmd }
     }
 

@@ -261,3 +261,123 @@ fn cache_list_reads_a_huggingface_hub_cache_from_its_folder() {
     let out = tuner(&["verify", "Qwen/Tiny"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// Models that transformers (the Hugging Face hub cache) or the ModelScope
+/// SDK (its cache, a dotted name written `___`, with its `.mv` and `.msc`)
+/// downloaded are used where they are, offline, and listed by `cache list
+/// --all`; an incomplete copy is listed but not used.
+#[test]
+fn models_other_tools_downloaded_are_used_where_they_are() {
+    use tuner_tests::repo_root;
+    use tuner_tests::training::tiny_model;
+    let home = tempfile::tempdir().unwrap();
+    let model = tiny_model(home.path(), false);
+    let copy_model = |to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(&model).unwrap().flatten() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    };
+    let hf = home.path().join("hf-hub");
+    let commit = "89abcdef0123456789abcdef0123456789abcdef";
+    copy_model(&hf.join("models--Qwen--Tiny/snapshots").join(commit));
+    std::fs::create_dir_all(hf.join("models--Qwen--Tiny/refs")).unwrap();
+    std::fs::write(hf.join("models--Qwen--Tiny/refs/main"), commit).unwrap();
+    let ms = home.path().join("ms-hub");
+    let ms_model = ms.join("models/Qwen/Tiny-0___5B");
+    copy_model(&ms_model);
+    std::fs::write(ms_model.join(".mv"), "Revision:master,CreatedAt:1745893530").unwrap();
+    std::fs::copy(
+        repo_root().join("tests/fixtures/modelscope/msc.pickle"),
+        ms_model.join(".msc"),
+    )
+    .unwrap();
+    let data = home.path().join("d.jsonl");
+    std::fs::write(&data, "{\"instruction\": \"q\", \"output\": \"a\"}\n").unwrap();
+
+    let tuner = |args: &[&str]| {
+        TunerCommand::new(home.path())
+            .args(args)
+            .env("TUNER_OFFLINE", "1")
+            .env("HF_HUB_CACHE", &hf)
+            .env("MODELSCOPE_CACHE", &ms)
+            .stdin_null()
+            .output()
+    };
+    let stats = |id: &str| {
+        tuner(&[
+            "data",
+            "stats",
+            data.to_str().unwrap(),
+            "--tokenizer",
+            id,
+            "--json",
+        ])
+    };
+    for id in ["Qwen/Tiny", "Qwen/Tiny-0.5B"] {
+        let out = stats(id);
+        assert!(
+            out.status.success(),
+            "{id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["tokens"]["samples"], 1, "{id}: {v}");
+    }
+
+    let list = || -> serde_json::Value {
+        let out = tuner(&["cache", "list", "--all", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let external = list()["external"].clone();
+    let by_name = |v: &serde_json::Value, name: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {v}"))
+            .clone()
+    };
+    let hf_entry = by_name(&external, "Qwen/Tiny");
+    assert_eq!(
+        (
+            &hf_entry["origin"],
+            &hf_entry["revision"],
+            &hf_entry["complete"]
+        ),
+        (&"huggingface".into(), &"main".into(), &true.into()),
+        "{hf_entry}"
+    );
+    let ms_entry = by_name(&external, "Qwen/Tiny-0.5B");
+    assert_eq!(
+        (
+            &ms_entry["origin"],
+            &ms_entry["revision"],
+            &ms_entry["complete"]
+        ),
+        (&"modelscope".into(), &"master".into(), &true.into()),
+        "{ms_entry}"
+    );
+    // Nothing of them is in tuner's own cache.
+    assert_eq!(list()["repos"], serde_json::json!([]));
+
+    // A file the `.msc` lists is gone: listed as incomplete, not used.
+    std::fs::remove_file(ms_model.join("tokenizer_config.json")).unwrap();
+    assert_eq!(
+        by_name(&list()["external"], "Qwen/Tiny-0.5B")["complete"],
+        false
+    );
+    let out = stats("Qwen/Tiny-0.5B");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("nor complete in the Hugging Face or ModelScope caches"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

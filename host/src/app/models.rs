@@ -32,8 +32,9 @@ pub enum ModelLookupError {
     #[error("`{name}` is neither a model folder nor a model id: {reason}")]
     InvalidName { name: String, reason: String },
     #[error(
-        "`{name}` is neither a model folder nor a model in the cache ({cache}); download it \
-         first (`tuner pull {name}` or POST /api/models/download)"
+        "`{name}` is neither a model folder nor a model in the cache ({cache}), nor complete \
+         in the Hugging Face or ModelScope caches; download it first (`tuner pull {name}` or \
+         POST /api/models/download)"
     )]
     NotCached { name: String, cache: String },
     #[error(
@@ -112,6 +113,16 @@ impl App {
         let hub = self.hub()?;
         if let Some(dir) = hub.cached_snapshot(&repo) {
             return Ok(dir);
+        }
+        // Downloaded by transformers or the ModelScope SDK: used where it is.
+        if let Some(copy) = hub.external_copy(&repo) {
+            tracing::info!(
+                "{}: using the copy in the {} cache, {}",
+                repo.id,
+                copy.origin.as_str(),
+                copy.path.display()
+            );
+            return Ok(copy.path);
         }
         let progress = match missing {
             WhenMissing::Fail => {

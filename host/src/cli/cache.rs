@@ -14,7 +14,15 @@ use crate::hub::{RepoId, RepoKind, human_bytes};
 pub enum CacheCommand {
     /// List cached models and datasets: name, source, revision, files, size,
     /// complete, verified (when).
-    List(CacheFlags),
+    List {
+        /// Also list the models transformers/huggingface_hub and the
+        /// ModelScope SDK downloaded (HF_HUB_CACHE, MODELSCOPE_CACHE), which
+        /// tuner uses where they are.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        flags: CacheFlags,
+    },
     /// Remove one repository (`Qwen/Qwen3-0.6B` or `Qwen_Qwen3-0.6B`).
     Rm {
         name: String,
@@ -88,8 +96,8 @@ impl CacheFlags {
 impl CacheCommand {
     fn flags(&self) -> &CacheFlags {
         match self {
-            CacheCommand::List(flags) => flags,
-            CacheCommand::Rm { flags, .. }
+            CacheCommand::List { flags, .. }
+            | CacheCommand::Rm { flags, .. }
             | CacheCommand::Clear { flags, .. }
             | CacheCommand::Verify { flags, .. }
             | CacheCommand::Import { flags, .. }
@@ -106,16 +114,21 @@ pub fn run(app: App, cmd: CacheCommand) -> Result<ExitCode> {
     let cache = &hub.cache;
     let store = hub.store();
     match cmd {
-        CacheCommand::List(flags) => {
+        CacheCommand::List { all, flags } => {
             let repos = cache.list(store);
+            let external = all.then(|| crate::hub::ExternalCaches::from_env().list());
             if flags.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({"cache_dir": cache.root, "repos": repos})
-                    )?
-                );
-            } else if repos.is_empty() {
+                let mut json = serde_json::json!({"cache_dir": cache.root, "repos": repos});
+                if let Some(external) = &external {
+                    json["external"] = serde_json::to_value(external)?;
+                }
+                println!("{}", serde_json::to_string_pretty(&json)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Some(external) = &external {
+                print_external(external);
+            }
+            if repos.is_empty() {
                 println!("the cache is empty ({})", cache.root.display());
             } else {
                 println!(
@@ -260,4 +273,29 @@ pub fn run(app: App, cmd: CacheCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cache list --all`: the models of other tools' caches.
+fn print_external(models: &[crate::hub::ExternalModel]) {
+    if models.is_empty() {
+        println!("no models in the Hugging Face or ModelScope caches\n");
+        return;
+    }
+    println!(
+        "{:<40} {:<12} {:<12} {:>6} {:>11}  {:<8}  PATH",
+        "NAME (other tools' caches, read-only)", "ORIGIN", "REVISION", "FILES", "SIZE", "COMPLETE"
+    );
+    for m in models {
+        println!(
+            "{:<40} {:<12} {:<12} {:>6} {:>11}  {:<8}  {}",
+            m.name,
+            m.origin.as_str(),
+            m.revision.as_deref().unwrap_or("-"),
+            m.files,
+            human_bytes(m.size_bytes),
+            if m.complete { "yes" } else { "no" },
+            m.path.display()
+        );
+    }
+    println!();
 }

@@ -24,6 +24,7 @@
 
 pub mod cache;
 pub mod download;
+pub mod external;
 pub mod jobs;
 pub mod progress;
 pub mod pull;
@@ -33,6 +34,7 @@ pub mod retry;
 
 pub use cache::{Cache, CachedRepo};
 pub use download::TransferOptions;
+pub use external::{ExternalCaches, ExternalModel};
 pub use progress::{Progress, ProgressSink};
 pub use pull::{Hub, HubConfig, HubDatasetSpec, PullReport, PullRequest, SourceAttempt};
 pub use repo::{RepoId, RepoKind};

@@ -628,6 +628,17 @@ impl Hub {
         })
     }
 
+    /// A complete copy of model `repo` that transformers or the ModelScope
+    /// SDK downloaded (see [`super::external`]): ModelScope's cache first
+    /// when ModelScope is the first source.
+    pub fn external_copy(&self, repo: &RepoId) -> Option<super::ExternalModel> {
+        let modelscope_first = self
+            .source_order()
+            .first()
+            .is_some_and(|s| s == "modelscope");
+        super::ExternalCaches::from_env().find(repo, modelscope_first)
+    }
+
     /// The current cached snapshot of `repo`, if it is in the cache.
     /// (Whether some text names a folder or a hub id is decided once, by
     /// [`crate::app::ModelSpec`].)
