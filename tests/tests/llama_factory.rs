@@ -158,3 +158,25 @@ fn a_training_config_trains_on_a_registry_entry() {
     let out = succeeded(train_json(home.path(), "lf", &config));
     assert_eq!(step_events(&out).len(), 2);
 }
+
+/// `tuner data validate/inspect DIR:NAME` read the entry's file with its
+/// layout and columns; a folder entry is pointed to `data stats`.
+#[test]
+fn validate_and_inspect_read_a_registry_entry() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let spec = format!("{}:kto_demo", registry());
+    let out = succeeded(offline_tuner(home, &["data", "validate", &spec, "--json"]));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["kinds"]["unpaired"], 3, "{report}");
+    assert_eq!(report["ignored_fields"], json!({}), "{report}");
+    assert!(report["file"].as_str().unwrap().ends_with("kto_demo.json"));
+    let out = succeeded(offline_tuner(home, &["data", "inspect", &spec, "-n", "1"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unpaired"));
+
+    let folder = format!("{}:folder_demo", registry());
+    let out = offline_tuner(home, &["data", "validate", &folder]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tuner data stats"), "{err}");
+}

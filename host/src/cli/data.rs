@@ -24,7 +24,9 @@ use crate::sample::Sample;
 pub enum DataCommand {
     /// Show a file's format, layout, encoding, counts and first samples.
     Inspect {
-        file: PathBuf,
+        /// A file, or a LLaMA-Factory registry entry (`DIR:NAME`) whose
+        /// file_name is a file (read with the entry's layout and columns).
+        file: String,
         /// Samples to show.
         #[arg(short = 'n', long, default_value_t = 3)]
         samples: usize,
@@ -40,7 +42,9 @@ pub enum DataCommand {
     },
     /// Check every record of a file; exit status 1 when any is rejected.
     Validate {
-        file: PathBuf,
+        /// A file, or a LLaMA-Factory registry entry (`DIR:NAME`) whose
+        /// file_name is a file.
+        file: String,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -213,8 +217,8 @@ pub fn run(app: App, cmd: DataCommand) -> Result<ExitCode> {
             render,
             load,
         } => {
-            let (report, first) =
-                app.inspect_file(&file, &display(&file), &load.options()?, samples)?;
+            let (path, options) = app.data()?.single_file(&file, &load.options()?)?;
+            let (report, first) = app.inspect_file(&path, &display(&path), &options, samples)?;
             let rendered = match &tokenizer {
                 None => None,
                 Some(dir) => {
@@ -247,7 +251,8 @@ pub fn run(app: App, cmd: DataCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DataCommand::Validate { file, load } => {
-            let report = app.validate_file(&file, &display(&file), &load.options()?)?;
+            let (path, options) = app.data()?.single_file(&file, &load.options()?)?;
+            let report = app.validate_file(&path, &display(&path), &options)?;
             if load.json {
                 print_json(&report)?;
             } else {

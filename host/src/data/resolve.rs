@@ -93,6 +93,38 @@ impl DataResolver {
         Ok(spec::take(&all, count, seed))
     }
 
+    /// The one local file a spec names, with the options to read it: the
+    /// file itself, or a LLaMA-Factory registry entry (`DIR:NAME`) whose
+    /// `file_name` is a file (read with the entry's layout and columns).
+    /// For `tuner data inspect/validate`, which report on one file.
+    pub fn single_file(&self, text: &str, options: &LoadOptions) -> Result<(PathBuf, LoadOptions)> {
+        let path = Path::new(text);
+        if path.is_file() {
+            return Ok((path.to_path_buf(), options.clone()));
+        }
+        if let Some(spec) = RegistrySpec::parse(text) {
+            let entry = registry::entry(&spec.dir, &spec.name, self.modelscope_first())?;
+            return match &entry.source {
+                EntrySource::File { path } if path.is_file() => {
+                    Ok((path.clone(), entry.load_options(options)))
+                }
+                EntrySource::File { path } => bail!(
+                    "`{text}` is the folder {}: inspect or validate its files one by one, or \
+                     see the whole entry with `tuner data stats {text}`",
+                    path.display()
+                ),
+                EntrySource::Hub { repo, .. } => bail!(
+                    "`{text}` is the hub dataset {repo}: see it with `tuner data stats {text}` \
+                     or `tuner data convert {text} -o FILE`"
+                ),
+            };
+        }
+        bail!(
+            "`{text}`: no such file (inspect and validate read a file, or a LLaMA-Factory \
+             registry entry `DIR:NAME` whose file_name is one)"
+        )
+    }
+
     /// ModelScope is the first source tried (so a registry entry's
     /// `ms_hub_url` is preferred over its `hf_hub_url`).
     fn modelscope_first(&self) -> bool {
