@@ -67,6 +67,13 @@ async fn download_returns_an_id_then_progress_and_the_cache_lists_it() {
     let (_, list) = s.get_json("/api/models/cache/list").await;
     assert_eq!(list["repos"][0]["name"], "Qwen/Tiny");
     assert_eq!(list["repos"][0]["complete"], true);
+    // Other tools' caches only when asked for (their contents depend on the
+    // machine; `hub_cli` checks them with caches it makes).
+    assert!(list.get("external").is_none(), "{list}");
+    let (status, all) = s.get_json("/api/models/cache/list?all=true").await;
+    assert_eq!(status, 200);
+    assert!(all["external"].is_array(), "{all}");
+    assert_eq!(all["repos"], list["repos"]);
 
     // Removal by the original tool's spelling.
     let resp = s

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, AppState};
 use crate::hub::jobs::DownloadStatus;
-use crate::hub::{CachedRepo, HubError, PullRequest, RepoId, RepoKind};
+use crate::hub::{CachedRepo, ExternalModel, HubError, PullRequest, RepoId, RepoKind};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -261,16 +261,32 @@ pub async fn download_events(
 pub struct CacheList {
     pub cache_dir: String,
     pub repos: Vec<CachedRepo>,
+    /// With `all=true`: the models in the Hugging Face and ModelScope
+    /// caches, which tuner uses where they are (read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external: Option<Vec<ExternalModel>>,
+}
+
+/// Query of `GET /api/models/cache/list`.
+#[derive(Deserialize, IntoParams)]
+pub struct CacheListQuery {
+    /// Also list the models other tools downloaded (`tuner cache list --all`).
+    #[serde(default)]
+    pub all: bool,
 }
 
 /// Cached models and datasets: name, source, revision, files, size, complete.
-#[utoipa::path(get, path = "/api/models/cache/list", tag = "models",
+#[utoipa::path(get, path = "/api/models/cache/list", tag = "models", params(CacheListQuery),
     responses((status = 200, body = CacheList)))]
-pub async fn cache_list(State(state): State<AppState>) -> Result<Json<CacheList>, ApiError> {
+pub async fn cache_list(
+    State(state): State<AppState>,
+    Query(q): Query<CacheListQuery>,
+) -> Result<Json<CacheList>, ApiError> {
     let hub = state.hub()?;
     Ok(Json(CacheList {
         cache_dir: hub.cache.root.display().to_string(),
         repos: hub.cache.list(hub.store()),
+        external: q.all.then(|| crate::hub::ExternalCaches::from_env().list()),
     }))
 }
 

@@ -139,22 +139,30 @@ impl ReferenceLogProbs {
     /// `[rows, seq - 1]` log-probs of a model input) and stores its rows.
     /// Every unit of the data appears once per epoch, and a unit gives the
     /// same rows in every epoch, so one epoch covers the whole run. The
-    /// batcher is left where it was.
+    /// batcher is left where it was. `should_stop` is asked before every
+    /// batch (a stop request of the job); the answer is whether the epoch
+    /// was scored to the end.
     pub fn add_epoch(
         &mut self,
         batcher: &mut Batcher,
         device: &Device,
+        should_stop: &dyn Fn() -> bool,
         mut reference: impl FnMut(&ModelInput) -> Result<Tensor>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let saved = batcher.cursor();
         batcher.seek(Cursor::default())?;
+        let mut finished = true;
         for _ in 0..batcher.batches_per_epoch() {
+            if should_stop() {
+                finished = false;
+                break;
+            }
             let batch = batcher.next_batch(device)?;
             let logprobs = reference(&batch.input)?;
             self.insert(&batch.input, &logprobs)?;
         }
         batcher.seek(saved)?;
-        Ok(())
+        Ok(finished)
     }
 }
 
@@ -271,12 +279,21 @@ mod tests {
         let at = batcher.cursor();
         let mut cache = ReferenceLogProbs::default();
         let mut calls = 0;
-        cache
-            .add_epoch(&mut batcher, &Device::Cpu, |i| {
+        // A stop request ends the pass before the next batch.
+        let finished = ReferenceLogProbs::default()
+            .add_epoch(&mut batcher, &Device::Cpu, &|| true, |_| {
+                unreachable!("no batch is scored after a stop request")
+            })
+            .unwrap();
+        assert!(!finished);
+        assert_eq!(batcher.cursor(), at);
+        let finished = cache
+            .add_epoch(&mut batcher, &Device::Cpu, &|| false, |i| {
                 calls += 1;
                 Ok(fake(i))
             })
             .unwrap();
+        assert!(finished);
         assert_eq!(calls, batcher.batches_per_epoch());
         assert_eq!(cache.len(), 5);
         assert_eq!(batcher.cursor(), at);

@@ -55,8 +55,11 @@ impl Engine {
 
 impl Trainer for Engine {
     fn run(&self, job: &JobContext) -> Result<JobOutcome> {
-        let run = Run::prepare(self, job)?;
-        run.train(job)
+        match Run::prepare(self, job)? {
+            Some(run) => run.train(job),
+            // A stop request during preparation (the precompute pass).
+            None => Ok(JobOutcome::Stopped),
+        }
     }
 }
 
@@ -262,13 +265,18 @@ fn precompute_reference(
     trains: Trainable,
     batchers: [Option<&mut Batcher>; 2],
     device: &Device,
-) -> Result<Precomputed> {
+) -> Result<Option<Precomputed>> {
     let started = Instant::now();
     let mut rows = ReferenceLogProbs::default();
+    let should_stop = || job.should_stop();
     for batcher in batchers.into_iter().flatten() {
-        rows.add_epoch(batcher, device, |input| {
+        let finished = rows.add_epoch(batcher, device, &should_stop, |input| {
             reference_token_logprobs(model, input)
         })?;
+        if !finished {
+            job.log("stopped while precomputing the reference log-probs");
+            return Ok(None);
+        }
     }
     let model_is_reference = trains == Trainable::Adapters;
     let saving = if model_is_reference {
@@ -282,10 +290,10 @@ fn precompute_reference(
         rows.len(),
         started.elapsed().as_secs_f64()
     ));
-    Ok(Precomputed {
+    Ok(Some(Precomputed {
         rows,
         model_is_reference,
-    })
+    }))
 }
 
 /// Runs the method plugin's `loss` on `batch` (its ids, positions and
@@ -422,7 +430,9 @@ fn schedule_of(s: &LrScheduler) -> Schedule {
 }
 
 impl Run {
-    fn prepare(engine: &Engine, job: &JobContext) -> Result<Run> {
+    /// Everything a run needs before its first step; `None` when the job
+    /// was asked to stop meanwhile.
+    fn prepare(engine: &Engine, job: &JobContext) -> Result<Option<Run>> {
         let config = job.config().clone();
         let plugin_name = config.method_plugin().to_string();
         let plugin = engine
@@ -574,7 +584,9 @@ impl Run {
         // Before a checkpoint is restored below: `model` is still the base.
         let precomputed = if config.precompute_ref_log_probs {
             let batchers = [Some(&mut batcher), validation.as_mut()];
-            let p = precompute_reference(job, &model, plan.trains, batchers, &device)?;
+            let Some(p) = precompute_reference(job, &model, plan.trains, batchers, &device)? else {
+                return Ok(None);
+            };
             Some(Arc::new(p))
         } else {
             None
@@ -661,7 +673,7 @@ impl Run {
             end_tokens,
             config.seed,
         ));
-        Ok(Run {
+        Ok(Some(Run {
             generation,
             rewards,
             config,
@@ -680,7 +692,7 @@ impl Run {
             state,
             warmup,
             output_dir,
-        })
+        }))
     }
 
     fn train(mut self, job: &JobContext) -> Result<JobOutcome> {
