@@ -16,8 +16,11 @@ use std::cell::RefCell;
 use std::fmt;
 
 pub use crate::__bindings::format::exports::tuner::plugin::format_plugin::{
-    Location, ParsedSample, RecordOutcome, RejectedRecord,
+    InputKind, Location, ParsedSample, RecordOutcome, RejectedRecord,
 };
+/// The file a binary format's [`ByteRecordParser`] reads: `size()` and
+/// `read(offset, len)` (at most 64 MiB per read), served by the host.
+pub use crate::__bindings::format::tuner::plugin::input::InputFile;
 pub use crate::{
     ChatSample, Lines, Message, PluginError, PluginInfo, PluginKind, PreferenceSample,
     PromptSample, Sample, Setting, SettingValue, Settings, UnpairedSample,
@@ -460,6 +463,76 @@ impl<P: LineParser> RecordParser for ByLine<P> {
     }
 }
 
+/// A binary format (Parquet, Arrow): the host hands it the file's bytes
+/// through an [`InputFile`] instead of decoded text. Implement
+/// [`FormatPlugin`] too, with `type Parser = BytesOnly;`, and export with
+/// `export_plugin!(binary_format: MyFormat)`.
+pub trait BinaryFormatPlugin: FormatPlugin {
+    /// The parser over one file's bytes.
+    type ByteParser: ByteRecordParser;
+}
+
+/// Parses one binary file. The host calls `new`, then `next` until it
+/// answers `None`; each call should return a bounded batch (one row group),
+/// so that neither side holds the whole file.
+pub trait ByteRecordParser: Sized + 'static {
+    /// Starts a parse of `file` with the user's options. An error here is
+    /// reported by the first `next`.
+    fn new(options: ParseOptions, file: InputFile) -> Result<Self, FatalError>;
+
+    /// The next records, or `None` when the file has no more.
+    fn next(&mut self) -> Result<Option<Vec<RecordOutcome>>, FatalError>;
+}
+
+/// The text parser of a binary format: never used by the host, which
+/// hands binary formats their bytes. Refuses text if called.
+pub struct BytesOnly;
+
+impl RecordParser for BytesOnly {
+    fn new(_: ParseOptions) -> Result<Self, FatalError> {
+        Err(FatalError::new(None, "this format reads bytes, not text"))
+    }
+    fn feed(&mut self, _: &str, _: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
+        Ok(())
+    }
+    fn finish(&mut self, _: &mut Vec<RecordOutcome>) -> Result<(), FatalError> {
+        Ok(())
+    }
+}
+
+/// The byte parser of a text format: never used by the host. Refuses bytes
+/// if called.
+#[doc(hidden)]
+pub struct TextOnly;
+
+impl ByteRecordParser for TextOnly {
+    fn new(_: ParseOptions, _: InputFile) -> Result<Self, FatalError> {
+        Err(FatalError::new(None, "this format reads text, not bytes"))
+    }
+    fn next(&mut self) -> Result<Option<Vec<RecordOutcome>>, FatalError> {
+        Ok(None)
+    }
+}
+
+/// Adapts a [`ByteRecordParser`] to the WIT `byte-parser` resource.
+#[doc(hidden)]
+pub struct ByteParserResource<P: ByteRecordParser> {
+    state: RefCell<Result<P, FatalError>>,
+}
+
+impl<P: ByteRecordParser> wit::GuestByteParser for ByteParserResource<P> {
+    fn new(options: wit::ParseOptions, file: InputFile) -> Self {
+        Self {
+            state: RefCell::new(P::new(options.into(), file)),
+        }
+    }
+
+    fn next(&self) -> Result<Option<Vec<RecordOutcome>>, FatalError> {
+        let mut state = self.state.borrow_mut();
+        state.as_mut().map_err(|e| e.clone())?.next()
+    }
+}
+
 /// Adapts a [`RecordParser`] to the WIT `parser` resource. A constructor
 /// error is kept and reported by the first `feed`, since WIT constructors
 /// cannot fail.
@@ -505,12 +578,16 @@ pub fn __check_options<T: FormatPlugin>(options: wit::ParseOptions) -> Result<()
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __format_glue {
-    ($export:ident, $ty:ty) => {
+    ($export:ident, $ty:ty, $bytes:ty, $kind:ident) => {
         impl $crate::__bindings::format::exports::tuner::plugin::format_plugin::Guest for $export {
             type Parser =
                 $crate::format::ParserResource<<$ty as $crate::format::FormatPlugin>::Parser>;
+            type ByteParser = $crate::format::ByteParserResource<$bytes>;
             fn info() -> $crate::PluginInfo {
                 <$ty as $crate::format::FormatPlugin>::info()
+            }
+            fn reads() -> $crate::format::InputKind {
+                $crate::format::InputKind::$kind
             }
             fn extensions() -> Vec<String> {
                 <$ty as $crate::format::FormatPlugin>::extensions()

@@ -274,7 +274,8 @@ macro_rules! plugin_info {
 
 /// Exports a type as the plugin of this component.
 ///
-/// `export_plugin!(format: MyFormat)`, `export_plugin!(source: MySource)`,
+/// `export_plugin!(format: MyFormat)` (or `binary_format:` for a
+/// [`format::BinaryFormatPlugin`]), `export_plugin!(source: MySource)`,
 /// `export_plugin!(method: MyMethod)` or `export_plugin!(reward: MyReward)`;
 /// the type implements the matching trait. Use it once per crate.
 ///
@@ -297,7 +298,22 @@ macro_rules! export_plugin {
     (format: $ty:ty) => {
         const _: () = {
             struct __TunerFormatExport;
-            $crate::__format_glue!(__TunerFormatExport, $ty);
+            $crate::__format_glue!(__TunerFormatExport, $ty, $crate::format::TextOnly, Text);
+            $crate::__bindings::format::export!(
+                __TunerFormatExport with_types_in $crate::__bindings::format
+            );
+            $crate::__sdk_version_section!();
+        };
+    };
+    (binary_format: $ty:ty) => {
+        const _: () = {
+            struct __TunerFormatExport;
+            $crate::__format_glue!(
+                __TunerFormatExport,
+                $ty,
+                <$ty as $crate::format::BinaryFormatPlugin>::ByteParser,
+                Bytes
+            );
             $crate::__bindings::format::export!(
                 __TunerFormatExport with_types_in $crate::__bindings::format
             );

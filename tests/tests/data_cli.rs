@@ -258,3 +258,70 @@ fn fields_no_sample_comes_from_are_reported() {
     let out = tuner(dir, &["data", "validate", "b.jsonl", "--json"]);
     assert_eq!(json(&out)["ignored_fields"], serde_json::json!({}));
 }
+
+/// Parquet files written by pyarrow (`tests/fixtures/parquet/make_parquet.py`)
+/// load through the sandboxed `parquet` plugin in every codec: the
+/// `list<struct<role, content>>` column as OpenAI messages, two row groups,
+/// a nullable column reported as ignored where it holds something, and the
+/// row whose `messages` is null rejected by its row number.
+#[test]
+fn parquet_files_load_in_every_codec() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path();
+    let fixtures = tuner_tests::repo_root().join("tests/fixtures/parquet");
+    let mut converted = Vec::new();
+    for codec in ["none", "snappy", "gzip", "zstd"] {
+        let file = fixtures.join(format!("chat-{codec}.parquet"));
+        let file = file.to_str().unwrap();
+        let out = tuner(dir, &["data", "validate", file, "--json"]);
+        assert!(!out.status.success(), "one row is rejected");
+        let r = json(&out);
+        assert_eq!(
+            (&r["format"], &r["encoding"], &r["samples"], &r["rejected"]),
+            (&"parquet".into(), &"binary".into(), &5.into(), &1.into()),
+            "{codec}: {r}"
+        );
+        assert_eq!(r["layouts"], serde_json::json!({"openai": 5}), "{codec}");
+        assert_eq!(r["errors"][0]["line"], 6, "{codec}: {r}");
+        assert_eq!(
+            r["ignored_fields"],
+            serde_json::json!({"id": 5, "source": 3}),
+            "{codec}"
+        );
+        let target = dir.join(format!("{codec}.jsonl"));
+        let out = tuner(
+            dir,
+            &["data", "convert", file, "-o", target.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        converted.push(std::fs::read_to_string(target).unwrap());
+    }
+    assert!(converted.iter().all(|c| *c == converted[0]));
+    let first: serde_json::Value =
+        serde_json::from_str(converted[0].lines().next().unwrap()).unwrap();
+    assert_eq!(
+        first["messages"],
+        serde_json::json!([
+            {"role": "user", "content": "你好"},
+            {"role": "assistant", "content": "Hello!"}
+        ])
+    );
+
+    let alpaca = fixtures.join("alpaca.parquet");
+    let out = tuner(
+        dir,
+        &["data", "validate", alpaca.to_str().unwrap(), "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json(&out);
+    assert_eq!(r["layouts"], serde_json::json!({"alpaca": 2}), "{r}");
+    assert_eq!(r["ignored_fields"], serde_json::json!({}), "{r}");
+}

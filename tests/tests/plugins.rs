@@ -35,6 +35,7 @@ fn bundled_plugins_of_every_kind_load() {
             ("lora".into(), Kind::Method, Origin::Bundled),
             ("mirror".into(), Kind::Source, Origin::Bundled),
             ("modelscope".into(), Kind::Source, Origin::Bundled),
+            ("parquet".into(), Kind::Format, Origin::Bundled),
             ("qlora".into(), Kind::Method, Origin::Bundled),
             ("sft".into(), Kind::Method, Origin::Bundled),
             ("text".into(), Kind::Format, Origin::Bundled),
@@ -182,7 +183,7 @@ fn the_registry_hands_out_a_handle_of_the_plugins_own_kind_only() {
                 .map(|p| p.name().to_string())
                 .collect()
         ),
-        "csv,json,jsonl,text"
+        "csv,json,jsonl,parquet,text"
     );
     assert_eq!(
         kinds(

@@ -35,6 +35,9 @@ pub enum TextEncoding {
     Utf16be,
     #[serde(rename = "gb18030")]
     Gb18030,
+    /// Not text: a binary format (Parquet) read by its bytes.
+    #[serde(rename = "binary")]
+    Binary,
 }
 
 impl std::fmt::Display for TextEncoding {
@@ -61,6 +64,7 @@ impl TextEncoding {
             TextEncoding::Utf16le => "utf-16le",
             TextEncoding::Utf16be => "utf-16be",
             TextEncoding::Gb18030 => "gb18030",
+            TextEncoding::Binary => "binary",
         }
     }
 
@@ -70,6 +74,9 @@ impl TextEncoding {
             TextEncoding::Utf16le => UTF_16LE,
             TextEncoding::Utf16be => UTF_16BE,
             TextEncoding::Gb18030 => GB18030,
+            // `sniff` never answers `Binary`: binary files go to a byte
+            // parser undecoded (`load::load_bytes`), never through `Chunks`.
+            TextEncoding::Binary => unreachable!("binary files are not decoded"),
         }
     }
 }

@@ -14,7 +14,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::decode::{self, Chunks, DecodeError, TextEncoding};
-use crate::plugins::format::{FormatPlugin, Record};
+use crate::plugins::format::{FatalError, FormatPlugin, InputKind, Record};
+use crate::plugins::imports::input::InputFile;
 use crate::plugins::{CallError, HostParseOptions, PluginHost};
 use crate::sample::Sample;
 
@@ -175,8 +176,11 @@ pub fn load(
     path: &Path,
     display_name: &str,
     options: &LoadOptions,
-    mut sink: impl FnMut(Sample) -> std::io::Result<()>,
+    sink: impl FnMut(Sample) -> std::io::Result<()>,
 ) -> Result<LoadReport, LoadError> {
+    if let Some(plugin) = binary_format(host, path, display_name, options.format.as_deref())? {
+        return load_bytes(&plugin, path, display_name, options, sink);
+    }
     let encoding = decode::sniff(path)?;
     let mut chunks = Chunks::file(path, encoding)?;
     let first = chunks.next().unwrap_or_default();
@@ -189,8 +193,57 @@ pub fn load(
         });
     }
     let plugin = choose_format(host, display_name, &first, options.format.as_deref())?;
-    // The settings checked against the plugin's schema, and the options
-    // against the plugin, before any parsing.
+    let parse_options = checked_options(&plugin, display_name, options)?;
+    let mut tally = Tally::new(display_name, plugin.name(), encoding, options, sink);
+    let text = std::iter::once(first).chain(chunks.by_ref());
+    let fatal = plugin.parse_stream(&parse_options, text, |records| tally.add(records))?;
+    // A decoding error ends the chunk stream early: it, not the plugin's
+    // view of a cut-off input, is the real problem.
+    if let Some(err) = chunks.error.take() {
+        return Err(err.into());
+    }
+    tally.finish(fatal)
+}
+
+/// A binary file (Parquet): its bytes go to the plugin's byte parser, which
+/// reads them through the host a row group at a time.
+fn load_bytes(
+    plugin: &FormatPlugin,
+    path: &Path,
+    display_name: &str,
+    options: &LoadOptions,
+    sink: impl FnMut(Sample) -> std::io::Result<()>,
+) -> Result<LoadReport, LoadError> {
+    let io = |source| DecodeError::Io {
+        path: display_name.to_string(),
+        source,
+    };
+    let file = InputFile::open(path).map_err(io)?;
+    if std::fs::metadata(path).map_err(io)?.len() == 0 {
+        return Err(LoadError::EmptyFile {
+            file: display_name.to_string(),
+        });
+    }
+    let parse_options = checked_options(plugin, display_name, options)?;
+    let mut tally = Tally::new(
+        display_name,
+        plugin.name(),
+        TextEncoding::Binary,
+        options,
+        sink,
+    );
+    let fatal = plugin.parse_bytes(&parse_options, file, |records| tally.add(records))?;
+    tally.finish(fatal)
+}
+
+/// The options for `plugin`: the format defaults it declares added, the
+/// settings checked against its schema and the whole checked by the plugin,
+/// before any parsing.
+fn checked_options(
+    plugin: &FormatPlugin,
+    display_name: &str,
+    options: &LoadOptions,
+) -> Result<HostParseOptions, LoadError> {
     let refused = |message: String| LoadError::Fatal {
         file: display_name.to_string(),
         line: None,
@@ -218,20 +271,46 @@ pub fn load(
             None => format!("format plugin `{}`: {}", plugin.name(), e.message),
         }));
     }
-    let mut report = LoadReport {
-        file: display_name.to_string(),
-        format: plugin.name().to_string(),
-        encoding,
-        samples: 0,
-        kinds: BTreeMap::new(),
-        layouts: BTreeMap::new(),
-        ignored_fields: BTreeMap::new(),
-        rejected: 0,
-        errors: Vec::new(),
-    };
-    let mut sink_error = None;
-    let text = std::iter::once(first).chain(chunks.by_ref());
-    let fatal = plugin.parse_stream(&parse_options, text, |records| {
+    Ok(parse_options)
+}
+
+/// The report of a load in progress: counts every record the plugin
+/// returns and hands samples to the sink.
+struct Tally<'a, S> {
+    report: LoadReport,
+    options: &'a LoadOptions,
+    sink: S,
+    sink_error: Option<std::io::Error>,
+}
+
+impl<'a, S: FnMut(Sample) -> std::io::Result<()>> Tally<'a, S> {
+    fn new(
+        display_name: &str,
+        format: &str,
+        encoding: TextEncoding,
+        options: &'a LoadOptions,
+        sink: S,
+    ) -> Self {
+        Tally {
+            report: LoadReport {
+                file: display_name.to_string(),
+                format: format.to_string(),
+                encoding,
+                samples: 0,
+                kinds: BTreeMap::new(),
+                layouts: BTreeMap::new(),
+                ignored_fields: BTreeMap::new(),
+                rejected: 0,
+                errors: Vec::new(),
+            },
+            options,
+            sink,
+            sink_error: None,
+        }
+    }
+
+    fn add(&mut self, records: Vec<Record>) {
+        let report = &mut self.report;
         for record in records {
             match record {
                 Record::Sample {
@@ -246,10 +325,10 @@ pub fn load(
                         count(&mut report.ignored_fields, field);
                     }
                     count(&mut report.kinds, sample.kind().as_str());
-                    if sink_error.is_none()
-                        && let Err(e) = sink(sample)
+                    if self.sink_error.is_none()
+                        && let Err(e) = (self.sink)(sample)
                     {
-                        sink_error = Some(e);
+                        self.sink_error = Some(e);
                     }
                 }
                 Record::Rejected {
@@ -258,9 +337,9 @@ pub fn load(
                     message,
                 } => {
                     report.rejected += 1;
-                    if report.errors.len() < options.keep_errors {
+                    if report.errors.len() < self.options.keep_errors {
                         report.errors.push(Rejected {
-                            file: display_name.to_string(),
+                            file: report.file.clone(),
                             line: location.line,
                             index: location.index,
                             field,
@@ -270,34 +349,71 @@ pub fn load(
                 }
             }
         }
-    })?;
-    // A decoding error ends the chunk stream early: it, not the plugin's
-    // view of a cut-off input, is the real problem.
-    if let Some(err) = chunks.error.take() {
-        return Err(err.into());
     }
-    if let Err(fatal) = fatal {
-        return Err(LoadError::Fatal {
-            file: display_name.to_string(),
-            line: fatal.location.map(|l| l.line),
-            message: fatal.message,
-        });
+
+    /// The report, or why the load failed as a whole: the plugin's fatal
+    /// error, the sink's, a rejected record in strict mode, no samples.
+    fn finish(self, fatal: Result<(), FatalError>) -> Result<LoadReport, LoadError> {
+        let report = self.report;
+        if let Err(fatal) = fatal {
+            return Err(LoadError::Fatal {
+                file: report.file,
+                line: fatal.location.map(|l| l.line),
+                message: fatal.message,
+            });
+        }
+        if let Some(e) = self.sink_error {
+            return Err(LoadError::Sink(e));
+        }
+        if self.options.strict && report.rejected > 0 {
+            return Err(LoadError::Strict {
+                report: Box::new(report),
+            });
+        }
+        if report.samples == 0 {
+            return Err(LoadError::Empty {
+                file: report.file.clone(),
+                report: Box::new(report),
+            });
+        }
+        Ok(report)
     }
-    if let Some(e) = sink_error {
-        return Err(LoadError::Sink(e));
+}
+
+/// A format plugin that reads bytes and takes this file: the one named by
+/// `--format` (when it reads bytes), else the most confident one (at least
+/// 0.5) given the name and the first 16 KiB. `None`: the file is text.
+fn binary_format(
+    host: &PluginHost,
+    path: &Path,
+    display_name: &str,
+    forced: Option<&str>,
+) -> Result<Option<FormatPlugin>, LoadError> {
+    let readers: Vec<FormatPlugin> = host
+        .formats()
+        .into_iter()
+        .filter(|p| p.input_kind().is_ok_and(|k| k == InputKind::Bytes))
+        .collect();
+    if let Some(name) = forced {
+        return Ok(readers.into_iter().find(|p| p.name() == name));
     }
-    if options.strict && report.rejected > 0 {
-        return Err(LoadError::Strict {
-            report: Box::new(report),
-        });
+    if readers.is_empty() {
+        return Ok(None);
     }
-    if report.samples == 0 {
-        return Err(LoadError::Empty {
-            file: display_name.to_string(),
-            report: Box::new(report),
-        });
-    }
-    Ok(report)
+    let mut head = Vec::with_capacity(16 << 10);
+    std::fs::File::open(path)
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 16 << 10), &mut head))
+        .map_err(|source| DecodeError::Io {
+            path: display_name.to_string(),
+            source,
+        })?;
+    let head = String::from_utf8_lossy(&head);
+    let best = readers
+        .into_iter()
+        .filter_map(|p| Some((p.detect(display_name, &head).ok()?, p)))
+        .filter(|(score, _)| *score >= 0.5)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(best.map(|(_, p)| p))
 }
 
 /// Adds one to `key`'s count, allocating the key only the first time (this
@@ -319,7 +435,12 @@ fn choose_format(
     first_chunk: &str,
     forced: Option<&str>,
 ) -> Result<FormatPlugin, LoadError> {
-    let formats = host.formats();
+    // Binary formats were asked first (`binary_format`); text goes to the others.
+    let formats: Vec<FormatPlugin> = host
+        .formats()
+        .into_iter()
+        .filter(|p| p.input_kind().is_ok_and(|k| k == InputKind::Text))
+        .collect();
     let known = formats
         .iter()
         .map(|p| p.name().to_string())

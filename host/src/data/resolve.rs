@@ -202,8 +202,9 @@ impl DataResolver {
 
     /// Fetches a hub dataset into the model cache (nothing is downloaded when
     /// it is already complete) and loads its data files: every `.jsonl`,
-    /// `.json`, `.csv`, `.tsv` and `.txt` in the snapshot except metadata
-    /// (`dataset_info*.json`, dot-files, READMEs).
+    /// `.json`, `.csv`, `.tsv`, `.txt` and `.parquet` in the snapshot except
+    /// metadata (`dataset_info*.json`, dot-files, READMEs), only the `train`
+    /// split's when the files are named by split.
     fn load_hub_dataset(&self, repo: &str, options: &LoadOptions) -> Result<Vec<Sample>> {
         use crate::hub::pull::HubDatasetSpec;
         let spec = HubDatasetSpec::parse(repo)?;
@@ -212,10 +213,11 @@ impl DataResolver {
         let report = crate::blocking::block_on(self.hub.fetch_dataset(&spec, false, &progress))
             .context("starting the async runtime")?
             .with_context(|| format!("fetching hub dataset {repo}"))?;
-        let files = data_files(&report.path)?;
+        let files = train_split(&report.path, data_files(&report.path)?);
         if files.is_empty() {
             bail!(
-                "hub dataset {repo} ({}) has no data file tuner reads (.jsonl, .json, .csv, .tsv, .txt)",
+                "hub dataset {repo} ({}) has no data file tuner reads (.jsonl, .json, .csv, .tsv, \
+                 .txt, .parquet)",
                 report.path.display()
             );
         }
@@ -228,6 +230,37 @@ pub fn looks_like_hub_repo(text: &str) -> bool {
     let mut parts = text.split('/');
     matches!((parts.next(), parts.next(), parts.next()), (Some(org), Some(name), None)
         if !org.is_empty() && !name.is_empty() && !org.starts_with('.'))
+}
+
+/// The split names the hub's file layouts use (`train.jsonl`,
+/// `data/train-00000-of-00001.parquet`, `test/…`).
+const SPLITS: [&str; 6] = ["train", "test", "validation", "valid", "dev", "eval"];
+
+/// The split a file belongs to by its path below `root`: the first folder
+/// or file name that is a split name, or starts with one followed by `-`,
+/// `_` or `.`.
+fn split_of(root: &Path, file: &Path) -> Option<&'static str> {
+    let rel = file.strip_prefix(root).unwrap_or(file);
+    rel.components().find_map(|c| {
+        let name = c.as_os_str().to_string_lossy().to_lowercase();
+        SPLITS.into_iter().find(|split| {
+            name.strip_prefix(split)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['-', '_', '.']))
+        })
+    })
+}
+
+/// The training files of a snapshot: those of the `train` split when its
+/// files are named by split (a `test` split is never trained on), else all.
+fn train_split(root: &Path, files: Vec<PathBuf>) -> Vec<PathBuf> {
+    if files.iter().any(|f| split_of(root, f) == Some("train")) {
+        files
+            .into_iter()
+            .filter(|f| split_of(root, f) == Some("train"))
+            .collect()
+    } else {
+        files
+    }
 }
 
 /// The data files of a downloaded dataset snapshot, sorted.
@@ -243,7 +276,7 @@ fn data_files(root: &Path) -> Result<Vec<PathBuf>> {
             }
             if path.is_dir() {
                 pending.push(path);
-            } else if ["jsonl", "json", "csv", "tsv", "txt"]
+            } else if ["jsonl", "json", "csv", "tsv", "txt", "parquet"]
                 .iter()
                 .any(|ext| name.ends_with(&format!(".{ext}")))
                 && !name.starts_with("dataset_info")
@@ -255,4 +288,38 @@ fn data_files(root: &Path) -> Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_train_split_is_trained_when_files_are_named_by_split() {
+        let root = Path::new("/snap");
+        let files = |names: &[&str]| names.iter().map(|n| root.join(n)).collect::<Vec<_>>();
+        assert_eq!(
+            train_split(
+                root,
+                files(&[
+                    "data/test-00000-of-00001.parquet",
+                    "data/train-00000-of-00002.parquet",
+                    "data/train-00001-of-00002.parquet",
+                    "data/validation-00000-of-00001.parquet",
+                ])
+            ),
+            files(&[
+                "data/train-00000-of-00002.parquet",
+                "data/train-00001-of-00002.parquet"
+            ])
+        );
+        assert_eq!(
+            train_split(root, files(&["train.jsonl", "test.jsonl", "dev/a.jsonl"])),
+            files(&["train.jsonl"])
+        );
+        // No split names (or no train split): every file.
+        let plain = files(&["alpaca_zh.json", "extra.jsonl", "trainer_notes.txt"]);
+        assert_eq!(train_split(root, plain.clone()), plain);
+        assert_eq!(split_of(root, &root.join("trainer_notes.txt")), None);
+    }
 }

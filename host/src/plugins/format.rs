@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use super::bindings::v0_1_0::{self as old, Convert};
 use super::bindings::v0_2_0 as new;
+use super::imports::input::InputFile;
 use super::limits::ticks;
 use super::plugin::FormatBindings;
 use super::settings::{self, SettingValue, Values};
@@ -53,6 +54,14 @@ pub enum Record {
         field: Option<String>,
         message: String,
     },
+}
+
+/// What a format plugin reads (`input-kind`): decoded text, or the file's
+/// bytes through a byte parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    Text,
+    Bytes,
 }
 
 /// The error that ended a parse.
@@ -260,6 +269,26 @@ impl FormatPlugin {
         result
     }
 
+    /// Whether the plugin reads text or bytes (0.1.0 formats read text).
+    /// Asked once per loaded plugin: the answer never changes.
+    pub fn input_kind(&self) -> Result<InputKind, CallError> {
+        if let Some(kind) = self.0.input_kind.get() {
+            return Ok(*kind);
+        }
+        let kind = self
+            .0
+            .call_format("reads", self.0.detect_timeout(), |store, b| match b {
+                FormatBindings::V0_2(b) => {
+                    Ok(match b.tuner_plugin_format_plugin().call_reads(store)? {
+                        wit::InputKind::Text => InputKind::Text,
+                        wit::InputKind::Bytes => InputKind::Bytes,
+                    })
+                }
+                FormatBindings::V0_1(_) => Ok(InputKind::Text),
+            })?;
+        Ok(*self.0.input_kind.get_or_init(|| kind))
+    }
+
     /// The file extensions the plugin reads.
     pub fn extensions(&self) -> Result<Vec<String>, CallError> {
         self.0
@@ -304,6 +333,44 @@ impl FormatPlugin {
         let mut out = Vec::new();
         let result = self.parse_stream(options, chunks, |records| out.extend(records))?;
         Ok(result.map(|()| out))
+    }
+
+    /// Parses the bytes of `file` with a binary format's byte parser,
+    /// handing each batch of records (a row group) to `on_records` as it
+    /// comes. Each `next` call has its own deadline. The inner result is the
+    /// fatal error that ended the parse, if any.
+    pub fn parse_bytes(
+        &self,
+        options: &HostParseOptions,
+        file: InputFile,
+        mut on_records: impl FnMut(Vec<Record>),
+    ) -> Result<Result<(), FatalError>, CallError> {
+        let deadline = self.0.timeout();
+        self.0.call_format("parse", deadline, |store, b| match b {
+            FormatBindings::V0_2(b) => {
+                let handle = store.data_mut().table.push(file)?;
+                let guest = b.tuner_plugin_format_plugin().byte_parser();
+                let parser = guest.call_constructor(&mut *store, &options.to_v0_2_0(), handle)?;
+                let mut result = Ok(());
+                loop {
+                    store.set_epoch_deadline(ticks(deadline));
+                    match guest.call_next(&mut *store, parser)? {
+                        Ok(Some(list)) => on_records(records(list)),
+                        Ok(None) => break,
+                        Err(fatal) => {
+                            result = Err(FatalError::from(fatal));
+                            break;
+                        }
+                    }
+                }
+                parser.resource_drop(&mut *store)?;
+                Ok(result)
+            }
+            FormatBindings::V0_1(_) => Ok(Err(FatalError {
+                location: None,
+                message: "a tuner:plugin@0.1.0 format reads text only".into(),
+            })),
+        })
     }
 
     /// Streams `chunks` of text through a parser, handing the records of

@@ -69,7 +69,8 @@ fn required_functions(kind: Kind, wit: WitVersion) -> &'static [&'static str] {
 /// Interfaces the host offers to each kind.
 fn offered_imports(kind: Kind) -> &'static [&'static str] {
     match kind {
-        Kind::Format => &["types", "log"],
+        // `input` since 0.2.0 (binary formats read the file through it).
+        Kind::Format => &["types", "log", "input"],
         Kind::Source => &["types", "log", "http"],
         Kind::Method => &["types", "log", "tensors", "model"],
         Kind::Reward => &["types", "log"],

@@ -199,6 +199,8 @@ pub struct Plugin {
     wit_version: Version,
     /// The settings schema, read once (it cannot change for a component).
     settings: OnceLock<Vec<Setting>>,
+    /// A format's answer to `reads` (text or bytes), asked once.
+    pub(super) input_kind: OnceLock<super::format::InputKind>,
     component: Component,
     runtime: Arc<Runtime>,
     http: Option<HttpGate>,
@@ -229,6 +231,7 @@ impl Plugin {
             wit,
             wit_version,
             settings: OnceLock::new(),
+            input_kind: OnceLock::new(),
             component,
             runtime,
             http,

@@ -349,6 +349,24 @@ impl PluginCrate {
         })
     }
 
+    /// The `-p` spec of this crate: its folder as a `path+file://` URL and
+    /// its name. The bare name would be ambiguous for a plugin named after
+    /// one of its dependencies (the `parquet` plugin uses the `parquet`
+    /// crate).
+    fn package_spec(&self) -> String {
+        let dir = std::path::absolute(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        let mut url = String::from("path+file://");
+        for b in dir.to_string_lossy().bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'.' | b'_' | b'-' | b'~' => {
+                    url.push(b as char)
+                }
+                _ => url.push_str(&format!("%{b:02X}")),
+            }
+        }
+        format!("{url}#{}", self.package)
+    }
+
     /// File name of the core module cargo writes for this crate.
     fn artifact_name(&self) -> String {
         format!("{}.wasm", self.package.replace('-', "_"))
@@ -438,7 +456,7 @@ pub fn build(
         .arg("--target-dir")
         .arg(target_dir);
     for krate in crates {
-        cmd.arg("-p").arg(&krate.package);
+        cmd.arg("-p").arg(krate.package_spec());
     }
     if let Toolchain::BuildStd { .. } = toolchain {
         cmd.arg("-Zbuild-std=std,panic_abort");

@@ -12,6 +12,12 @@ pub mod format {
     wasmtime::component::bindgen!({
         path: "../wit/0.2.0",
         world: "tuner:plugin/format",
+        imports: {
+            "tuner:plugin/input": trappable,
+        },
+        with: {
+            "tuner:plugin/input.input-file": crate::plugins::imports::input::InputFile,
+        },
     });
 }
 

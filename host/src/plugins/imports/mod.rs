@@ -1,9 +1,10 @@
-//! The interfaces the host offers to plugins (`log`, `http`, `tensors`,
-//! `model`), implemented once for the newest `tuner:plugin` version.
+//! The interfaces the host offers to plugins (`log`, `input`, `http`,
+//! `tensors`, `model`), implemented once for the newest `tuner:plugin` version.
 //! [`v0_1_0`] makes the 0.1.0 traits delegate to these. `types` has no
 //! functions; its empty `Host` impls are here too.
 
 pub mod http;
+pub mod input;
 pub mod log;
 pub mod model;
 pub mod tensors;
