@@ -31,6 +31,7 @@ async fn lists_and_shows_plugins() {
             "lora",
             "mirror",
             "modelscope",
+            "parquet",
             "qlora",
             "sft",
             "text"
