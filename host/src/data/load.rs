@@ -219,7 +219,7 @@ fn load_bytes(
         source,
     };
     let file = InputFile::open(path).map_err(io)?;
-    if std::fs::metadata(path).map_err(io)?.len() == 0 {
+    if file.is_empty() {
         return Err(LoadError::EmptyFile {
             file: display_name.to_string(),
         });

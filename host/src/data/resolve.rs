@@ -103,7 +103,7 @@ impl DataResolver {
             return Ok((path.to_path_buf(), options.clone()));
         }
         if let Some(spec) = RegistrySpec::parse(text) {
-            let entry = registry::entry(&spec.dir, &spec.name, self.modelscope_first())?;
+            let entry = registry::entry(&spec.dir, &spec.name, self.hub.modelscope_first())?;
             return match &entry.source {
                 EntrySource::File { path } if path.is_file() => {
                     Ok((path.clone(), entry.load_options(options)))
@@ -125,19 +125,10 @@ impl DataResolver {
         )
     }
 
-    /// ModelScope is the first source tried (so a registry entry's
-    /// `ms_hub_url` is preferred over its `hf_hub_url`).
-    fn modelscope_first(&self) -> bool {
-        self.hub
-            .source_order()
-            .first()
-            .is_some_and(|s| s == "modelscope")
-    }
-
     /// The entries of the LLaMA-Factory registry in `dir`, each read and
     /// checked on its own.
     pub fn registry(&self, dir: &Path) -> Result<Vec<(String, Result<RegistryEntry>)>> {
-        registry::list(dir, self.modelscope_first())
+        registry::list(dir, self.hub.modelscope_first())
     }
 
     /// The samples of every file, in order, each labelled with its path.
@@ -161,7 +152,7 @@ impl DataResolver {
         spec: &RegistrySpec,
         options: &LoadOptions,
     ) -> Result<(Vec<Sample>, Option<usize>)> {
-        let entry = registry::entry(&spec.dir, &spec.name, self.modelscope_first())?;
+        let entry = registry::entry(&spec.dir, &spec.name, self.hub.modelscope_first())?;
         let options = entry.load_options(options);
         let samples = match &entry.source {
             EntrySource::File { path } if path.is_dir() => {

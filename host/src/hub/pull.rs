@@ -125,6 +125,14 @@ impl Hub {
         &self.config.source_order
     }
 
+    /// Whether ModelScope is the first source tried: then its copies (a
+    /// registry entry's `ms_hub_url`, its SDK's cache) are preferred.
+    pub fn modelscope_first(&self) -> bool {
+        self.source_order()
+            .first()
+            .is_some_and(|s| s == "modelscope")
+    }
+
     pub fn new(host: Arc<PluginHost>, store: Option<Arc<Store>>, config: HubConfig) -> Self {
         Self {
             host,
@@ -632,11 +640,7 @@ impl Hub {
     /// SDK downloaded (see [`super::external`]): ModelScope's cache first
     /// when ModelScope is the first source.
     pub fn external_copy(&self, repo: &RepoId) -> Option<super::ExternalModel> {
-        let modelscope_first = self
-            .source_order()
-            .first()
-            .is_some_and(|s| s == "modelscope");
-        super::ExternalCaches::from_env().find(repo, modelscope_first)
+        super::ExternalCaches::from_env().find(repo, self.modelscope_first())
     }
 
     /// The current cached snapshot of `repo`, if it is in the cache.

@@ -29,6 +29,11 @@ impl InputFile {
         Ok(Self { file, size })
     }
 
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
     /// Up to `len` bytes from `offset` (fewer at the end of the file).
     fn read_at(&self, offset: u64, len: u32) -> Result<Vec<u8>, String> {
         if len > MAX_READ {
